@@ -1,0 +1,35 @@
+/* buf.h - a growable byte buffer with a read offset; the one byte container in smtptap. */
+#ifndef SMTPTAP_BUF_H
+#define SMTPTAP_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* A buffer owns `data`. Readable bytes are data[off .. len). buf_free releases it. */
+struct buf {
+    uint8_t *data;
+    size_t off;
+    size_t len;
+    size_t cap;
+};
+
+void buf_init(struct buf *b);
+void buf_free(struct buf *b);
+/* Appends n bytes (copied). Aborts on allocation failure: smtptap cannot continue without memory.
+ */
+void buf_append(struct buf *b, const void *p, size_t n);
+void buf_append_str(struct buf *b, const char *s);
+void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Marks n readable bytes as consumed; compacts or releases storage when cheap. */
+void buf_consume(struct buf *b, size_t n);
+void buf_reset(struct buf *b);
+static inline size_t buf_size(const struct buf *b)
+{
+    return b->len - b->off;
+}
+static inline const uint8_t *buf_head(const struct buf *b)
+{
+    return b->data + b->off;
+}
+
+#endif

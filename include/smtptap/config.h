@@ -1,0 +1,52 @@
+/* config.h - one struct config built from defaults, then the INI file (-c), then command
+ * line flags. Errors name the flag or key, the value and what would be accepted. */
+#ifndef SMTPTAP_CONFIG_H
+#define SMTPTAP_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "smtptap/buf.h"
+#include "smtptap/parse.h"
+
+enum { CONFIG_MAX_LISTEN = 16 };
+
+/* sysexits codes used by smtptap */
+enum { EXIT_USAGE = 64, EXIT_CONFIG = 78 };
+
+enum color_mode { COLOR_AUTO, COLOR_ALWAYS, COLOR_NEVER };
+enum client_starttls { CLIENT_STARTTLS_OFFER, CLIENT_STARTTLS_STRIP, CLIENT_STARTTLS_PASSTHROUGH };
+enum { FORMAT_TEXT = 1 };
+
+struct config {
+    struct listen_spec listen[CONFIG_MAX_LISTEN];
+    unsigned nlisten;
+    struct upstream_spec upstream;
+    enum client_starttls client_starttls;
+    uint64_t max_sessions;
+    uint64_t idle_timeout_ms;
+    uint64_t connect_timeout_ms;
+    uint64_t grace_ms; /* shutdown: how long sessions may finish */
+    char capture_dir[4096];
+    unsigned formats; /* FORMAT_* bits */
+    int verbosity;    /* -1 quiet, 0 normal, 1 verbose */
+    enum color_mode color;
+    char config_file[4096];
+};
+
+enum config_result {
+    CONFIG_OK = 0,
+    CONFIG_HELP = 1,    /* print usage, exit 0 */
+    CONFIG_VERSION = 2, /* print version, exit 0 */
+    CONFIG_ERR_USAGE = EXIT_USAGE,
+    CONFIG_ERR_CONFIG = EXIT_CONFIG,
+};
+
+void config_defaults(struct config *c);
+/* Builds *c from argv. On error returns CONFIG_ERR_* with a message in *err. */
+enum config_result config_from_args(struct config *c, int argc, char **argv, struct buf *err);
+/* Loads only the INI file into *c (used by config_from_args). */
+enum config_result config_load_file(struct config *c, const char *path, struct buf *err);
+const char *config_usage(void);
+
+#endif

@@ -1,0 +1,97 @@
+/* leg.h - one side of a session. The session sees the same interface whether the leg is a
+ * TCP socket or the built-in sink: bytes in through callbacks, bytes out through leg_write,
+ * a write queue it can measure for backpressure, half-close and close. */
+#ifndef SMTPTAP_LEG_H
+#define SMTPTAP_LEG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+struct leg;
+
+/* What a leg tells its owner. Every callback may be the last thing that happens before the
+ * owner closes the leg; none is called after leg_close() except on_closed. */
+struct leg_events {
+    void (*on_read)(struct leg *leg, const uint8_t *bytes, size_t len); /* bytes borrowed */
+    void (*on_eof)(struct leg *leg);              /* the peer will send nothing more */
+    void (*on_error)(struct leg *leg, int uverr); /* read or write failed */
+    void (*on_drain)(struct leg *leg);            /* some queued bytes were written */
+    void (*on_closed)(struct leg *leg);           /* handle closed; the leg may be freed now */
+};
+
+struct leg_ops {
+    void (*read_start)(struct leg *leg);
+    void (*read_stop)(struct leg *leg);
+    void (*write)(struct leg *leg, const uint8_t *bytes, size_t len); /* bytes copied */
+    void (*shutdown)(struct leg *leg); /* FIN once queued bytes are written; keep reading */
+    void (*end)(struct leg *leg);      /* FIN once queued bytes are written, then close */
+    void (*close)(struct leg *leg);    /* close now; queued bytes are dropped */
+};
+
+struct leg {
+    const struct leg_ops *ops;
+    const struct leg_events *ev;
+    void *owner;
+    size_t queued; /* bytes accepted by write() and not yet handed to the kernel */
+    bool reading;
+    bool ending;  /* leg_end called: closes by itself once flushed */
+    bool closing; /* the handle is being closed; on_closed follows */
+};
+
+static inline void leg_read_start(struct leg *l)
+{
+    if (!l->reading && !l->closing) l->ops->read_start(l);
+}
+static inline void leg_read_stop(struct leg *l)
+{
+    if (l->reading && !l->closing) l->ops->read_stop(l);
+}
+static inline void leg_write(struct leg *l, const uint8_t *bytes, size_t len)
+{
+    if (!l->closing && len) l->ops->write(l, bytes, len);
+}
+static inline void leg_shutdown(struct leg *l)
+{
+    if (!l->closing) l->ops->shutdown(l);
+}
+static inline void leg_end(struct leg *l)
+{
+    if (!l->closing && !l->ending) {
+        l->ending = true;
+        l->ops->end(l);
+    }
+}
+static inline void leg_close(struct leg *l)
+{
+    if (!l->closing) {
+        l->closing = true;
+        l->ops->close(l);
+    }
+}
+
+/* ---- TCP legs ---------------------------------------------------------------------------- */
+
+struct tcp_leg {
+    struct leg base;
+    uv_tcp_t tcp;
+    uv_shutdown_t shutdown_req;
+    uv_connect_t connect_req;
+    void (*on_connect)(struct tcp_leg *t, int status);
+    bool shut;          /* FIN requested */
+    bool shutdown_done; /* FIN sent (or could not be) */
+};
+
+/* Initialises a TCP leg on loop; the caller accepts into t->tcp or calls tcp_leg_connect.
+ * The tcp_leg must stay allocated until on_closed. */
+void tcp_leg_init(struct tcp_leg *t, uv_loop_t *loop, const struct leg_events *ev, void *owner);
+/* Starts connecting to addr; on_connect(t, status) follows (status < 0: libuv error). */
+int tcp_leg_connect(struct tcp_leg *t, const struct sockaddr *addr,
+                    void (*on_connect)(struct tcp_leg *t, int status));
+
+/* Formats a socket's local or peer address as "ip:port" ("[v6]:port"). */
+void sockaddr_format(const struct sockaddr *sa, char *out, size_t size);
+
+#endif

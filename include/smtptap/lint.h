@@ -1,0 +1,37 @@
+/* lint.h - pure protocol warnings: bare CR/LF, NUL, over-long lines and SMTP smuggling
+ * sequences in commands, replies and message content. Findings are reported through a
+ * callback as one human sentence each; nothing is changed in the bytes. */
+#ifndef SMTPTAP_LINT_H
+#define SMTPTAP_LINT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef void (*lint_report_fn)(void *ctx, const char *finding);
+
+/* RFC 5321 4.5.3.1 limits, terminator included. */
+enum { LINT_COMMAND_LINE_MAX = 512, LINT_REPLY_LINE_MAX = 512, LINT_TEXT_LINE_MAX = 1000 };
+
+/* One command (or SASL) line as received, terminator included when present. */
+void lint_command_line(const uint8_t *line, size_t len, bool sasl, lint_report_fn report,
+                       void *ctx);
+/* One complete reply as received (all its lines). */
+void lint_reply(const uint8_t *reply, size_t len, lint_report_fn report, void *ctx);
+
+/* Message content, fed in chunks as it streams. Warnings of one kind are reported for the
+ * first few occurrences; the rest are counted and summarised by lint_content_end. */
+struct lint_content {
+    uint64_t line;     /* 1-based line being scanned */
+    uint64_t line_len; /* octets of that line so far */
+    uint8_t tail[4];   /* the last bytes seen, newest last, for sequences across chunks */
+    bool bdat;
+    uint32_t counts[5]; /* per finding kind */
+};
+
+void lint_content_begin(struct lint_content *l, bool bdat);
+void lint_content_feed(struct lint_content *l, const uint8_t *bytes, size_t len,
+                       lint_report_fn report, void *ctx);
+void lint_content_end(struct lint_content *l, lint_report_fn report, void *ctx);
+
+#endif

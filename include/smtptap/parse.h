@@ -1,0 +1,48 @@
+/* parse.h - pure parsers for the values users type: addresses, durations, upstream specs,
+ * numbers, booleans. Each returns NULL on success or a static string saying what would be
+ * accepted. */
+#ifndef SMTPTAP_PARSE_H
+#define SMTPTAP_PARSE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum { HOST_MAX = 256 };
+
+struct hostport {
+    char host[HOST_MAX]; /* without brackets for IPv6 */
+    uint16_t port;
+};
+
+enum tls_mode { TLS_NONE, TLS_IMPLICIT, TLS_STARTTLS, TLS_STARTTLS_IF_OFFERED };
+
+struct listen_spec {
+    struct hostport addr; /* numeric IP (or "localhost", mapped to 127.0.0.1) */
+    bool implicit_tls;    /* "tls:" prefix */
+};
+
+enum upstream_kind { UPSTREAM_SINK, UPSTREAM_FIXED, UPSTREAM_TRANSPARENT };
+
+struct upstream_spec {
+    enum upstream_kind kind;
+    struct hostport target; /* UPSTREAM_FIXED */
+    enum tls_mode tls;      /* prefix: tls:, starttls:, plain: or none */
+};
+
+/* "HOST:PORT" or "[V6]:PORT". Port 0 allowed only when allow_zero. */
+const char *parse_hostport(const char *s, bool allow_zero, struct hostport *out);
+/* "[tls:]ADDR:PORT" with a numeric address (or localhost). */
+const char *parse_listen(const char *s, struct listen_spec *out);
+/* "sink" | "transparent" | "[tls:|starttls:|plain:]HOST:PORT". */
+const char *parse_upstream(const char *s, struct upstream_spec *out);
+/* "250ms", "2s", "1m", "1h", or a bare number of seconds. */
+const char *parse_duration_ms(const char *s, uint64_t *ms);
+const char *parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+/* yes/no/true/false/on/off/1/0 */
+const char *parse_bool(const char *s, bool *out);
+/* Formats milliseconds the way users write them ("300s", "250ms", "1.5s"). */
+void format_duration(uint64_t ms, char *out, unsigned size);
+/* Formats host:port, bracketing IPv6. */
+void format_hostport(const char *host, unsigned port, char *out, unsigned size);
+
+#endif

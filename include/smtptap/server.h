@@ -1,0 +1,51 @@
+/* server.h - the running proxy: listeners, the set of live sessions, the live transcript,
+ * signals and graceful shutdown. */
+#ifndef SMTPTAP_SERVER_H
+#define SMTPTAP_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "smtptap/config.h"
+#include "smtptap/events.h"
+#include "smtptap/parse.h"
+
+struct session;
+
+struct listener {
+    uv_tcp_t tcp;
+    struct server *server;
+    struct listen_spec spec;
+    char bound[80]; /* the address actually bound, e.g. 127.0.0.1:2525 */
+};
+
+struct server {
+    uv_loop_t *loop;
+    const struct config *cfg;
+    struct listener listeners[CONFIG_MAX_LISTEN];
+    unsigned nlisteners;
+    struct session *sessions; /* doubly linked through session->prev/next */
+    uint64_t nsessions;
+    uint64_t next_id;
+    struct event_writer *live; /* NULL with --quiet */
+    bool stopping;
+    bool grace_expired;
+    int exit_code;
+    char host[128];
+    uv_signal_t sigint, sigterm;
+    uv_timer_t grace;
+    uv_check_t flush; /* flushes the live transcript once per loop iteration */
+};
+
+/* Runs until SIGINT/SIGTERM and every session has ended. Returns the process exit code. */
+int server_run(const struct config *cfg);
+/* Called by a session when its last handle is closed; unlinks and frees it. */
+void server_session_done(struct server *srv, struct session *s);
+
+/* listener.c: binds one listen address; new connections go to session_accept. */
+int listener_open(struct server *srv, struct listener *l, const struct listen_spec *spec, char *err,
+                  size_t err_size);
+void listener_close(struct listener *l);
+
+#endif

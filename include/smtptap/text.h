@@ -1,0 +1,24 @@
+/* text.h - the text transcript format, shared by the live transcript (stderr) and the text
+ * capture files: "#<session> +<seconds> <marker> <text>", one line per event line. */
+#ifndef SMTPTAP_TEXT_H
+#define SMTPTAP_TEXT_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "smtptap/buf.h"
+#include "smtptap/events.h"
+
+/* Appends the transcript lines of one event to out (nothing for kinds text does not show). */
+void text_format_event(const struct event *ev, bool color, struct buf *out);
+/* Appends bytes made readable: printable ASCII and valid UTF-8 as they are, other bytes as
+ * \r \n \0 \t-free escapes (\xNN). */
+void text_escape(const uint8_t *bytes, size_t len, struct buf *out);
+
+/* A writer that formats events onto a stdio stream. The stream is not owned; close()
+ * flushes it and frees the writer. */
+struct event_writer *text_stream_writer_new(FILE *stream, bool color);
+/* The same for a capture file: close() also closes the file. */
+struct event_writer *text_file_writer_new(FILE *file);
+
+#endif

@@ -1,0 +1,181 @@
+/* leg.c - the TCP leg: a libuv stream with a write queue whose size the session watches
+ * for backpressure. Writes try the socket first and queue only what it did not take. */
+#include "smtptap/leg.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { READ_BUFFER = 64 * 1024 };
+
+/* Reads are handled synchronously and every consumer copies what it keeps, so one
+ * buffer serves every socket of the loop (the loop runs on one thread). */
+static char read_buffer[READ_BUFFER];
+
+struct write_req {
+    uv_write_t req;
+    size_t len;
+    uint8_t bytes[]; /* owned until the write callback */
+};
+
+static void tcp_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)h, (void)suggested;
+    buf->base = read_buffer;
+    buf->len = sizeof read_buffer;
+}
+
+static void tcp_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct tcp_leg *t = s->data;
+    if (nread > 0)
+        t->base.ev->on_read(&t->base, (const uint8_t *)buf->base, (size_t)nread);
+    else if (nread == UV_EOF)
+        t->base.ev->on_eof(&t->base);
+    else if (nread < 0)
+        t->base.ev->on_error(&t->base, (int)nread);
+}
+
+static void tcp_read_start(struct leg *l)
+{
+    struct tcp_leg *t = (struct tcp_leg *)l;
+    if (uv_read_start((uv_stream_t *)&t->tcp, tcp_alloc_cb, tcp_read_cb) == 0) l->reading = true;
+}
+
+static void tcp_read_stop(struct leg *l)
+{
+    struct tcp_leg *t = (struct tcp_leg *)l;
+    uv_read_stop((uv_stream_t *)&t->tcp);
+    l->reading = false;
+}
+
+static void tcp_write_cb(uv_write_t *req, int status)
+{
+    struct write_req *w = (struct write_req *)req;
+    struct tcp_leg *t = req->handle->data;
+    t->base.queued -= w->len;
+    free(w);
+    if (status == UV_ECANCELED || t->base.closing) return;
+    if (status < 0)
+        t->base.ev->on_error(&t->base, status);
+    else
+        t->base.ev->on_drain(&t->base);
+}
+
+static void tcp_write(struct leg *l, const uint8_t *bytes, size_t len)
+{
+    struct tcp_leg *t = (struct tcp_leg *)l;
+    if (l->queued == 0) {
+        uv_buf_t b = uv_buf_init((char *)bytes, (unsigned)len);
+        int n = uv_try_write((uv_stream_t *)&t->tcp, &b, 1);
+        if (n > 0) bytes += n, len -= (size_t)n;
+        if (len == 0) return;
+    }
+    struct write_req *w = malloc(sizeof *w + len);
+    if (!w) abort();
+    memcpy(w->bytes, bytes, len);
+    w->len = len;
+    uv_buf_t b = uv_buf_init((char *)w->bytes, (unsigned)len);
+    l->queued += len;
+    int rc = uv_write(&w->req, (uv_stream_t *)&t->tcp, &b, 1, tcp_write_cb);
+    if (rc < 0) {
+        l->queued -= len;
+        free(w);
+        l->ev->on_error(l, rc);
+    }
+}
+
+static void tcp_shutdown_cb(uv_shutdown_t *req, int status)
+{
+    (void)status;
+    struct tcp_leg *t = req->data;
+    t->shutdown_done = true;
+    if (t->base.ending) leg_close(&t->base);
+}
+
+/* Sends FIN once every queued write is done; returns false when that cannot start. */
+static bool tcp_start_shutdown(struct tcp_leg *t)
+{
+    if (t->shut) return true;
+    t->shut = true;
+    t->shutdown_req.data = t;
+    if (uv_shutdown(&t->shutdown_req, (uv_stream_t *)&t->tcp, tcp_shutdown_cb) == 0) return true;
+    t->shutdown_done = true;
+    return false;
+}
+
+static void tcp_shutdown(struct leg *l)
+{
+    tcp_start_shutdown((struct tcp_leg *)l);
+}
+
+static void tcp_close_cb(uv_handle_t *h)
+{
+    struct tcp_leg *t = h->data;
+    t->base.ev->on_closed(&t->base);
+}
+
+static void tcp_close(struct leg *l)
+{
+    struct tcp_leg *t = (struct tcp_leg *)l;
+    l->reading = false;
+    uv_close((uv_handle_t *)&t->tcp, tcp_close_cb);
+}
+
+static void tcp_end(struct leg *l)
+{
+    struct tcp_leg *t = (struct tcp_leg *)l;
+    uv_read_stop((uv_stream_t *)&t->tcp);
+    l->reading = false;
+    if (!tcp_start_shutdown(t) || t->shutdown_done) leg_close(l);
+    /* else tcp_shutdown_cb closes once the queue is flushed */
+}
+
+static const struct leg_ops tcp_ops = {tcp_read_start, tcp_read_stop, tcp_write,
+                                       tcp_shutdown,   tcp_end,       tcp_close};
+
+void tcp_leg_init(struct tcp_leg *t, uv_loop_t *loop, const struct leg_events *ev, void *owner)
+{
+    memset(t, 0, sizeof *t);
+    t->base.ops = &tcp_ops;
+    t->base.ev = ev;
+    t->base.owner = owner;
+    uv_tcp_init(loop, &t->tcp);
+    t->tcp.data = t;
+}
+
+static void tcp_connect_cb(uv_connect_t *req, int status)
+{
+    struct tcp_leg *t = req->data;
+    if (status == UV_ECANCELED || t->base.closing) return;
+    if (status == 0) uv_tcp_nodelay(&t->tcp, 1);
+    t->on_connect(t, status);
+}
+
+int tcp_leg_connect(struct tcp_leg *t, const struct sockaddr *addr,
+                    void (*on_connect)(struct tcp_leg *t, int status))
+{
+    t->on_connect = on_connect;
+    t->connect_req.data = t;
+    return uv_tcp_connect(&t->connect_req, &t->tcp, addr, tcp_connect_cb);
+}
+
+void sockaddr_format(const struct sockaddr *sa, char *out, size_t size)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
+        port = ntohs(in->sin_port);
+        snprintf(out, size, "%s:%u", ip, port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
+        port = ntohs(in6->sin6_port);
+        snprintf(out, size, "[%s]:%u", ip, port);
+    } else {
+        snprintf(out, size, "?");
+    }
+}

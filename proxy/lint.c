@@ -1,0 +1,155 @@
+/* lint.c - pure protocol warnings (see lint.h). */
+#include "smtptap/lint.h"
+
+#include <stdio.h>
+#include <string.h>
+
+enum { LINT_SHOW_PER_KIND = 3 };
+enum { K_BARE_LF, K_BARE_CR, K_NUL, K_LONG, K_SMUGGLE };
+static const char *kind_names[] = {"bare LF", "bare CR", "NUL byte", "over-long line",
+                                   "SMTP smuggling sequence"};
+
+static void report_line_bytes(const uint8_t *line, size_t len, const char *what,
+                              lint_report_fn report, void *ctx)
+{
+    char msg[160];
+    size_t body = len;
+    bool has_lf = body && line[body - 1] == '\n';
+    if (has_lf) body--;
+    bool has_crlf = has_lf && body && line[body - 1] == '\r';
+    if (has_crlf) body--;
+    if (has_lf && !has_crlf) {
+        snprintf(msg, sizeof msg, "%s ends with a bare LF (RFC 5321 2.3.8 requires CRLF)", what);
+        report(ctx, msg);
+    }
+    for (size_t i = 0; i < body; i++) {
+        if (line[i] == '\r' || line[i] == '\n' || line[i] == 0) {
+            snprintf(msg, sizeof msg, "%s contains a %s at offset %zu", what,
+                     line[i] == 0      ? "NUL byte"
+                     : line[i] == '\r' ? "bare CR"
+                                       : "bare LF",
+                     i);
+            report(ctx, msg);
+            break;
+        }
+    }
+}
+
+void lint_command_line(const uint8_t *line, size_t len, bool sasl, lint_report_fn report, void *ctx)
+{
+    const char *what = sasl ? "SASL line" : "command line";
+    report_line_bytes(line, len, what, report, ctx);
+    size_t limit = sasl ? 12288 : LINT_COMMAND_LINE_MAX;
+    if (len > limit) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "%s is %zu octets (RFC limit %zu)", what, len, limit);
+        report(ctx, msg);
+    }
+}
+
+void lint_reply(const uint8_t *reply, size_t len, lint_report_fn report, void *ctx)
+{
+    size_t start = 0;
+    while (start < len) {
+        const uint8_t *lf = memchr(reply + start, '\n', len - start);
+        size_t end = lf ? (size_t)(lf - reply) + 1 : len;
+        report_line_bytes(reply + start, end - start, "reply line", report, ctx);
+        if (end - start > LINT_REPLY_LINE_MAX) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "reply line is %zu octets (RFC 5321 limit %d)", end - start,
+                     LINT_REPLY_LINE_MAX);
+            report(ctx, msg);
+        }
+        start = end;
+    }
+}
+
+void lint_content_begin(struct lint_content *l, bool bdat)
+{
+    memset(l, 0, sizeof *l);
+    l->line = 1;
+    l->bdat = bdat;
+    /* Content starts at the beginning of a line, as if after CRLF. */
+    l->tail[2] = '\r';
+    l->tail[3] = '\n';
+}
+
+static void finding(struct lint_content *l, int kind, const char *detail, lint_report_fn report,
+                    void *ctx)
+{
+    if (++l->counts[kind] > LINT_SHOW_PER_KIND) return;
+    char msg[200];
+    snprintf(msg, sizeof msg, "%s in %s at line %llu%s%s", kind_names[kind],
+             l->bdat ? "BDAT" : "DATA", (unsigned long long)l->line, detail ? ": " : "",
+             detail ? detail : "");
+    report(ctx, msg);
+}
+
+/* Called for each byte c with l->tail holding the four bytes before it (newest last).
+ * Detects a lone dot between line ends other than the one true CRLF "." CRLF, the
+ * terminator variants that make two servers disagree about the end of DATA. */
+static void check_smuggling(struct lint_content *l, uint8_t c, lint_report_fn report, void *ctx)
+{
+    const uint8_t *t = l->tail;
+    char detail[80];
+    const char *after = NULL;
+    int dot; /* index in t of the lone dot */
+    if (c == '\n' && t[3] == '.') {
+        after = "<LF>", dot = 3;
+    } else if (c == '\n' && t[3] == '\r' && t[2] == '.') {
+        after = "<CR><LF>", dot = 2;
+    } else if (c != '\n' && t[3] == '\r' && t[2] == '.') {
+        after = "<CR>", dot = 2;
+    } else {
+        return;
+    }
+    uint8_t b1 = t[dot - 1], b2 = t[dot - 2];
+    const char *before;
+    if (b1 == '\n')
+        before = b2 == '\r' ? "<CR><LF>" : "<LF>";
+    else if (b1 == '\r')
+        before = "<CR>";
+    else
+        return;
+    if (strcmp(before, "<CR><LF>") == 0 && strcmp(after, "<CR><LF>") == 0) return;
+    snprintf(detail, sizeof detail, "%s.%s", before, after);
+    finding(l, K_SMUGGLE, detail, report, ctx);
+}
+
+void lint_content_feed(struct lint_content *l, const uint8_t *b, size_t len, lint_report_fn report,
+                       void *ctx)
+{
+    for (size_t i = 0; i < len; i++) {
+        uint8_t c = b[i];
+        if (!l->bdat) check_smuggling(l, c, report, ctx);
+        uint8_t prev = l->tail[3];
+        if (c == '\n') {
+            if (prev != '\r') finding(l, K_BARE_LF, NULL, report, ctx);
+            if (l->line_len + 1 > LINT_TEXT_LINE_MAX) {
+                char detail[64];
+                snprintf(detail, sizeof detail, "%llu octets (RFC 5321 limit %d)",
+                         (unsigned long long)l->line_len + 1, LINT_TEXT_LINE_MAX);
+                finding(l, K_LONG, detail, report, ctx);
+            }
+            l->line++;
+            l->line_len = 0;
+        } else {
+            if (prev == '\r') finding(l, K_BARE_CR, NULL, report, ctx);
+            if (c == 0) finding(l, K_NUL, NULL, report, ctx);
+            l->line_len++;
+        }
+        memmove(l->tail, l->tail + 1, 3);
+        l->tail[3] = c;
+    }
+}
+
+void lint_content_end(struct lint_content *l, lint_report_fn report, void *ctx)
+{
+    for (int k = 0; k < 5; k++) {
+        if (l->counts[k] <= LINT_SHOW_PER_KIND) continue;
+        char msg[128];
+        snprintf(msg, sizeof msg, "%s in %s: %u occurrences in all (%d shown)", kind_names[k],
+                 l->bdat ? "BDAT" : "DATA", l->counts[k], LINT_SHOW_PER_KIND);
+        report(ctx, msg);
+    }
+}

@@ -1,0 +1,26 @@
+/* main.c - smtptap's entry point: builds the configuration from the command line and the
+ * INI file, then runs the server. */
+#include <stdio.h>
+
+#include "smtptap/buf.h"
+#include "smtptap/config.h"
+#include "smtptap/server.h"
+
+int main(int argc, char **argv)
+{
+    static struct config cfg;
+    struct buf err;
+    buf_init(&err);
+    enum config_result r = config_from_args(&cfg, argc, argv, &err);
+    switch (r) {
+    case CONFIG_OK: break;
+    case CONFIG_HELP: fputs(config_usage(), stdout); return 0;
+    case CONFIG_VERSION: printf("smtptap %s\n", SMTPTAP_VERSION); return 0;
+    default:
+        fprintf(stderr, "smtptap: %.*s\n", (int)buf_size(&err), (const char *)buf_head(&err));
+        buf_free(&err);
+        return (int)r;
+    }
+    buf_free(&err);
+    return server_run(&cfg);
+}

@@ -1,0 +1,113 @@
+/* message.c - the transcript's view of a message in flight (see message.h). */
+#include "smtptap/message.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void message_view_begin(struct message_view *m, bool bdat, unsigned max_shown)
+{
+    memset(m, 0, sizeof *m);
+    m->bdat = bdat;
+    m->max_shown = max_shown;
+    m->at_line_start = true;
+    buf_init(&m->line);
+    m->sha = EVP_MD_CTX_new();
+    if (!m->sha || !EVP_DigestInit_ex(m->sha, EVP_sha256(), NULL)) abort();
+}
+
+static bool showing(const struct message_view *m)
+{
+    return m->max_shown == 0 || m->shown < m->max_shown;
+}
+
+static void collect(struct message_view *m, const uint8_t *p, size_t n)
+{
+    if (!showing(m)) return;
+    size_t room = buf_size(&m->line) < MESSAGE_SHOW_LINE_MAX + 2
+                      ? MESSAGE_SHOW_LINE_MAX + 2 - buf_size(&m->line)
+                      : 0;
+    buf_append(&m->line, p, n < room ? n : room);
+}
+
+static void end_line(struct message_view *m, message_line_fn show, void *ctx)
+{
+    m->lines++;
+    if (!showing(m)) return;
+    const uint8_t *l = buf_head(&m->line);
+    size_t n = buf_size(&m->line);
+    if (n && l[n - 1] == '\n') n--;
+    if (n && l[n - 1] == '\r') n--;
+    show(ctx, l, n);
+    m->shown++;
+    buf_reset(&m->line);
+}
+
+/* Delivers unstuffed content: hashes it, counts it and splits it into lines. */
+static void deliver(struct message_view *m, const uint8_t *p, size_t n, message_line_fn show,
+                    void *ctx)
+{
+    while (n) {
+        if (m->at_line_start && !m->bdat && p[0] == '.') {
+            p++, n--; /* dot-stuffing (RFC 5321 4.5.2) */
+            m->at_line_start = false;
+            continue;
+        }
+        const uint8_t *lf = memchr(p, '\n', n);
+        size_t span = lf ? (size_t)(lf - p) + 1 : n;
+        EVP_DigestUpdate(m->sha, p, span);
+        m->size += span;
+        collect(m, p, span);
+        m->at_line_start = lf != NULL;
+        if (lf) end_line(m, show, ctx);
+        p += span, n -= span;
+    }
+}
+
+void message_view_feed(struct message_view *m, const uint8_t *bytes, size_t len,
+                       message_line_fn show, void *ctx)
+{
+    if (m->bdat) {
+        deliver(m, bytes, len, show, ctx);
+        return;
+    }
+    /* The stream ends with the terminator's ".\r\n": always keep the last 3 bytes back so
+     * that it is never delivered, whatever the chunking. */
+    if (m->held + len <= 3) {
+        memcpy(m->hold + m->held, bytes, len);
+        m->held += len;
+        return;
+    }
+    size_t out = m->held + len - 3;
+    size_t from_hold = out < m->held ? out : m->held;
+    deliver(m, m->hold, from_hold, show, ctx);
+    deliver(m, bytes, out - from_hold, show, ctx);
+    uint8_t next[3];
+    size_t k = 0;
+    for (size_t i = from_hold; i < m->held; i++) next[k++] = m->hold[i];
+    size_t rest = 3 - k;
+    memcpy(next + k, bytes + len - rest, rest);
+    memcpy(m->hold, next, 3);
+    m->held = 3;
+}
+
+void message_view_end(struct message_view *m, struct message_summary *out)
+{
+    uint8_t md[EVP_MAX_MD_SIZE];
+    unsigned md_len = 0;
+    if (!m->at_line_start) m->lines++; /* a last line without LF (BDAT) */
+    EVP_DigestFinal_ex(m->sha, md, &md_len);
+    memset(out, 0, sizeof *out);
+    out->size = m->size;
+    out->lines = m->lines;
+    out->hidden_lines = m->lines > m->shown ? (unsigned)(m->lines - m->shown) : 0;
+    for (unsigned i = 0; i < md_len && i < 32; i++) sprintf(out->sha256_hex + 2 * i, "%02x", md[i]);
+    message_view_abort(m);
+}
+
+void message_view_abort(struct message_view *m)
+{
+    EVP_MD_CTX_free(m->sha);
+    m->sha = NULL;
+    buf_free(&m->line);
+}

@@ -1,0 +1,153 @@
+/* parse.c - pure parsers for user-typed values (see parse.h). */
+#include "smtptap/parse.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+const char *parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (!s || !*s || !isdigit((unsigned char)*s)) return "a whole number";
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end) return "a whole number";
+    if (v < min || v > max) return "a number in range";
+    *out = v;
+    return NULL;
+}
+
+const char *parse_bool(const char *s, bool *out)
+{
+    static const char *yes[] = {"yes", "true", "on", "1"}, *no[] = {"no", "false", "off", "0"};
+    for (int i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0) return *out = true, NULL;
+        if (strcasecmp(s, no[i]) == 0) return *out = false, NULL;
+    }
+    return "yes or no";
+}
+
+const char *parse_duration_ms(const char *s, uint64_t *ms)
+{
+    static const char *expect = "a duration such as 250ms, 30s, 5m or 1h";
+    if (!s || !isdigit((unsigned char)*s)) return expect;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || v < 0) return expect;
+    double mult;
+    if (*end == 0 || strcmp(end, "s") == 0)
+        mult = 1000;
+    else if (strcmp(end, "ms") == 0)
+        mult = 1;
+    else if (strcmp(end, "m") == 0)
+        mult = 60000;
+    else if (strcmp(end, "h") == 0)
+        mult = 3600000;
+    else
+        return expect;
+    double total = v * mult;
+    if (total > 1e12) return expect;
+    *ms = (uint64_t)(total + 0.5);
+    return NULL;
+}
+
+void format_duration(uint64_t ms, char *out, unsigned size)
+{
+    if (ms % 1000 == 0)
+        snprintf(out, size, "%llus", (unsigned long long)(ms / 1000));
+    else if (ms < 1000)
+        snprintf(out, size, "%llums", (unsigned long long)ms);
+    else
+        snprintf(out, size, "%.3gs", (double)ms / 1000.0);
+}
+
+void format_hostport(const char *host, unsigned port, char *out, unsigned size)
+{
+    if (strchr(host, ':'))
+        snprintf(out, size, "[%s]:%u", host, port);
+    else
+        snprintf(out, size, "%s:%u", host, port);
+}
+
+const char *parse_hostport(const char *s, bool allow_zero, struct hostport *out)
+{
+    static const char *expect = "HOST:PORT, e.g. 127.0.0.1:2525, [::1]:2525 or mail.example:587";
+    const char *host = s, *colon;
+    size_t host_len;
+    if (*s == '[') {
+        const char *close = strchr(s, ']');
+        if (!close || close[1] != ':') return expect;
+        host = s + 1;
+        host_len = (size_t)(close - host);
+        colon = close + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon || memchr(s, ':', (size_t)(colon - s))) return expect;
+        host_len = (size_t)(colon - s);
+    }
+    if (host_len == 0 || host_len >= HOST_MAX) return expect;
+    uint64_t port;
+    if (parse_uint(colon + 1, allow_zero ? 0 : 1, 65535, &port))
+        return allow_zero ? "a port from 0 to 65535 after the colon"
+                          : "a port from 1 to 65535 after the colon";
+    memcpy(out->host, host, host_len);
+    out->host[host_len] = 0;
+    out->port = (uint16_t)port;
+    return NULL;
+}
+
+static bool is_numeric_ip(const char *h)
+{
+    unsigned char tmp[16];
+    return inet_pton(AF_INET, h, tmp) == 1 || inet_pton(AF_INET6, h, tmp) == 1;
+}
+
+const char *parse_listen(const char *s, struct listen_spec *out)
+{
+    memset(out, 0, sizeof *out);
+    if (strncasecmp(s, "tls:", 4) == 0) {
+        out->implicit_tls = true;
+        s += 4;
+    }
+    const char *err = parse_hostport(s, true, &out->addr);
+    if (err) return "[tls:]ADDR:PORT with a numeric address, e.g. 127.0.0.1:2525 or [::1]:2525";
+    if (strcasecmp(out->addr.host, "localhost") == 0) strcpy(out->addr.host, "127.0.0.1");
+    if (!is_numeric_ip(out->addr.host))
+        return "a numeric address (127.0.0.1, 0.0.0.0, ::1, ::) or localhost";
+    return NULL;
+}
+
+const char *parse_upstream(const char *s, struct upstream_spec *out)
+{
+    static const char *expect =
+        "sink, transparent, or [tls:|starttls:|plain:]HOST:PORT (e.g. smtp.example.com:587)";
+    memset(out, 0, sizeof *out);
+    if (strcasecmp(s, "sink") == 0) return out->kind = UPSTREAM_SINK, NULL;
+    if (strcasecmp(s, "transparent") == 0) return out->kind = UPSTREAM_TRANSPARENT, NULL;
+    out->kind = UPSTREAM_FIXED;
+    out->tls = TLS_STARTTLS_IF_OFFERED;
+    static const struct {
+        const char *prefix;
+        enum tls_mode mode;
+    } prefixes[] = {{"tls:", TLS_IMPLICIT}, {"starttls:", TLS_STARTTLS}, {"plain:", TLS_NONE}};
+    bool prefixed = false;
+    for (int i = 0; i < 3; i++) {
+        size_t n = strlen(prefixes[i].prefix);
+        if (strncasecmp(s, prefixes[i].prefix, n) == 0) {
+            out->tls = prefixes[i].mode;
+            s += n;
+            prefixed = true;
+            break;
+        }
+    }
+    if (parse_hostport(s, false, &out->target)) return expect;
+    if (!prefixed && out->target.port == 465) out->tls = TLS_IMPLICIT;
+    for (const char *p = out->target.host; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr(".-_:%", *p)) return expect;
+    return NULL;
+}

@@ -1,0 +1,184 @@
+/* server.c - the running proxy: opens listeners, owns the live transcript, tracks sessions
+ * and shuts down gracefully on SIGINT/SIGTERM (stop accepting, let sessions finish for a
+ * grace period, then close them with a 421). */
+#include "smtptap/server.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "smtptap/capture.h"
+#include "smtptap/session.h"
+#include "smtptap/text.h"
+
+enum { EXIT_UNAVAILABLE = 69, FORCE_AFTER_MS = 2000 };
+
+static void finish_shutdown(struct server *srv)
+{
+    uv_close((uv_handle_t *)&srv->sigint, NULL);
+    uv_close((uv_handle_t *)&srv->sigterm, NULL);
+    uv_close((uv_handle_t *)&srv->grace, NULL);
+    uv_close((uv_handle_t *)&srv->flush, NULL);
+}
+
+void server_session_done(struct server *srv, struct session *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        srv->sessions = s->next;
+    if (s->next) s->next->prev = s->prev;
+    free(s);
+    srv->nsessions--;
+    if (srv->stopping && srv->nsessions == 0) finish_shutdown(srv);
+}
+
+static void stop_sessions(struct server *srv, bool force)
+{
+    for (struct session *s = srv->sessions; s; s = s->next) session_stop(s, force);
+}
+
+static void grace_cb(uv_timer_t *t)
+{
+    struct server *srv = t->data;
+    bool force = srv->grace_expired;
+    srv->grace_expired = true;
+    stop_sessions(srv, force);
+    if (!force) uv_timer_start(&srv->grace, grace_cb, FORCE_AFTER_MS, 0);
+}
+
+static void begin_shutdown(struct server *srv, int signum)
+{
+    if (srv->stopping) {
+        /* A second signal: do not wait any longer. */
+        srv->grace_expired = true;
+        stop_sessions(srv, false);
+        stop_sessions(srv, true);
+        return;
+    }
+    srv->stopping = true;
+    if (srv->cfg->verbosity >= 0)
+        fprintf(stderr,
+                "smtptap: %s received: no new sessions; %llu running session%s get %llus "
+                "to finish\n",
+                strsignal(signum), (unsigned long long)srv->nsessions,
+                srv->nsessions == 1 ? "" : "s", (unsigned long long)srv->cfg->grace_ms / 1000);
+    for (unsigned i = 0; i < srv->nlisteners; i++) listener_close(&srv->listeners[i]);
+    if (srv->nsessions == 0) {
+        finish_shutdown(srv);
+        return;
+    }
+    uv_timer_start(&srv->grace, grace_cb, srv->cfg->grace_ms, 0);
+}
+
+static void signal_cb(uv_signal_t *h, int signum)
+{
+    begin_shutdown(h->data, signum);
+}
+
+static void flush_cb(uv_check_t *h)
+{
+    (void)h;
+    fflush(stderr);
+}
+
+static bool want_color(const struct config *cfg)
+{
+    if (cfg->color != COLOR_AUTO) return cfg->color == COLOR_ALWAYS;
+    const char *no_color = getenv("NO_COLOR");
+    if (no_color && *no_color) return false;
+    return isatty(STDERR_FILENO);
+}
+
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static int open_listeners(struct server *srv)
+{
+    char err[512], up[320];
+    const struct upstream_spec *u = &srv->cfg->upstream;
+    if (u->kind == UPSTREAM_SINK)
+        snprintf(up, sizeof up, "sink (built-in)");
+    else if (u->kind == UPSTREAM_TRANSPARENT)
+        snprintf(up, sizeof up, "transparent");
+    else
+        format_hostport(u->target.host, u->target.port, up, sizeof up);
+    for (unsigned i = 0; i < srv->cfg->nlisten; i++) {
+        if (listener_open(srv, &srv->listeners[i], &srv->cfg->listen[i], err, sizeof err) < 0) {
+            fprintf(stderr, "smtptap: %s\n", err);
+            return EXIT_UNAVAILABLE;
+        }
+        srv->nlisteners++;
+        fprintf(stderr, "smtptap %s listening on %s (plain), upstream %s\n", SMTPTAP_VERSION,
+                srv->listeners[i].bound, up);
+    }
+    fflush(stderr);
+    return 0;
+}
+
+static int prepare_capture(const struct config *cfg)
+{
+    if (!cfg->capture_dir[0]) return 0;
+    const char *warning;
+    int rc = capture_dir_prepare(cfg->capture_dir, &warning);
+    if (rc < 0) {
+        fprintf(stderr, "smtptap: --capture-dir %s: cannot create the directory: %s\n",
+                cfg->capture_dir, strerror(-rc));
+        return EXIT_CONFIG;
+    }
+    if (warning)
+        fprintf(stderr, "smtptap: warning: --capture-dir %s: %s\n", cfg->capture_dir, warning);
+    return 0;
+}
+
+static void close_walk_cb(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+int server_run(const struct config *cfg)
+{
+    static struct server srv;
+    memset(&srv, 0, sizeof srv);
+    srv.cfg = cfg;
+    srv.loop = uv_default_loop();
+    signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
+    if (gethostname(srv.host, sizeof srv.host) < 0 || !srv.host[0]) strcpy(srv.host, "localhost");
+    int rc = prepare_capture(cfg);
+    if (rc) return rc;
+    static char stderr_buf[64 * 1024];
+    setvbuf(stderr, stderr_buf, _IOFBF, sizeof stderr_buf);
+    if (cfg->verbosity >= 0) srv.live = text_stream_writer_new(stderr, want_color(cfg));
+    uv_check_init(srv.loop, &srv.flush);
+    uv_check_start(&srv.flush, flush_cb);
+    uv_signal_init(srv.loop, &srv.sigint);
+    uv_signal_init(srv.loop, &srv.sigterm);
+    srv.sigint.data = srv.sigterm.data = &srv;
+    uv_signal_start(&srv.sigint, signal_cb, SIGINT);
+    uv_signal_start(&srv.sigterm, signal_cb, SIGTERM);
+    uv_timer_init(srv.loop, &srv.grace);
+    srv.grace.data = &srv;
+    rc = open_listeners(&srv);
+    if (rc) {
+        uv_walk(srv.loop, close_walk_cb, NULL);
+    } else {
+        srv.exit_code = 0;
+    }
+    uv_run(srv.loop, UV_RUN_DEFAULT);
+    if (srv.live) srv.live->close(srv.live);
+    fflush(stderr);
+    uv_loop_close(srv.loop);
+    return rc ? rc : srv.exit_code;
+}

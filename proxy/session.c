@@ -1,0 +1,731 @@
+/* session.c - one client and its upstream. Client bytes go through the framer one command
+ * (or one content chunk) at a time and are forwarded as received; server bytes go through
+ * the reply parser one reply at a time; the FIFO pairs them. Everything seen becomes an
+ * event. Reading stops on one side while the other side's write queue is high. */
+#include "smtptap/session.h"
+
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "smtptap/capture.h"
+#include "smtptap/server.h"
+#include "smtptap/upstream.h"
+
+enum {
+    HIGH_WATER = 512 * 1024, /* queued bytes on one leg that stop reading the other */
+    FIFO_HIGH = 4096,        /* pending commands that stop reading the client */
+    FIFO_MAX = 1 << 20,
+    LINGER_MS = 5000, /* how long a half-closed session waits for the other side */
+    SHOWN_LINES = 40, /* message lines shown per message without -v */
+};
+
+enum timer_purpose { TIMER_CONNECT, TIMER_IDLE, TIMER_LINGER };
+
+static void session_end(struct session *s);
+static void pump_client(struct session *s);
+static void update_flow(struct session *s);
+
+/* ---- events ---------------------------------------------------------------------------- */
+
+static void emit(struct session *s, enum event_kind kind, enum event_dir dir, const uint8_t *bytes,
+                 size_t len, const char *text, bool local)
+{
+    if (!s->observed) return;
+    struct event ev = {
+        .session = s->id,
+        .t_ns = uv_hrtime() - s->start_ns,
+        .kind = kind,
+        .dir = dir,
+        .local = local,
+        .bytes = bytes,
+        .len = len,
+        .text = text,
+    };
+    if (s->server->live) s->server->live->write(s->server->live, &ev);
+    if (s->capture) s->capture->write(s->capture, &ev);
+}
+
+static void emitf(struct session *s, enum event_kind kind, enum event_dir dir, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void emitf(struct session *s, enum event_kind kind, enum event_dir dir, const char *fmt, ...)
+{
+    if (!s->observed) return;
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    emit(s, kind, dir, NULL, 0, text, false);
+}
+
+static void on_lint(void *ctx, const char *finding)
+{
+    emitf(ctx, EV_LINT, DIR_NONE, "lint: %s", finding);
+}
+
+static void on_shown_line(void *ctx, const uint8_t *line, size_t len)
+{
+    emit(ctx, EV_CONTENT, DIR_C2S, line, len, NULL, false);
+}
+
+/* A reply smtptap writes itself: shown with [smtptap], sent to the client. */
+static void local_reply(struct session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void local_reply(struct session *s, const char *fmt, ...)
+{
+    char line[600];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line - 2, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if ((size_t)n > sizeof line - 3) n = sizeof line - 3;
+    memcpy(line + n, "\r\n", 3);
+    emit(s, EV_REPLY, DIR_S2C, (const uint8_t *)line, (size_t)n + 2, NULL, true);
+    if (!s->client_eof) leg_write(&s->client.base, (const uint8_t *)line, (size_t)n + 2);
+}
+
+/* ---- timers ---------------------------------------------------------------------------- */
+
+static void timer_cb(uv_timer_t *t);
+
+static void arm_timer(struct session *s, enum timer_purpose purpose, uint64_t ms)
+{
+    s->timer.data = s;
+    s->timer_purpose = purpose;
+    uv_timer_start(&s->timer, timer_cb, ms, 0);
+}
+
+static void touch(struct session *s)
+{
+    s->last_activity_ms = uv_now(s->server->loop);
+}
+
+static void on_idle_expired(struct session *s)
+{
+    uint64_t idle = s->server->cfg->idle_timeout_ms;
+    uint64_t quiet = uv_now(s->server->loop) - s->last_activity_ms;
+    if (quiet < idle) {
+        arm_timer(s, TIMER_IDLE, idle - quiet);
+        return;
+    }
+    char d[32];
+    format_duration(idle, d, sizeof d);
+    emitf(s, EV_INFO, DIR_NONE, "session idle for %s: closing", d);
+    local_reply(s, "421 4.4.2 smtptap: session idle for %s, closing", d);
+    session_end(s);
+}
+
+static void on_connect_expired(struct session *s)
+{
+    char d[32];
+    format_duration(s->server->cfg->connect_timeout_ms, d, sizeof d);
+    if (s->state == SESSION_CONNECTING) {
+        emitf(s, EV_ERROR, DIR_S2C, "upstream %s unreachable: connect timed out after %s",
+              s->upstream_name, d);
+        local_reply(s, "421 4.4.2 smtptap: upstream %s unreachable (connect timed out after %s)",
+                    s->upstream_name, d);
+    } else {
+        emitf(s, EV_ERROR, DIR_S2C, "upstream %s timed out: no greeting within %s",
+              s->upstream_name, d);
+        local_reply(s, "421 4.4.2 smtptap: upstream %s timed out (no greeting within %s)",
+                    s->upstream_name, d);
+    }
+    session_end(s);
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+    struct session *s = t->data;
+    switch (s->timer_purpose) {
+    case TIMER_CONNECT: on_connect_expired(s); break;
+    case TIMER_IDLE: on_idle_expired(s); break;
+    case TIMER_LINGER:
+        if (s->state == SESSION_ENDING) {
+            leg_close(&s->client.base);
+            if (s->upstream) leg_close(s->upstream);
+        } else {
+            session_end(s);
+        }
+        break;
+    }
+}
+
+/* ---- freeing ----------------------------------------------------------------------------- */
+
+static void timer_closed_cb(uv_handle_t *h)
+{
+    struct session *s = h->data;
+    if (s->in_message && s->observed) message_view_abort(&s->msg);
+    smtp_in_free(&s->cin);
+    smtp_reply_free(&s->sin);
+    smtp_fifo_free(&s->fifo);
+    if (s->addrs) uv_freeaddrinfo(s->addrs);
+    if (s->capture) s->capture->close(s->capture);
+    server_session_done(s->server, s);
+}
+
+/* Once every leg and request is closed, the timer closes last and frees the session. */
+static void release_if_done(struct session *s)
+{
+    if (s->open_handles > 0 || s->timer_closing) return;
+    s->timer_closing = true;
+    uv_close((uv_handle_t *)&s->timer, timer_closed_cb);
+}
+
+/* Ends the session: flushes what each leg has queued, sends FIN, closes. Idempotent. */
+static void session_end(struct session *s)
+{
+    if (s->state == SESSION_ENDING) return;
+    s->state = SESSION_ENDING;
+    double secs = (double)(uv_hrtime() - s->start_ns) / 1e9;
+    emitf(s, EV_INFO, DIR_NONE,
+          "session ended after %.3fs: %llu command%s, %llu message%s, %llu bytes up, %llu bytes "
+          "down",
+          secs, (unsigned long long)s->commands, s->commands == 1 ? "" : "s",
+          (unsigned long long)s->messages, s->messages == 1 ? "" : "s",
+          (unsigned long long)s->bytes_up, (unsigned long long)s->bytes_down);
+    if (s->gai_pending) uv_cancel((uv_req_t *)&s->gai);
+    leg_end(&s->client.base);
+    if (s->upstream) leg_end(s->upstream);
+    arm_timer(s, TIMER_LINGER, LINGER_MS);
+}
+
+/* ---- client to server ------------------------------------------------------------------ */
+
+static void finish_message(struct session *s)
+{
+    s->messages++;
+    s->in_message = false;
+    if (!s->observed) return;
+    struct message_summary sum;
+    message_view_end(&s->msg, &sum);
+    lint_content_end(&s->lint, on_lint, s);
+    char hidden[64] = "";
+    if (sum.hidden_lines)
+        snprintf(hidden, sizeof hidden, " (%u not shown, -v shows them)", sum.hidden_lines);
+    emitf(s, EV_MESSAGE, DIR_C2S, "message %llu: %llu bytes, %llu lines%s, sha256 %s",
+          (unsigned long long)s->messages, (unsigned long long)sum.size,
+          (unsigned long long)sum.lines, hidden, sum.sha256_hex);
+}
+
+static void begin_message(struct session *s, bool bdat)
+{
+    s->in_message = true;
+    if (!s->observed) return;
+    message_view_begin(&s->msg, bdat, s->server->cfg->verbosity > 0 ? 0 : SHOWN_LINES);
+    lint_content_begin(&s->lint, bdat);
+}
+
+static bool push_pending(struct session *s, enum smtp_pending_kind kind, enum smtp_verb verb)
+{
+    struct smtp_pending p = {.kind = kind, .verb = verb, .seq = s->commands};
+    if (smtp_fifo_push(&s->fifo, p)) return true;
+    emitf(s, EV_ERROR, DIR_C2S, "client sent %d commands without reading a reply: closing",
+          FIFO_MAX);
+    session_end(s);
+    return false;
+}
+
+/* BDAT 0 LAST carries no octets: it ends the message by itself. */
+static void after_bdat_command(struct session *s, const struct smtp_in_item *it)
+{
+    const uint8_t *arg;
+    size_t arg_len;
+    uint64_t size;
+    bool last;
+    smtp_verb_parse(it->bytes, it->len, &arg, &arg_len);
+    if (!smtp_bdat_parse(arg, arg_len, &size, &last) || size != 0 || !last) return;
+    if (!s->in_message) begin_message(s, true);
+    finish_message(s);
+}
+
+static void client_line(struct session *s, const struct smtp_in_item *it)
+{
+    if (it->first) {
+        if (!it->sasl) s->commands++;
+        if (!push_pending(s, it->sasl ? SMTP_PENDING_SASL : SMTP_PENDING_COMMAND, it->verb)) return;
+    }
+    emit(s, EV_COMMAND, DIR_C2S, it->bytes, it->len, NULL, false);
+    if (s->observed && it->first && it->complete)
+        lint_command_line(it->bytes, it->len, it->sasl, on_lint, s);
+    else if (s->observed && it->first)
+        emitf(s, EV_LINT, DIR_C2S, "lint: command line longer than %zu octets, relayed in pieces",
+              s->cin.max_line);
+    leg_write(s->upstream, it->bytes, it->len);
+    if (it->first && it->complete && it->verb == SMTP_VERB_BDAT) after_bdat_command(s, it);
+}
+
+static void client_content(struct session *s, const struct smtp_in_item *it)
+{
+    if (!s->in_message) begin_message(s, it->bdat);
+    if (s->observed) {
+        message_view_feed(&s->msg, it->bytes, it->len, on_shown_line, s);
+        lint_content_feed(&s->lint, it->bytes, it->len, on_lint, s);
+    }
+    leg_write(s->upstream, it->bytes, it->len);
+    if (!it->end) return;
+    if (!it->bdat && !push_pending(s, SMTP_PENDING_DATA_END, SMTP_VERB_DATA)) return;
+    if (!it->bdat || s->cin.bdat_last) finish_message(s);
+}
+
+static void relay_raw(struct session *s, enum event_dir dir, const uint8_t *bytes, size_t len)
+{
+    emit(s, EV_RAW, dir, bytes, len, NULL, false);
+    leg_write(dir == DIR_C2S ? s->upstream : &s->client.base, bytes, len);
+}
+
+static void pump_client(struct session *s)
+{
+    while (s->state == SESSION_RELAYING || s->state == SESSION_DRAINING) {
+        struct smtp_in_item it;
+        smtp_in_next(&s->cin, &it);
+        switch (it.kind) {
+        case SMTP_IN_NEED_MORE:
+        case SMTP_IN_BLOCKED: return;
+        case SMTP_IN_LINE: client_line(s, &it); break;
+        case SMTP_IN_CONTENT: client_content(s, &it); break;
+        case SMTP_IN_RAW: relay_raw(s, DIR_C2S, it.bytes, it.len); break;
+        }
+    }
+}
+
+static void on_client_read(struct leg *leg, const uint8_t *bytes, size_t len)
+{
+    struct session *s = leg->owner;
+    if (s->state != SESSION_RELAYING) return;
+    touch(s);
+    s->bytes_up += len;
+    if (s->opaque) {
+        relay_raw(s, DIR_C2S, bytes, len);
+    } else {
+        smtp_in_feed(&s->cin, bytes, len);
+        pump_client(s);
+    }
+    update_flow(s);
+}
+
+/* ---- server to client ------------------------------------------------------------------ */
+
+static void start_passthrough(struct session *s)
+{
+    s->opaque = true;
+    emitf(s, EV_INFO, DIR_NONE,
+          "STARTTLS accepted by the server: TLS passes through, the rest of the session is "
+          "encrypted end to end and not visible");
+    size_t held = smtp_in_buffered(&s->cin);
+    if (held)
+        emitf(s, EV_LINT, DIR_C2S,
+              "lint: client sent %zu bytes after STARTTLS before the server's reply (command "
+              "injection, CVE-2011-0411 class)",
+              held);
+    pump_client(s); /* the framer now hands out the held bytes as raw */
+    const uint8_t *rest;
+    size_t n = smtp_reply_take_rest(&s->sin, &rest);
+    if (n) {
+        emitf(s, EV_LINT, DIR_S2C,
+              "lint: server sent %zu bytes after its 220 to STARTTLS (response injection)", n);
+        relay_raw(s, DIR_S2C, rest, n);
+    }
+}
+
+static void unpaired_reply(struct session *s, const struct smtp_reply *r)
+{
+    if (r->code == 421) {
+        s->saw_421 = true;
+        emitf(s, EV_INFO, DIR_S2C, "upstream sent 421 unasked: it is closing the connection");
+    } else if (s->in_message) {
+        emitf(s, EV_LINT, DIR_S2C,
+              "lint: server ended DATA early: it replied while the message was still open, so it "
+              "saw an end of data smtptap did not (SMTP smuggling risk)");
+    } else {
+        emitf(s, EV_LINT, DIR_S2C, "lint: reply that no command asked for");
+    }
+}
+
+static void handle_reply(struct session *s, const struct smtp_reply *r)
+{
+    struct smtp_pending p;
+    bool paired = !r->partial && smtp_fifo_pop(&s->fifo, &p);
+    if (r->partial)
+        emitf(s, EV_LINT, DIR_S2C, "lint: reply longer than %zu octets, relayed in pieces",
+              s->sin.max_reply);
+    else if (!paired)
+        unpaired_reply(s, r);
+    if (paired && r->code == 421) s->saw_421 = true;
+    emit(s, EV_REPLY, DIR_S2C, r->bytes, r->len, NULL, false);
+    if (s->observed) {
+        if (r->malformed && !r->partial)
+            emitf(s, EV_LINT, DIR_S2C,
+                  "lint: malformed reply (every line must start with the same 3-digit code)");
+        lint_reply(r->bytes, r->len, on_lint, s);
+    }
+    leg_write(&s->client.base, r->bytes, r->len);
+    if (!paired) return;
+    if (p.kind == SMTP_PENDING_GREETING) {
+        s->greeted = true;
+        arm_timer(s, TIMER_IDLE, s->server->cfg->idle_timeout_ms);
+    }
+    if (!smtp_pending_blocks(&p)) return;
+    if (smtp_in_resume(&s->cin, r->code) == SMTP_IN_OPAQUE)
+        start_passthrough(s);
+    else
+        pump_client(s); /* bytes held behind DATA/AUTH/STARTTLS can be classified now */
+}
+
+static void on_upstream_read(struct leg *leg, const uint8_t *bytes, size_t len)
+{
+    struct session *s = leg->owner;
+    if (s->state != SESSION_RELAYING && s->state != SESSION_DRAINING) return;
+    touch(s);
+    s->bytes_down += len;
+    if (s->opaque) {
+        relay_raw(s, DIR_S2C, bytes, len);
+    } else {
+        smtp_reply_feed(&s->sin, bytes, len);
+        struct smtp_reply r;
+        while (!s->opaque && s->state != SESSION_ENDING && smtp_reply_next(&s->sin, &r))
+            handle_reply(s, &r);
+    }
+    update_flow(s);
+}
+
+/* ---- either side closing ------------------------------------------------------------- */
+
+static void client_gone(struct session *s, const char *how)
+{
+    if (s->client_eof || s->state == SESSION_ENDING) return;
+    s->client_eof = true;
+    leg_read_stop(&s->client.base);
+    if (s->in_message && !s->opaque)
+        emitf(s, EV_ERROR, DIR_C2S, "client %s during %s (message %llu cut short after %llu bytes)",
+              how, s->cin.mode == SMTP_IN_BDAT ? "BDAT" : "DATA",
+              (unsigned long long)s->messages + 1,
+              (unsigned long long)(s->observed ? s->msg.size : 0));
+    else
+        emitf(s, EV_INFO, DIR_C2S, "client %s", how);
+    if (s->state != SESSION_RELAYING || s->upstream_eof) {
+        session_end(s);
+        return;
+    }
+    /* Let the server answer what it was sent (a QUIT, say), then end. */
+    s->state = SESSION_DRAINING;
+    leg_shutdown(s->upstream);
+    arm_timer(s, TIMER_LINGER, LINGER_MS);
+}
+
+static void upstream_gone(struct session *s, const char *how)
+{
+    if (s->upstream_eof || s->state == SESSION_ENDING) return;
+    s->upstream_eof = true;
+    bool owed = smtp_fifo_count(&s->fifo) > 0 || s->in_message;
+    if (owed && !s->opaque && !s->client_eof && !s->saw_421) {
+        emitf(s, EV_ERROR, DIR_S2C, "upstream %s%s", how,
+              s->in_message ? " during DATA"
+              : !s->greeted ? " before its greeting"
+                            : "");
+        local_reply(s, "421 4.4.0 smtptap: upstream %s%s", how,
+                    s->in_message ? " during DATA" : "");
+    } else {
+        emitf(s, EV_INFO, DIR_S2C, "upstream %s", how);
+    }
+    session_end(s);
+}
+
+static void on_client_eof(struct leg *leg)
+{
+    client_gone(leg->owner, "closed the connection");
+}
+
+static void on_upstream_eof(struct leg *leg)
+{
+    upstream_gone(leg->owner, "closed the connection");
+}
+
+static void on_client_error(struct leg *leg, int err)
+{
+    struct session *s = leg->owner;
+    char how[128];
+    snprintf(how, sizeof how, "connection failed (%s)", upstream_connect_reason(err));
+    client_gone(s, how);
+    session_end(s);
+}
+
+static void on_upstream_error(struct leg *leg, int err)
+{
+    char how[128];
+    snprintf(how, sizeof how, "connection failed (%s)", upstream_connect_reason(err));
+    upstream_gone(leg->owner, how);
+}
+
+static void on_drain(struct leg *leg)
+{
+    update_flow(leg->owner);
+}
+
+static void try_next_address(struct session *s);
+
+static void on_leg_closed(struct leg *leg)
+{
+    struct session *s = leg->owner;
+    s->open_handles--;
+    if (leg == s->upstream && s->retry_connect && s->state == SESSION_CONNECTING) {
+        s->retry_connect = false;
+        try_next_address(s);
+        return;
+    }
+    release_if_done(s);
+}
+
+static const struct leg_events client_events = {on_client_read, on_client_eof, on_client_error,
+                                                on_drain, on_leg_closed};
+static const struct leg_events upstream_events = {on_upstream_read, on_upstream_eof,
+                                                  on_upstream_error, on_drain, on_leg_closed};
+
+/* ---- backpressure ---------------------------------------------------------------------- */
+
+/* Hysteresis: a side that stopped reading resumes once the queue is down to half. */
+static bool room(size_t queued, bool reading)
+{
+    return reading ? queued < HIGH_WATER : queued <= HIGH_WATER / 2;
+}
+
+static void update_flow(struct session *s)
+{
+    if (s->state != SESSION_RELAYING && s->state != SESSION_DRAINING) return;
+    struct leg *c = &s->client.base, *u = s->upstream;
+    bool read_client = !s->client_eof && room(u->queued, c->reading) &&
+                       smtp_fifo_count(&s->fifo) < FIFO_HIGH &&
+                       smtp_in_buffered(&s->cin) < HIGH_WATER;
+    bool read_upstream = !s->upstream_eof && room(c->queued, u->reading);
+    read_client ? leg_read_start(c) : leg_read_stop(c);
+    read_upstream ? leg_read_start(u) : leg_read_stop(u);
+}
+
+/* ---- reaching the upstream ------------------------------------------------------------- */
+
+static void start_relaying(struct session *s)
+{
+    s->state = SESSION_RELAYING;
+    touch(s);
+    if (s->greeted || s->server->cfg->upstream.kind == UPSTREAM_SINK)
+        arm_timer(s, TIMER_IDLE, s->server->cfg->idle_timeout_ms);
+    update_flow(s);
+}
+
+static void refuse(struct session *s, const char *why)
+{
+    emitf(s, EV_ERROR, DIR_S2C, "upstream %s unreachable: %s", s->upstream_name, why);
+    local_reply(s, "421 4.4.0 smtptap: upstream %s unreachable (%s)", s->upstream_name, why);
+    session_end(s);
+}
+
+static void on_upstream_connected(struct tcp_leg *t, int status)
+{
+    struct session *s = t->base.owner;
+    if (s->state != SESSION_CONNECTING) return;
+    if (status < 0) {
+        s->last_connect_error = status;
+        if (s->next_addr) {
+            s->retry_connect = true;
+            leg_close(&t->base);
+        } else {
+            refuse(s, upstream_connect_reason(status));
+        }
+        return;
+    }
+    struct sockaddr_storage local, peer;
+    int ll = sizeof local, pl = sizeof peer;
+    char from[80] = "?", to[80] = "?";
+    if (uv_tcp_getsockname(&t->tcp, (struct sockaddr *)&local, &ll) == 0)
+        sockaddr_format((struct sockaddr *)&local, from, sizeof from);
+    if (uv_tcp_getpeername(&t->tcp, (struct sockaddr *)&peer, &pl) == 0)
+        sockaddr_format((struct sockaddr *)&peer, to, sizeof to);
+    emitf(s, EV_INFO, DIR_S2C, "upstream %s connected from %s", to, from);
+    start_relaying(s);
+}
+
+static void connect_to(struct session *s, const struct sockaddr *addr)
+{
+    tcp_leg_init(&s->up.tcp, s->server->loop, &upstream_events, s);
+    s->upstream = &s->up.tcp.base;
+    s->open_handles++;
+    int rc = tcp_leg_connect(&s->up.tcp, addr, on_upstream_connected);
+    if (rc < 0) {
+        s->last_connect_error = rc;
+        refuse(s, upstream_connect_reason(rc));
+    }
+}
+
+static void try_next_address(struct session *s)
+{
+    struct addrinfo *a = s->next_addr;
+    s->next_addr = a->ai_next;
+    connect_to(s, a->ai_addr);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct session *s = req->data;
+    s->gai_pending = false;
+    s->open_handles--;
+    if (s->state != SESSION_CONNECTING) {
+        if (res) uv_freeaddrinfo(res);
+        release_if_done(s);
+        return;
+    }
+    if (status < 0 || !res) {
+        char why[400];
+        snprintf(why, sizeof why, "cannot resolve %s: %s", s->server->cfg->upstream.target.host,
+                 uv_strerror(status));
+        refuse(s, why);
+        return;
+    }
+    s->addrs = s->next_addr = res;
+    try_next_address(s);
+}
+
+static void connect_fixed(struct session *s, const struct hostport *hp)
+{
+    format_hostport(hp->host, hp->port, s->upstream_name, sizeof s->upstream_name);
+    arm_timer(s, TIMER_CONNECT, s->server->cfg->connect_timeout_ms);
+    struct sockaddr_storage sa;
+    if (sockaddr_from_numeric(hp->host, hp->port, &sa)) {
+        connect_to(s, (struct sockaddr *)&sa);
+        return;
+    }
+    char port[8];
+    snprintf(port, sizeof port, "%u", hp->port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    s->gai.data = s;
+    if (uv_getaddrinfo(s->server->loop, &s->gai, on_resolved, hp->host, port, &hints) == 0) {
+        s->gai_pending = true;
+        s->open_handles++;
+    } else {
+        refuse(s, "cannot start name resolution");
+    }
+}
+
+static void connect_transparent(struct session *s)
+{
+    struct sockaddr_storage dst;
+    int rc = upstream_original_dst(&s->client.tcp, &dst);
+    if (rc < 0) {
+        snprintf(s->upstream_name, sizeof s->upstream_name, "(original destination of %s)",
+                 s->local_name);
+        emitf(s, EV_ERROR, DIR_S2C,
+              "connection to %s was not redirected (no NAT original destination: %s); "
+              "transparent mode needs an nftables/iptables REDIRECT rule, refusing to loop to "
+              "myself",
+              s->local_name, uv_strerror(rc));
+        local_reply(s,
+                    "421 4.3.0 smtptap: connection to %s was not redirected, transparent mode "
+                    "cannot tell the real server",
+                    s->local_name);
+        session_end(s);
+        return;
+    }
+    sockaddr_format((struct sockaddr *)&dst, s->upstream_name, sizeof s->upstream_name);
+    arm_timer(s, TIMER_CONNECT, s->server->cfg->connect_timeout_ms);
+    connect_to(s, (struct sockaddr *)&dst);
+}
+
+static void connect_upstream(struct session *s)
+{
+    const struct upstream_spec *u = &s->server->cfg->upstream;
+    switch (u->kind) {
+    case UPSTREAM_SINK:
+        snprintf(s->upstream_name, sizeof s->upstream_name, "sink (built-in)");
+        emitf(s, EV_INFO, DIR_NONE, "%s connected to %s, upstream %s", s->client_name,
+              s->local_name, s->upstream_name);
+        sink_leg_init(&s->up.sink, s->server->loop, &upstream_events, s, s->server->host, s->id);
+        s->upstream = &s->up.sink.base;
+        s->open_handles++;
+        start_relaying(s);
+        return;
+    case UPSTREAM_FIXED:
+        format_hostport(u->target.host, u->target.port, s->upstream_name, sizeof s->upstream_name);
+        emitf(s, EV_INFO, DIR_NONE, "%s connected to %s, upstream %s", s->client_name,
+              s->local_name, s->upstream_name);
+        connect_fixed(s, &u->target);
+        return;
+    case UPSTREAM_TRANSPARENT:
+        emitf(s, EV_INFO, DIR_NONE, "%s connected to %s, upstream transparent", s->client_name,
+              s->local_name);
+        connect_transparent(s);
+        return;
+    }
+}
+
+/* ---- accepting and stopping ------------------------------------------------------------- */
+
+static void name_endpoints(struct session *s)
+{
+    struct sockaddr_storage sa;
+    int len = sizeof sa;
+    strcpy(s->client_name, "?");
+    strcpy(s->local_name, "?");
+    if (uv_tcp_getpeername(&s->client.tcp, (struct sockaddr *)&sa, &len) == 0)
+        sockaddr_format((struct sockaddr *)&sa, s->client_name, sizeof s->client_name);
+    len = sizeof sa;
+    if (uv_tcp_getsockname(&s->client.tcp, (struct sockaddr *)&sa, &len) == 0)
+        sockaddr_format((struct sockaddr *)&sa, s->local_name, sizeof s->local_name);
+}
+
+static void open_capture(struct session *s)
+{
+    const struct config *cfg = s->server->cfg;
+    if (!cfg->capture_dir[0]) return;
+    char err[512];
+    s->capture = capture_open(cfg->capture_dir, s->id, s->client_name, err, sizeof err);
+    if (!s->capture) fprintf(stderr, "smtptap: #%llu: %s\n", (unsigned long long)s->id, err);
+}
+
+void session_accept(struct server *srv, struct listener *l)
+{
+    struct session *s = calloc(1, sizeof *s);
+    if (!s) abort();
+    s->server = srv;
+    s->id = ++srv->next_id;
+    s->start_ns = uv_hrtime();
+    s->state = SESSION_CONNECTING;
+    smtp_in_init(&s->cin);
+    smtp_reply_init(&s->sin);
+    smtp_fifo_init(&s->fifo, FIFO_MAX);
+    smtp_fifo_push(&s->fifo, (struct smtp_pending){.kind = SMTP_PENDING_GREETING});
+    uv_timer_init(srv->loop, &s->timer);
+    s->timer.data = s;
+    tcp_leg_init(&s->client, srv->loop, &client_events, s);
+    s->open_handles = 1;
+    s->next = srv->sessions;
+    if (srv->sessions) srv->sessions->prev = s;
+    srv->sessions = s;
+    srv->nsessions++;
+    if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&s->client.tcp) != 0) {
+        s->state = SESSION_ENDING;
+        leg_close(&s->client.base);
+        return;
+    }
+    uv_tcp_nodelay(&s->client.tcp, 1);
+    name_endpoints(s);
+    open_capture(s);
+    s->observed = srv->live || s->capture;
+    connect_upstream(s);
+}
+
+void session_stop(struct session *s, bool force)
+{
+    if (s->state == SESSION_ENDING) {
+        if (force) {
+            leg_close(&s->client.base);
+            if (s->upstream) leg_close(s->upstream);
+        }
+        return;
+    }
+    emitf(s, EV_INFO, DIR_NONE, "smtptap is shutting down: closing the session");
+    local_reply(s, "421 4.3.2 smtptap: shutting down, try again later");
+    session_end(s);
+}

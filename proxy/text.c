@@ -1,0 +1,194 @@
+/* text.c - the text transcript format (see text.h). Markers follow swaks: " ->" client to
+ * server, "<- " server to client, "~" instead of "-" once the leg is in TLS. */
+#include "smtptap/text.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define C_RESET "\033[0m"
+#define C_DIM   "\033[2m"
+#define C_RED   "\033[31m"
+#define C_GREEN "\033[32m"
+#define C_YEL   "\033[33m"
+#define C_BLUE  "\033[34m"
+#define C_CYAN  "\033[36m"
+#define C_BOLD  "\033[1m"
+
+/* Length of a valid UTF-8 sequence starting at p, or 0. */
+static size_t utf8_len(const uint8_t *p, size_t n)
+{
+    size_t len;
+    uint32_t min;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf)
+        len = 2, min = 0x80;
+    else if (p[0] >= 0xe0 && p[0] <= 0xef)
+        len = 3, min = 0x800;
+    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+        len = 4, min = 0x10000;
+    else
+        return 0;
+    if (n < len) return 0;
+    uint32_t cp = p[0] & (0x7f >> len);
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80) return 0;
+        cp = (cp << 6) | (p[i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+    return len;
+}
+
+void text_escape(const uint8_t *b, size_t n, struct buf *out)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t run = i;
+        while (run < n && b[run] >= 0x20 && b[run] < 0x7f && b[run] != '\\') run++;
+        buf_append(out, b + i, run - i);
+        i = run;
+        if (i >= n) break;
+        uint8_t c = b[i];
+        size_t u = c >= 0x80 ? utf8_len(b + i, n - i) : 0;
+        if (u) {
+            buf_append(out, b + i, u);
+            i += u;
+            continue;
+        }
+        switch (c) {
+        case '\\': buf_append_str(out, "\\\\"); break;
+        case '\r': buf_append_str(out, "\\r"); break;
+        case '\n': buf_append_str(out, "\\n"); break;
+        case '\t': buf_append_str(out, "\t"); break;
+        case 0: buf_append_str(out, "\\0"); break;
+        default: buf_printf(out, "\\x%02X", c); break;
+        }
+        i++;
+    }
+}
+
+static const char *marker(const struct event *ev)
+{
+    switch (ev->kind) {
+    case EV_COMMAND:
+    case EV_CONTENT: return ev->tls ? " ~>" : " ->";
+    case EV_REPLY: return ev->tls ? "<~ " : "<- ";
+    case EV_LINT: return "**";
+    case EV_ERROR: return ev->dir == DIR_S2C ? "<**" : "**>";
+    default: return "==";
+    }
+}
+
+static const char *reply_color(const uint8_t *line, size_t n)
+{
+    switch (n ? line[0] : 0) {
+    case '2': return C_GREEN;
+    case '3': return C_CYAN;
+    case '4': return C_YEL;
+    case '5': return C_RED;
+    default: return C_RED;
+    }
+}
+
+static const char *color_of(const struct event *ev, const uint8_t *line, size_t n)
+{
+    switch (ev->kind) {
+    case EV_COMMAND: return C_BOLD;
+    case EV_CONTENT: return C_DIM;
+    case EV_REPLY: return reply_color(line, n);
+    case EV_LINT: return C_YEL;
+    case EV_ERROR: return C_RED;
+    default: return C_BLUE;
+    }
+}
+
+static void prefix(const struct event *ev, struct buf *out)
+{
+    uint64_t ms = ev->t_ns / 1000000;
+    buf_printf(out, "#%llu +%llu.%03llu ", (unsigned long long)ev->session,
+               (unsigned long long)(ms / 1000), (unsigned long long)(ms % 1000));
+}
+
+static void one_line(const struct event *ev, const uint8_t *line, size_t n, bool color,
+                     struct buf *out)
+{
+    prefix(ev, out);
+    const char *col = color ? color_of(ev, line, n) : NULL;
+    if (col) buf_append_str(out, col);
+    buf_append_str(out, marker(ev));
+    buf_append_str(out, " ");
+    text_escape(line, n, out);
+    if (ev->local) buf_append_str(out, "  [smtptap]");
+    if (col) buf_append_str(out, C_RESET);
+    buf_append_str(out, "\n");
+}
+
+/* Splits bytes at LF; each line loses its CRLF or LF terminator. */
+static void lines(const struct event *ev, const uint8_t *b, size_t n, bool color, struct buf *out)
+{
+    size_t start = 0;
+    do {
+        const uint8_t *lf = memchr(b + start, '\n', n - start);
+        size_t end = lf ? (size_t)(lf - b) : n;
+        size_t body = end;
+        if (lf && body > start && b[body - 1] == '\r') body--;
+        one_line(ev, b + start, body - start, color, out);
+        start = lf ? end + 1 : n;
+    } while (start < n);
+}
+
+void text_format_event(const struct event *ev, bool color, struct buf *out)
+{
+    switch (ev->kind) {
+    case EV_RAW: return;
+    case EV_COMMAND:
+    case EV_REPLY:
+    case EV_CONTENT: lines(ev, ev->bytes, ev->len, color, out); return;
+    default:
+        lines(ev, (const uint8_t *)ev->text, ev->text ? strlen(ev->text) : 0, color, out);
+        return;
+    }
+}
+
+struct stream_writer {
+    struct event_writer base;
+    FILE *stream;
+    bool color;
+    bool owns_stream;
+    struct buf line;
+};
+
+static void stream_write(struct event_writer *w, const struct event *ev)
+{
+    struct stream_writer *s = (struct stream_writer *)w;
+    buf_reset(&s->line);
+    text_format_event(ev, s->color, &s->line);
+    fwrite(buf_head(&s->line), 1, buf_size(&s->line), s->stream);
+}
+
+static void stream_close(struct event_writer *w)
+{
+    struct stream_writer *s = (struct stream_writer *)w;
+    if (s->owns_stream)
+        fclose(s->stream);
+    else
+        fflush(s->stream);
+    buf_free(&s->line);
+    free(s);
+}
+
+struct event_writer *text_stream_writer_new(FILE *stream, bool color)
+{
+    struct stream_writer *s = calloc(1, sizeof *s);
+    if (!s) abort();
+    s->base.write = stream_write;
+    s->base.close = stream_close;
+    s->stream = stream;
+    s->color = color;
+    return &s->base;
+}
+
+struct event_writer *text_file_writer_new(FILE *file)
+{
+    struct stream_writer *s = (struct stream_writer *)text_stream_writer_new(file, false);
+    s->owns_stream = true;
+    return &s->base;
+}
