@@ -350,11 +350,12 @@ static void handle_reply(struct session *s, const struct smtp_reply *r)
 {
     struct smtp_pending p;
     bool paired = !r->partial && smtp_fifo_pop(&s->fifo, &p);
-    if (r->partial)
+    if (r->partial && !s->reply_in_pieces)
         emitf(s, EV_LINT, DIR_S2C, "lint: reply longer than %zu octets, relayed in pieces",
               s->sin.max_reply);
-    else if (!paired)
+    else if (!r->partial && !paired)
         unpaired_reply(s, r);
+    s->reply_in_pieces = r->partial;
     if (paired && r->code == 421) s->saw_421 = true;
     emit(s, EV_REPLY, DIR_S2C, r->bytes, r->len, NULL, false);
     if (s->observed) {

@@ -302,9 +302,20 @@ static void reply_emit(struct smtp_reply_parser *p, struct smtp_reply *r, size_t
     r->partial = partial;
     p->taken = len;
     p->scan = 0;
+    p->cont = partial;
+    if (partial) return; /* the same reply goes on in the next piece */
     p->lines = 0;
     p->code = 0;
     p->malformed = false;
+}
+
+/* The code of the line starting at d, or of the line a partial piece cut in two. */
+static int line_code(struct smtp_reply_parser *p, const uint8_t *d, size_t len, bool *more)
+{
+    if (!p->mid_line) return smtp_reply_line_code(d, len, more);
+    p->mid_line = false;
+    *more = p->mid_more;
+    return p->mid_code;
 }
 
 bool smtp_reply_next(struct smtp_reply_parser *p, struct smtp_reply *r)
@@ -317,8 +328,8 @@ bool smtp_reply_next(struct smtp_reply_parser *p, struct smtp_reply *r)
         if (!lf) break;
         size_t end = (size_t)(lf - d) + 1;
         bool more;
-        int code = smtp_reply_line_code(d + p->scan, end - p->scan, &more);
-        if (p->lines == 0)
+        int code = line_code(p, d + p->scan, end - p->scan, &more);
+        if (p->lines == 0 && !p->cont)
             p->code = code;
         else if (code != p->code)
             p->malformed = true;
@@ -332,10 +343,13 @@ bool smtp_reply_next(struct smtp_reply_parser *p, struct smtp_reply *r)
         }
     }
     if (n > p->max_reply) {
-        if (p->lines == 0) { /* the first line is still incomplete, but its code is known */
-            bool more;
-            p->code = smtp_reply_line_code(d, n, &more);
-            p->malformed = p->code == 0;
+        if (p->scan < n && !p->mid_line) { /* cut inside a line: remember how it began */
+            p->mid_line = true;
+            p->mid_code = smtp_reply_line_code(d + p->scan, n - p->scan, &p->mid_more);
+            if (p->lines == 0 && !p->cont) {
+                p->code = p->mid_code;
+                p->malformed = p->code == 0;
+            }
         }
         reply_emit(p, r, n, true);
         return true;
@@ -352,6 +366,7 @@ size_t smtp_reply_take_rest(struct smtp_reply_parser *p, const uint8_t **bytes)
     p->lines = 0;
     p->code = 0;
     p->malformed = false;
+    p->cont = p->mid_line = false;
     return p->taken;
 }
 

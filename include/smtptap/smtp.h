@@ -95,7 +95,7 @@ enum smtp_in_mode smtp_in_resume(struct smtp_in *p, int code);
 /* Bytes buffered and not yet returned (held while BLOCKED, or a partial line). */
 static inline size_t smtp_in_buffered(const struct smtp_in *p)
 {
-    return buf_size(&p->in);
+    return buf_size(&p->in) - p->taken;
 }
 
 /* ---- server replies --------------------------------------------------------------------- */
@@ -116,7 +116,11 @@ struct smtp_reply_parser {
     int code;
     bool malformed;
     size_t max_reply;
-    size_t taken; /* bytes of the last reply, consumed at the next call */
+    size_t taken;  /* bytes of the last reply, consumed at the next call */
+    bool cont;     /* a partial piece of the current reply was emitted already */
+    bool mid_line; /* ... and it ended inside a line that began like this: */
+    bool mid_more;
+    int mid_code;
 };
 
 void smtp_reply_init(struct smtp_reply_parser *p);
