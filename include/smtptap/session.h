@@ -46,9 +46,10 @@ struct session {
     struct smtp_fifo fifo;        /* commands waiting for their reply */
     bool opaque;                  /* STARTTLS passed through: bytes are no longer SMTP */
     bool client_eof, upstream_eof;
-    bool greeted;       /* the upstream's greeting arrived */
-    bool saw_421;       /* the upstream announced it is closing */
-    bool retry_connect; /* the failed upstream socket closes, then the next address */
+    bool greeted;         /* the upstream's greeting arrived */
+    bool saw_421;         /* the upstream announced it is closing */
+    bool reply_in_pieces; /* a reply over the bound is being relayed */
+    bool retry_connect;   /* the failed upstream socket closes, then the next address */
     bool gai_pending;
 
     bool observed; /* some writer wants events (live transcript or capture) */
