@@ -199,6 +199,7 @@ static int on_ini_value(void *user, const char *section, const char *key, const 
 {
     struct ini_state *st = user;
     bool known_section = false;
+    if (buf_size(st->err)) return 0; /* inih goes on after an error: report only the first */
     if (strncasecmp(section, "fault", 5) == 0 && (section[5] == 0 || section[5] == ' ')) {
         buf_printf(st->err, "%s: section [%s]: fault rules are not supported yet", st->path,
                    section);
@@ -234,7 +235,12 @@ enum config_result config_load_file(struct config *c, const char *path, struct b
     }
     struct ini_state st = {.c = c, .err = err, .path = path};
     int line = ini_parse_file(f, on_ini_value, &st);
+    int read_errno = ferror(f) ? (errno ? errno : EIO) : 0; /* inih takes EISDIR for EOF */
     fclose(f);
+    if (read_errno && buf_size(err) == 0) {
+        buf_printf(err, "--config %s: cannot read the file: %s", path, strerror(read_errno));
+        return CONFIG_ERR_CONFIG;
+    }
     if (line == 0) return CONFIG_OK;
     if (buf_size(err) == 0)
         buf_printf(err, "%s: line %d: not an INI line; expected [section] or key = value", path,
@@ -345,7 +351,7 @@ enum config_result config_from_args(struct config *c, int argc, char **argv, str
     config_defaults(c);
     /* Pass 1: -c, --help and --version, and the syntax of every flag. */
     opterr = 0;
-    optind = 1;
+    optind = 0; /* 0, not 1: also drops getopt's position inside a "-abc" of an earlier call */
     int opt, idx;
     const char *shortopts = "+l:u:c:d:qvVh";
     while ((idx = -1, opt = getopt_long(argc, argv, shortopts, long_opts, &idx)) != -1) {
@@ -365,7 +371,7 @@ enum config_result config_from_args(struct config *c, int argc, char **argv, str
     }
     /* Pass 2: flags override the file. */
     bool listen_reset = false;
-    optind = 1;
+    optind = 0;
     while ((idx = -1, opt = getopt_long(argc, argv, shortopts, long_opts, &idx)) != -1) {
         char name[64];
         switch (opt) {

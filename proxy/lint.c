@@ -136,7 +136,8 @@ void lint_content_feed(struct lint_content *l, const uint8_t *b, size_t len, lin
         } else {
             if (prev == '\r') finding(l, K_BARE_CR, NULL, report, ctx);
             if (c == 0) finding(l, K_NUL, NULL, report, ctx);
-            l->line_len++;
+            /* RFC 5321 4.5.3.1.6: the limit does not count a dot added for transparency. */
+            if (l->bdat || l->line_len || c != '.') l->line_len++;
         }
         memmove(l->tail, l->tail + 1, 3);
         l->tail[3] = c;
@@ -145,6 +146,8 @@ void lint_content_feed(struct lint_content *l, const uint8_t *b, size_t len, lin
 
 void lint_content_end(struct lint_content *l, lint_report_fn report, void *ctx)
 {
+    /* A CR as the very last byte (BDAT) has no next byte to show it is bare. */
+    if (l->tail[3] == '\r') finding(l, K_BARE_CR, NULL, report, ctx);
     for (int k = 0; k < 5; k++) {
         if (l->counts[k] <= LINT_SHOW_PER_KIND) continue;
         char msg[128];

@@ -38,19 +38,21 @@ static void end_line(struct message_view *m, message_line_fn show, void *ctx)
     size_t n = buf_size(&m->line);
     if (n && l[n - 1] == '\n') n--;
     if (n && l[n - 1] == '\r') n--;
+    if (n > MESSAGE_SHOW_LINE_MAX) n = MESSAGE_SHOW_LINE_MAX; /* cut: no CRLF was collected */
     show(ctx, l, n);
     m->shown++;
     buf_reset(&m->line);
 }
 
-/* Delivers unstuffed content: hashes it, counts it and splits it into lines. */
-static void deliver(struct message_view *m, const uint8_t *p, size_t n, message_line_fn show,
-                    void *ctx)
+/* Delivers unstuffed content: hashes it, counts it and splits it into lines. after_cr: the
+ * byte delivered just before p[0] was a CR. */
+static void deliver(struct message_view *m, const uint8_t *p, size_t n, bool after_cr,
+                    message_line_fn show, void *ctx)
 {
     while (n) {
         if (m->at_line_start && !m->bdat && p[0] == '.') {
             p++, n--; /* dot-stuffing (RFC 5321 4.5.2) */
-            m->at_line_start = false;
+            m->at_line_start = after_cr = false;
             continue;
         }
         const uint8_t *lf = memchr(p, '\n', n);
@@ -58,44 +60,66 @@ static void deliver(struct message_view *m, const uint8_t *p, size_t n, message_
         EVP_DigestUpdate(m->sha, p, span);
         m->size += span;
         collect(m, p, span);
-        m->at_line_start = lf != NULL;
+        /* Only a CRLF starts a line that may be dot-stuffed; a bare LF still ends a shown
+         * line. */
+        bool crlf = lf && (lf > p ? lf[-1] == '\r' : after_cr);
+        m->at_line_start = lf && (m->bdat || crlf);
+        m->mid_line = lf == NULL;
         if (lf) end_line(m, show, ctx);
+        after_cr = p[span - 1] == '\r';
         p += span, n -= span;
     }
+}
+
+/* Byte i of the held bytes followed by the new ones. */
+static uint8_t pending_byte(const struct message_view *m, const uint8_t *bytes, size_t i)
+{
+    return i < m->held ? m->hold[i] : bytes[i - m->held];
 }
 
 void message_view_feed(struct message_view *m, const uint8_t *bytes, size_t len,
                        message_line_fn show, void *ctx)
 {
     if (m->bdat) {
-        deliver(m, bytes, len, show, ctx);
+        deliver(m, bytes, len, false, show, ctx);
         return;
     }
     /* The stream ends with the terminator's ".\r\n": always keep the last 3 bytes back so
-     * that it is never delivered, whatever the chunking. */
-    if (m->held + len <= 3) {
+     * that it is never delivered, whatever the chunking. Keep a 4th back when it is a CR, so
+     * that a CR is always delivered with the byte after it: then the byte before the first
+     * one delivered here is never a CR followed by LF. */
+    size_t total = m->held + len, keep = 3;
+    if (total > keep && pending_byte(m, bytes, total - keep - 1) == '\r') keep = 4;
+    if (total <= keep) {
         memcpy(m->hold + m->held, bytes, len);
         m->held += len;
         return;
     }
-    size_t out = m->held + len - 3;
+    size_t out = total - keep;
     size_t from_hold = out < m->held ? out : m->held;
-    deliver(m, m->hold, from_hold, show, ctx);
-    deliver(m, bytes, out - from_hold, show, ctx);
-    uint8_t next[3];
+    deliver(m, m->hold, from_hold, false, show, ctx);
+    deliver(m, bytes, out - from_hold, from_hold && m->hold[from_hold - 1] == '\r', show, ctx);
+    uint8_t next[4];
     size_t k = 0;
     for (size_t i = from_hold; i < m->held; i++) next[k++] = m->hold[i];
-    size_t rest = 3 - k;
+    size_t rest = keep - k;
     memcpy(next + k, bytes + len - rest, rest);
-    memcpy(m->hold, next, 3);
-    m->held = 3;
+    memcpy(m->hold, next, keep);
+    m->held = keep;
 }
 
-void message_view_end(struct message_view *m, struct message_summary *out)
+void message_view_end(struct message_view *m, struct message_summary *out, message_line_fn show,
+                      void *ctx)
 {
     uint8_t md[EVP_MAX_MD_SIZE];
     unsigned md_len = 0;
-    if (!m->at_line_start) m->lines++; /* a last line without LF (BDAT) */
+    if (m->mid_line) { /* a last line without LF (BDAT) */
+        if (show && showing(m)) {
+            show(ctx, buf_head(&m->line), buf_size(&m->line));
+            m->shown++;
+        }
+        m->lines++;
+    }
     EVP_DigestFinal_ex(m->sha, md, &md_len);
     memset(out, 0, sizeof *out);
     out->size = m->size;

@@ -62,8 +62,14 @@ void format_duration(uint64_t ms, char *out, unsigned size)
         snprintf(out, size, "%llus", (unsigned long long)(ms / 1000));
     else if (ms < 1000)
         snprintf(out, size, "%llums", (unsigned long long)ms);
-    else
-        snprintf(out, size, "%.3gs", (double)ms / 1000.0);
+    else {
+        /* Exact seconds, trailing zeros dropped ("1.25s", "123.456s"); %g would round and
+         * switch to exponents ("2e+03s"). */
+        unsigned frac = (unsigned)(ms % 1000);
+        int digits = 3;
+        while (frac % 10 == 0) frac /= 10, digits--;
+        snprintf(out, size, "%llu.%0*us", (unsigned long long)(ms / 1000), digits, frac);
+    }
 }
 
 void format_hostport(const char *host, unsigned port, char *out, unsigned size)

@@ -202,14 +202,15 @@ static void finish_message(struct session *s)
     s->in_message = false;
     if (!s->observed) return;
     struct message_summary sum;
-    message_view_end(&s->msg, &sum);
+    message_view_end(&s->msg, &sum, on_shown_line, s);
     lint_content_end(&s->lint, on_lint, s);
-    char hidden[64] = "";
+    char hidden[80] = "";
     if (sum.hidden_lines)
-        snprintf(hidden, sizeof hidden, " (%u not shown, -v shows them)", sum.hidden_lines);
-    emitf(s, EV_MESSAGE, DIR_C2S, "message %llu: %llu bytes, %llu lines%s, sha256 %s",
+        snprintf(hidden, sizeof hidden, " (%u line%s not shown, -v shows them)", sum.hidden_lines,
+                 sum.hidden_lines == 1 ? "" : "s");
+    emitf(s, EV_MESSAGE, DIR_C2S, "message %llu: %llu bytes, %llu lines, sha256 %s%s",
           (unsigned long long)s->messages, (unsigned long long)sum.size,
-          (unsigned long long)sum.lines, hidden, sum.sha256_hex);
+          (unsigned long long)sum.lines, sum.sha256_hex, hidden);
 }
 
 static void begin_message(struct session *s, bool bdat)

@@ -99,9 +99,8 @@ static void message_accepted(struct sink_smtp *s)
     if (s->size > SINK_MAX_SIZE) {
         reply(s, "552 5.3.4 Message size exceeds fixed limit");
     } else {
-        buf_printf(&s->out, "250 2.0.0 Ok: %llu bytes queued as S%lluM%llu\r\n",
-                   (unsigned long long)s->size, (unsigned long long)s->session,
-                   (unsigned long long)s->messages);
+        buf_printf(&s->out, "250 2.0.0 Ok: queued as S%lluM%llu\r\n",
+                   (unsigned long long)s->session, (unsigned long long)s->messages);
     }
     reset_transaction(s);
 }
@@ -165,31 +164,6 @@ static const char *cram_challenge(struct sink_smtp *s, char *out, size_t size)
     return out;
 }
 
-static void on_auth(struct sink_smtp *s, const uint8_t *arg, size_t len)
-{
-    if (s->authenticated) return reply(s, "503 5.5.1 Error: already authenticated");
-    if (s->in_mail) return reply(s, "503 5.5.1 Error: AUTH not allowed during a mail transaction");
-    size_t mech = 0;
-    while (mech < len && arg[mech] != ' ') mech++;
-    bool initial = mech < len;
-    char challenge[300];
-    if (mech == 5 && strncasecmp((const char *)arg, "PLAIN", 5) == 0) {
-        if (initial) return reply(s, "235 2.7.0 Authentication successful");
-        s->auth = SINK_AUTH_PLAIN;
-        return reply(s, "334 ");
-    }
-    if (mech == 5 && strncasecmp((const char *)arg, "LOGIN", 5) == 0) {
-        s->auth = initial ? SINK_AUTH_LOGIN_PASS : SINK_AUTH_LOGIN_USER;
-        return reply(s, initial ? "334 UGFzc3dvcmQ6" : "334 VXNlcm5hbWU6");
-    }
-    if (mech == 8 && strncasecmp((const char *)arg, "CRAM-MD5", 8) == 0) {
-        s->auth = SINK_AUTH_CRAM;
-        buf_printf(&s->out, "334 %s\r\n", cram_challenge(s, challenge, sizeof challenge));
-        return;
-    }
-    reply(s, "504 5.5.4 Unrecognized authentication type");
-}
-
 static bool valid_base64(const uint8_t *b, size_t len)
 {
     if (len % 4) return false;
@@ -202,14 +176,51 @@ static bool valid_base64(const uint8_t *b, size_t len)
     return true;
 }
 
+/* A SASL response: "=" (empty) or base64 (RFC 4954 4). */
+static bool sasl_response_ok(const uint8_t *b, size_t len)
+{
+    return (len == 1 && b[0] == '=') || valid_base64(b, len);
+}
+
+static void on_auth(struct sink_smtp *s, const uint8_t *arg, size_t len)
+{
+    if (s->authenticated) return reply(s, "503 5.5.1 Error: already authenticated");
+    if (s->in_mail) return reply(s, "503 5.5.1 Error: AUTH not allowed during a mail transaction");
+    size_t mech = 0;
+    while (mech < len && arg[mech] != ' ') mech++;
+    bool initial = mech < len;
+    char challenge[300];
+    bool plain = mech == 5 && strncasecmp((const char *)arg, "PLAIN", 5) == 0;
+    bool login = mech == 5 && strncasecmp((const char *)arg, "LOGIN", 5) == 0;
+    if ((plain || login) && initial && !sasl_response_ok(arg + mech + 1, len - mech - 1))
+        return reply(s, "501 5.5.2 Cannot decode response");
+    if (plain) {
+        if (initial) {
+            s->authenticated = true;
+            return reply(s, "235 2.7.0 Authentication successful");
+        }
+        s->auth = SINK_AUTH_PLAIN;
+        return reply(s, "334 ");
+    }
+    if (login) {
+        s->auth = initial ? SINK_AUTH_LOGIN_PASS : SINK_AUTH_LOGIN_USER;
+        return reply(s, initial ? "334 UGFzc3dvcmQ6" : "334 VXNlcm5hbWU6");
+    }
+    if (mech == 8 && strncasecmp((const char *)arg, "CRAM-MD5", 8) == 0) {
+        s->auth = SINK_AUTH_CRAM;
+        buf_printf(&s->out, "334 %s\r\n", cram_challenge(s, challenge, sizeof challenge));
+        return;
+    }
+    reply(s, "504 5.5.4 Unrecognized authentication type");
+}
+
 static void on_sasl_line(struct sink_smtp *s, const uint8_t *line, size_t len)
 {
     while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
     enum sink_auth_step step = s->auth;
     s->auth = SINK_AUTH_NONE;
     if (len == 1 && line[0] == '*') return reply(s, "501 5.7.0 Authentication cancelled");
-    if (!(len == 1 && line[0] == '=') && !valid_base64(line, len))
-        return reply(s, "501 5.5.2 Cannot decode response");
+    if (!sasl_response_ok(line, len)) return reply(s, "501 5.5.2 Cannot decode response");
     if (step == SINK_AUTH_LOGIN_USER) {
         s->auth = SINK_AUTH_LOGIN_PASS;
         return reply(s, "334 UGFzc3dvcmQ6");

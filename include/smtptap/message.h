@@ -21,8 +21,9 @@ struct message_view {
     unsigned shown;     /* lines passed to the callback */
     unsigned max_shown; /* 0: no bound */
     bool bdat;          /* no dot-stuffing, no terminator */
-    bool at_line_start;
-    uint8_t hold[5]; /* DATA: trailing bytes that may be the start of CRLF.CRLF */
+    bool at_line_start; /* the next byte may be a stuffed dot (after CRLF) */
+    bool mid_line;      /* the last delivered byte was not an LF */
+    uint8_t hold[5];    /* DATA: trailing bytes that may be the start of CRLF.CRLF */
     size_t held;
     struct buf line; /* owned: the line being collected for display */
     EVP_MD_CTX *sha; /* owned */
@@ -39,8 +40,10 @@ void message_view_begin(struct message_view *m, bool bdat, unsigned max_shown);
  * terminator). Lines to show go to show(ctx, line, len) without their terminator. */
 void message_view_feed(struct message_view *m, const uint8_t *bytes, size_t len,
                        message_line_fn show, void *ctx);
-/* Ends the message; frees what the view owns. */
-void message_view_end(struct message_view *m, struct message_summary *out);
+/* Ends the message (a last line without LF is shown through show, which may be NULL);
+ * frees what the view owns. */
+void message_view_end(struct message_view *m, struct message_summary *out, message_line_fn show,
+                      void *ctx);
 /* Frees without a summary (a message cut short). */
 void message_view_abort(struct message_view *m);
 
