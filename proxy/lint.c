@@ -116,31 +116,63 @@ static void check_smuggling(struct lint_content *l, uint8_t c, lint_report_fn re
     finding(l, K_SMUGGLE, detail, report, ctx);
 }
 
+/* Bytes that can start or end a finding; any other byte after a non-CR only grows the line. */
+static bool is_special(uint8_t c)
+{
+    return c == '\r' || c == '\n' || c == 0 || c == '.';
+}
+
+/* Skips a run of ordinary bytes at b[0..len): returns its length (0 if b[0] needs a look). */
+static size_t ordinary_run(struct lint_content *l, const uint8_t *b, size_t len)
+{
+    if (l->tail[3] == '\r' || is_special(b[0])) return 0;
+    size_t n = 1;
+    while (n < len && !is_special(b[n])) n++;
+    l->line_len += n;
+    if (n >= 4) {
+        memcpy(l->tail, b + n - 4, 4);
+    } else {
+        memmove(l->tail, l->tail + n, 4 - n);
+        memcpy(l->tail + 4 - n, b, n);
+    }
+    return n;
+}
+
+static void one_byte(struct lint_content *l, uint8_t c, lint_report_fn report, void *ctx)
+{
+    if (!l->bdat) check_smuggling(l, c, report, ctx);
+    uint8_t prev = l->tail[3];
+    if (c == '\n') {
+        if (prev != '\r') finding(l, K_BARE_LF, NULL, report, ctx);
+        if (l->line_len + 1 > LINT_TEXT_LINE_MAX) {
+            char detail[64];
+            snprintf(detail, sizeof detail, "%llu octets (RFC 5321 limit %d)",
+                     (unsigned long long)l->line_len + 1, LINT_TEXT_LINE_MAX);
+            finding(l, K_LONG, detail, report, ctx);
+        }
+        l->line++;
+        l->line_len = 0;
+    } else {
+        if (prev == '\r') finding(l, K_BARE_CR, NULL, report, ctx);
+        if (c == 0) finding(l, K_NUL, NULL, report, ctx);
+        /* RFC 5321 4.5.3.1.6: the limit does not count a dot added for transparency. */
+        if (l->bdat || l->line_len || c != '.') l->line_len++;
+    }
+    memmove(l->tail, l->tail + 1, 3);
+    l->tail[3] = c;
+}
+
 void lint_content_feed(struct lint_content *l, const uint8_t *b, size_t len, lint_report_fn report,
                        void *ctx)
 {
-    for (size_t i = 0; i < len; i++) {
-        uint8_t c = b[i];
-        if (!l->bdat) check_smuggling(l, c, report, ctx);
-        uint8_t prev = l->tail[3];
-        if (c == '\n') {
-            if (prev != '\r') finding(l, K_BARE_LF, NULL, report, ctx);
-            if (l->line_len + 1 > LINT_TEXT_LINE_MAX) {
-                char detail[64];
-                snprintf(detail, sizeof detail, "%llu octets (RFC 5321 limit %d)",
-                         (unsigned long long)l->line_len + 1, LINT_TEXT_LINE_MAX);
-                finding(l, K_LONG, detail, report, ctx);
-            }
-            l->line++;
-            l->line_len = 0;
-        } else {
-            if (prev == '\r') finding(l, K_BARE_CR, NULL, report, ctx);
-            if (c == 0) finding(l, K_NUL, NULL, report, ctx);
-            /* RFC 5321 4.5.3.1.6: the limit does not count a dot added for transparency. */
-            if (l->bdat || l->line_len || c != '.') l->line_len++;
+    size_t i = 0;
+    while (i < len) {
+        size_t run = ordinary_run(l, b + i, len - i);
+        if (run) {
+            i += run;
+            continue;
         }
-        memmove(l->tail, l->tail + 1, 3);
-        l->tail[3] = c;
+        one_byte(l, b[i++], report, ctx);
     }
 }
 
