@@ -121,6 +121,7 @@ const char *parse_listen(const char *s, struct listen_spec *out)
         s += 4;
     }
     const char *err = parse_hostport(s, true, &out->addr);
+    if (err && strncmp(err, "a port", 6) == 0) return err;
     if (err) return "[tls:]ADDR:PORT with a numeric address, e.g. 127.0.0.1:2525 or [::1]:2525";
     if (strcasecmp(out->addr.host, "localhost") == 0) strcpy(out->addr.host, "127.0.0.1");
     if (!is_numeric_ip(out->addr.host))

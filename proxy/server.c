@@ -23,6 +23,10 @@ static void finish_shutdown(struct server *srv)
     uv_close((uv_handle_t *)&srv->sigterm, NULL);
     uv_close((uv_handle_t *)&srv->grace, NULL);
     uv_close((uv_handle_t *)&srv->flush, NULL);
+    /* Closing the watchers restored the default action; a late signal must not kill the
+     * process while it flushes and exits 0. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
 }
 
 void server_session_done(struct server *srv, struct session *s)

@@ -432,7 +432,8 @@ static void upstream_gone(struct session *s, const char *how)
         local_reply(s, "421 4.4.0 smtptap: upstream %s%s", how,
                     s->in_message ? " during DATA" : "");
     } else {
-        emitf(s, EV_INFO, DIR_S2C, "upstream %s", how);
+        bool sink = s->server->cfg->upstream.kind == UPSTREAM_SINK;
+        emitf(s, EV_INFO, DIR_S2C, "%s %s", sink ? "sink" : "upstream", how);
     }
     session_end(s);
 }

@@ -1,0 +1,371 @@
+"""The command line and the configuration file, as a user meets them.
+
+Contract: notes/contract-for-tests.md and ../shared/DESIGN.md ("Command line",
+exit codes 64 usage / 78 configuration, messages naming flag or key, value and what
+is accepted; colours; -q; -d capture dir)."""
+
+import os
+import re
+import signal
+import socket
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+import harness
+from harness import EX_CONFIG, EX_NOINPUT, EX_USAGE
+
+BIN = harness.smtptap_bin()
+ESC = "\x1b["
+
+
+def smtptap(*args, env=None, timeout=5.0):
+    """Run smtptap once; it must exit by itself (a hang is a failure, not a skip)."""
+    assert os.access(BIN, os.X_OK), f"smtptap binary missing: {BIN}"
+    rc, out, err = harness.run([BIN, *args], timeout, env=env)
+    harness.assert_no_sanitizer_report(out + err)
+    return rc, out, err
+
+
+def project_version():
+    m = re.search(r"version\s*:\s*'([^']+)'", (harness.ROOT / "meson.build").read_text())
+    return m.group(1)
+
+
+def swaks_through(tap, *extra):
+    rc, out, err = harness.swaks(tap.hostport, "--to", "bob@example.net",
+                                 "--from", "alice@example.org", *extra)
+    assert rc == 0, f"swaks failed (rc {rc})\n{out}\n{err}"
+    return out
+
+
+# ----------------------------------------------------------------------------- help / version
+
+HELP_FLAGS = ["--listen", "--upstream", "--config", "--capture-dir", "--quiet", "--verbose",
+              "--color", "--max-sessions", "--idle-timeout", "--connect-timeout", "--version",
+              "--help"]
+HELP_SHORT = ["-l", "-u", "-c", "-d", "-q", "-v", "-V", "-h"]
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_lists_the_flags(flag):
+    rc, out, err = smtptap(flag)
+    assert rc == 0, f"{flag}: exit {rc}\n{err}"
+    missing = [f for f in HELP_FLAGS if not re.search(re.escape(f) + r"\b", out)]
+    assert not missing, f"smtptap {flag} on stdout does not list {missing}:\n{out}\n(stderr: {err})"
+    missing = [f for f in HELP_SHORT if not re.search(r"(^|[\s,\[])" + re.escape(f) + r"\b", out, re.M)]
+    assert not missing, f"smtptap {flag} does not list short flags {missing}:\n{out}"
+    for word in ("sink", "transparent", "HOST:PORT"):
+        assert word in out, f"smtptap {flag} does not explain upstream SPEC ({word!r}):\n{out}"
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version(flag):
+    rc, out, err = smtptap(flag)
+    assert rc == 0, f"{flag}: exit {rc}\n{err}"
+    assert re.search(r"\bsmtptap\b.*\b" + re.escape(project_version()) + r"\b", out), (
+        f"smtptap {flag} should print 'smtptap {project_version()}' on stdout, got:\n{out}\n{err}")
+
+
+def test_listening_line_names_version_address_and_upstream(tap):
+    t = tap()
+    m = t.wait_for(r"^smtptap (\S+) listening on 127\.0\.0\.1:(\d+) \(plain\), upstream (\S.*)$")
+    assert m.group(1) == project_version()
+    assert int(m.group(2)) == t.port != 0
+    assert m.group(3).startswith("sink"), m.group(0)
+    # and the port is real
+    with socket.create_connection(("127.0.0.1", t.port), timeout=2) as s:
+        s.settimeout(5)
+        assert s.recv(512).startswith(b"220 "), "the built-in sink should greet"
+
+
+# ----------------------------------------------------------------------------- usage errors
+
+@pytest.mark.parametrize("flag", ["--no-such-flag", "-Z"])
+def test_unknown_flag_is_a_usage_error(flag):
+    rc, out, err = smtptap("--listen", "127.0.0.1:0", flag)
+    assert rc == EX_USAGE, f"smtptap {flag}: expected exit 64, got {rc}\n{err}"
+    assert flag in err, f"the message should name {flag}:\n{err}"
+
+
+def test_missing_flag_value_is_a_usage_error():
+    rc, out, err = smtptap("--listen")
+    assert rc == EX_USAGE, f"expected 64, got {rc}\n{err}"
+    assert "--listen" in err or "listen" in err, err
+
+
+# (value, regex for "what is accepted")
+BAD_LISTEN = [
+    ("127.0.0.1", r"(?i)(addr|address|host|ip)\]?:port"),
+    ("127.0.0.1:70000", r"(?i)(addr|address|host|ip)\]?:port|65535"),
+    ("127.0.0.1:12ab", r"(?i)(addr|address|host|ip)\]?:port|65535"),
+    ("127.0.0.1:-5", r"(?i)(addr|address|host|ip)\]?:port|65535"),
+]
+
+
+@pytest.mark.parametrize("value,accepted", BAD_LISTEN, ids=[v for v, _ in BAD_LISTEN])
+def test_bad_listen_value(value, accepted):
+    rc, out, err = smtptap("--listen", value)
+    assert rc == EX_USAGE, f"--listen {value}: expected exit 64, got {rc}\n{err}"
+    assert "--listen" in err, f"message should name --listen:\n{err}"
+    assert value in err, f"message should quote the value {value!r}:\n{err}"
+    assert re.search(accepted, err), f"message should say what is accepted (/{accepted}/):\n{err}"
+
+
+BAD_UPSTREAM = ["127.0.0.1:notaport", "127.0.0.1:65536", "hostwithoutport", "[::1:25"]
+
+
+@pytest.mark.parametrize("value", BAD_UPSTREAM)
+def test_bad_upstream_value(value):
+    rc, out, err = smtptap("--listen", "127.0.0.1:0", "--upstream", value)
+    assert rc == EX_USAGE, f"--upstream {value}: expected exit 64, got {rc}\n{err}"
+    assert "--upstream" in err, f"message should name --upstream:\n{err}"
+    assert value in err, f"message should quote the value {value!r}:\n{err}"
+    for form in ("sink", "HOST:PORT"):
+        assert form in err, f"message should list the accepted forms ({form!r} missing):\n{err}"
+
+
+BAD_OTHER = [("--max-sessions", "many"), ("--idle-timeout", "forever"),
+             ("--connect-timeout", "10parsecs")]
+
+
+@pytest.mark.parametrize("flag,value", BAD_OTHER, ids=[f for f, _ in BAD_OTHER])
+def test_bad_numeric_values(flag, value):
+    rc, out, err = smtptap("--listen", "127.0.0.1:0", flag, value)
+    assert rc == EX_USAGE, f"{flag} {value}: expected exit 64, got {rc}\n{err}"
+    assert flag in err and value in err, f"message should name {flag} and {value!r}:\n{err}"
+
+
+def test_bad_color_value():
+    rc, out, err = smtptap("--listen", "127.0.0.1:0", "--color=sometimes")
+    assert rc == EX_USAGE, f"expected 64, got {rc}\n{err}"
+    assert "--color" in err and "sometimes" in err, err
+    for word in ("auto", "always", "never"):
+        assert word in err, f"message should list {word!r}:\n{err}"
+
+
+# ----------------------------------------------------------------------------- config errors
+
+def write_conf(tmp_path, text, name="smtptap.conf"):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_config_unknown_key(tmp_path):
+    conf = write_conf(tmp_path, "[listen]\naddress = 127.0.0.1:0\nbogus_knob = 3\n")
+    rc, out, err = smtptap("-c", conf)
+    assert rc == EX_CONFIG, f"expected 78, got {rc}\n{err}"
+    assert "bogus_knob" in err, f"message should name the unknown key:\n{err}"
+
+
+def test_config_unknown_section(tmp_path):
+    conf = write_conf(tmp_path, "[listen]\naddress = 127.0.0.1:0\n[nonsense]\nfoo = 1\n")
+    rc, out, err = smtptap("--config", conf)
+    assert rc == EX_CONFIG, f"expected 78, got {rc}\n{err}"
+    assert "nonsense" in err, f"message should name the unknown section:\n{err}"
+
+
+def test_config_bad_value_names_key_and_value(tmp_path):
+    conf = write_conf(tmp_path, "[listen]\naddress = 127.0.0.1:0\n"
+                                "[upstream]\ntarget = 127.0.0.1:notaport\n")
+    rc, out, err = smtptap("-c", conf)
+    assert rc == EX_CONFIG, f"expected 78, got {rc}\n{err}"
+    assert "target" in err and "127.0.0.1:notaport" in err, err
+    assert "sink" in err, f"message should list the accepted forms:\n{err}"
+
+
+def test_config_bad_listen_address(tmp_path):
+    conf = write_conf(tmp_path, "[listen]\naddress = 127.0.0.1:99999\n")
+    rc, out, err = smtptap("-c", conf)
+    assert rc == EX_CONFIG, f"expected 78, got {rc}\n{err}"
+    assert "address" in err and "127.0.0.1:99999" in err, err
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_unreadable_config_file(tmp_path, kind):
+    path = tmp_path / "no-such.conf"
+    if kind == "directory":
+        path = tmp_path / "a-directory.conf"
+        path.mkdir()
+    rc, out, err = smtptap("--listen", "127.0.0.1:0", "-c", str(path))
+    assert rc in (EX_CONFIG, EX_NOINPUT), f"-c {path} ({kind}): expected 78 (or 66), got {rc}\n{err}"
+    assert str(path) in err, f"message should name the file {path}:\n{err}"
+
+
+# ----------------------------------------------------------------------------- config that works
+
+def test_config_file_listen_and_upstream(tmp_path, tap, aiosmtpd):
+    conf = write_conf(tmp_path, "; written by test_cli\n"
+                                "[listen]\naddress = 127.0.0.1:0   ; any free port\n"
+                                f"[upstream]\ntarget = {aiosmtpd.hostport}\n")
+    t = tap(["-c", conf], listen=None)
+    t.wait_for(r"listening on 127\.0\.0\.1:\d+ \(plain\), upstream " + re.escape(aiosmtpd.hostport))
+    swaks_through(t)
+    msg = aiosmtpd.wait_for_messages(1)[0]
+    assert msg.rcpt_tos == ["bob@example.net"]
+    t.wait_for(re.escape(aiosmtpd.greeting))
+
+
+def test_cli_upstream_overrides_config(tmp_path, tap):
+    with harness.AiosmtpdServer() as a, harness.AiosmtpdServer() as b:
+        conf = write_conf(tmp_path, f"[listen]\naddress = 127.0.0.1:0\n[upstream]\ntarget = {a.hostport}\n")
+        t = tap(["-c", conf, "-u", b.hostport], listen=None)
+        t.wait_for(r"listening on .*upstream " + re.escape(b.hostport))
+        swaks_through(t)
+        assert len(b.wait_for_messages(1)) == 1
+        assert a.messages == [], "the config file's upstream was used although -u was given"
+
+
+def test_cli_listen_overrides_config(tmp_path, tap):
+    cport = harness.free_port()
+    conf = write_conf(tmp_path, f"[listen]\naddress = 127.0.0.1:{cport}\n")
+    t = tap(["-c", conf])  # harness adds --listen 127.0.0.1:0
+    assert t.port != cport
+    swaks_through(t)  # by now every listener has been announced
+    lines = re.findall(r"listening on (\S+)", t.transcript())
+    assert lines == [f"127.0.0.1:{t.port}"], f"expected only the CLI listener, got {lines}"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", cport), timeout=2).close()
+
+
+# ----------------------------------------------------------------------------- colour
+
+def _colour_run(tap, **kw):
+    t = tap(**kw)
+    swaks_through(t)
+    t.wait_session_end(1)
+    return t
+
+
+def _session_lines_raw(text):
+    return [l for l in text.splitlines() if re.match(r"^(\x1b\[[0-9;]*m)*#\d+ ", l)]
+
+
+def test_color_always_gives_escape_codes(tap):
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    t = _colour_run(tap, color="always", env=env)
+    raw = _session_lines_raw(t.transcript())
+    assert raw, t.transcript()
+    assert any(ESC in l for l in raw), f"--color=always: no escape codes in the transcript:\n{t.transcript()!r}"
+    # still the same transcript once the codes are removed
+    assert any(l.marker == " ->" and l.text.startswith("EHLO") for l in t.lines(1))
+
+
+def test_color_never_on_a_terminal(tap):
+    t = _colour_run(tap, color="never", stderr_tty=True)
+    assert t.lines(1), t.transcript()
+    assert ESC not in t.transcript(), f"--color=never printed escape codes:\n{t.transcript()!r}"
+
+
+def test_color_auto_on_a_terminal_colours(tap):
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    env["TERM"] = "xterm"
+    t = _colour_run(tap, color=None, stderr_tty=True, env=env)
+    assert ESC in t.transcript(), f"--color=auto on a terminal gave no colour:\n{t.transcript()!r}"
+
+
+def test_no_color_env_on_a_terminal(tap):
+    env = dict(os.environ, NO_COLOR="1", TERM="xterm")
+    t = _colour_run(tap, color=None, stderr_tty=True, env=env)
+    assert t.lines(1), t.transcript()
+    assert ESC not in t.transcript(), f"NO_COLOR=1 but escape codes printed:\n{t.transcript()!r}"
+
+
+def test_color_auto_on_a_pipe_is_plain(tap):
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    t = _colour_run(tap, color="auto", env=env)
+    assert t.lines(1), t.transcript()
+    assert ESC not in t.transcript(), f"--color=auto on a pipe printed escape codes:\n{t.transcript()!r}"
+
+
+# ----------------------------------------------------------------------------- -q and -d
+
+def _wait_file_with(path_glob_dir, pattern, n=1, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        files = sorted(p for p in Path(path_glob_dir).glob("*.txt")) if os.path.isdir(path_glob_dir) else []
+        done = [p for p in files if re.search(pattern, p.read_text(errors="replace"), re.M)]
+        if len(done) >= n:
+            return files
+        if time.monotonic() > deadline:
+            listing = {str(p): p.read_text(errors="replace") for p in files}
+            raise AssertionError(f"no {n} capture file(s) matching {pattern!r} in {path_glob_dir}: {listing}")
+        time.sleep(0.05)
+
+
+def test_quiet_prints_no_transcript(tmp_path, tap):
+    port = harness.free_port()
+    cap = tmp_path / "cap"
+    t = tap(["-q", "-d", str(cap)], listen=f"127.0.0.1:{port}", wait_listening=False)
+    harness.wait_port(port)
+    t.host, t.port = "127.0.0.1", port
+    swaks_through(t)
+    # wait_port's probe is a session too; wait for the one that said EHLO to be captured
+    _wait_file_with(cap, r"EHLO[\s\S]*== session ended")
+    t.stop()
+    err = t.transcript()
+    assert not re.search(r"^#\d+ \+", err, re.M), f"-q still printed transcript lines:\n{err}"
+    assert "EHLO" not in err, err
+
+
+def test_capture_dir_modes_names_and_content(tmp_path, tap):
+    cap = tmp_path / "captures" / "nested"
+    t = tap(["-d", str(cap)])
+    swaks_through(t)
+    swaks_through(t, "--pipeline")
+    t.wait_session_end(1)
+    t.wait_session_end(2)
+    files = _wait_file_with(cap, r"== session ended", n=2)
+    assert stat.S_IMODE(os.stat(cap).st_mode) == 0o700, oct(os.stat(cap).st_mode)
+    assert len(files) == 2, [f.name for f in files]
+    for sid in (1, 2):
+        connected = [l for l in t.lines(sid) if l.marker == "==" and " connected to " in l.text][0]
+        cport = re.match(r"127\.0\.0\.1:(\d+) connected to", connected.text).group(1)
+        name_re = rf"^\d{{8}}T\d{{6}}-{sid}-127\.0\.0\.1_{cport}\.txt$"
+        match = [f for f in files if re.match(name_re, f.name)]
+        assert len(match) == 1, f"no capture file named like {name_re} in {[f.name for f in files]}"
+        f = match[0]
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o600, f"{f.name}: {oct(os.stat(f).st_mode)}"
+        file_lines = f.read_text().splitlines()
+        live = [l.raw for l in t.lines(sid)]
+        assert file_lines == live, (f"capture file {f.name} differs from the live transcript\n"
+                                    f"--- file ---\n" + "\n".join(file_lines) +
+                                    "\n--- live ---\n" + "\n".join(live))
+
+
+# ----------------------------------------------------------------------------- signals
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_exits_zero(tap, sig):
+    t = tap()
+    swaks_through(t)
+    t.wait_session_end(1)
+    assert t.stop(sig=getattr(signal, sig)) == 0
+
+
+def test_sigterm_lets_the_open_session_finish(tap):
+    t = tap()
+    with harness.RawSmtpClient("127.0.0.1", t.port) as c:
+        assert c.code() == 220
+        assert c.cmd(b"EHLO late.client.test")[-1].startswith(b"250 ")
+        t.proc.send_signal(signal.SIGTERM)
+        # stop accepting: new connections are refused soon (the open one lives on)
+        deadline = time.monotonic() + 3
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", t.port), timeout=1).close()
+            except ConnectionRefusedError:
+                break
+            assert time.monotonic() < deadline, "still accepting connections after SIGTERM"
+            time.sleep(0.05)
+        assert c.cmd(b"MAIL FROM:<a@example.org>")[-1].startswith(b"250")
+        assert c.cmd(b"RCPT TO:<b@example.net>")[-1].startswith(b"250")
+        assert c.cmd(b"DATA")[-1].startswith(b"354")
+        c.send(b"Subject: after SIGTERM\r\n\r\nstill delivered\r\n.\r\n")
+        assert c.reply()[-1].startswith(b"250 ")
+        assert c.cmd(b"QUIT")[-1].startswith(b"221")
+    t.wait_for(r"^#1 .*== session ended")
+    assert t.wait_exit(5) == 0  # the last session is over: smtptap exits by itself
