@@ -128,7 +128,8 @@ static void tcp_end(struct leg *l)
     struct tcp_leg *t = (struct tcp_leg *)l;
     uv_read_stop((uv_stream_t *)&t->tcp);
     l->reading = false;
-    if (!tcp_start_shutdown(t) || t->shutdown_done) leg_close(l);
+    /* A socket still connecting would hold a shutdown until the connect ends: close it. */
+    if (!t->connected || !tcp_start_shutdown(t) || t->shutdown_done) leg_close(l);
     /* else tcp_shutdown_cb closes once the queue is flushed */
 }
 
@@ -149,8 +150,21 @@ static void tcp_connect_cb(uv_connect_t *req, int status)
 {
     struct tcp_leg *t = req->data;
     if (status == UV_ECANCELED || t->base.closing) return;
-    if (status == 0) uv_tcp_nodelay(&t->tcp, 1);
+    if (status == 0) {
+        t->connected = true;
+        uv_tcp_nodelay(&t->tcp, 1);
+    }
     t->on_connect(t, status);
+}
+
+int tcp_leg_accept(struct tcp_leg *t, uv_stream_t *server)
+{
+    int rc = uv_accept(server, (uv_stream_t *)&t->tcp);
+    if (rc == 0) {
+        t->connected = true;
+        uv_tcp_nodelay(&t->tcp, 1);
+    }
+    return rc;
 }
 
 int tcp_leg_connect(struct tcp_leg *t, const struct sockaddr *addr,

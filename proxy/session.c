@@ -543,8 +543,9 @@ static void on_upstream_connected(struct tcp_leg *t, int status)
     struct sockaddr_storage local, peer;
     int ll = sizeof local, pl = sizeof peer;
     char from[80] = "?", to[80] = "?";
-    if (uv_tcp_getsockname(&t->tcp, (struct sockaddr *)&local, &ll) == 0)
+    if (uv_tcp_getsockname(&t->tcp, (struct sockaddr *)&local, &ll) == 0) {
         sockaddr_format((struct sockaddr *)&local, from, sizeof from);
+    }
     if (uv_tcp_getpeername(&t->tcp, (struct sockaddr *)&peer, &pl) == 0)
         sockaddr_format((struct sockaddr *)&peer, to, sizeof to);
     emitf(s, EV_INFO, DIR_S2C, "upstream %s connected from %s", to, from);
@@ -557,6 +558,12 @@ static void connect_to(struct session *s, const struct sockaddr *addr)
     s->upstream = &s->up.tcp.base;
     s->open_handles++;
     int rc = tcp_leg_connect(&s->up.tcp, addr, on_upstream_connected);
+    /* The socket has its local port now: a redirect loop shows up as a client with it,
+     * possibly before this connect completes. */
+    int len = sizeof s->upstream_local;
+    if (rc == 0 &&
+        uv_tcp_getsockname(&s->up.tcp.tcp, (struct sockaddr *)&s->upstream_local, &len) < 0)
+        memset(&s->upstream_local, 0, sizeof s->upstream_local);
     if (rc < 0) {
         s->last_connect_error = rc;
         refuse(s, upstream_connect_reason(rc));
@@ -612,9 +619,32 @@ static void connect_fixed(struct session *s, const struct hostport *hp)
     }
 }
 
+/* True when this client is one of smtptap's own upstream connections, redirected back to
+ * it by a rule that does not exclude smtptap's traffic. */
+static bool comes_from_myself(struct session *s)
+{
+    struct sockaddr_storage peer;
+    int len = sizeof peer;
+    if (uv_tcp_getpeername(&s->client.tcp, (struct sockaddr *)&peer, &len) < 0) return false;
+    for (struct session *o = s->server->sessions; o; o = o->next)
+        if (o != s && o->upstream_local.ss_family &&
+            sockaddr_equal((struct sockaddr *)&o->upstream_local, (struct sockaddr *)&peer))
+            return true;
+    return false;
+}
+
 static void connect_transparent(struct session *s)
 {
     struct sockaddr_storage dst;
+    if (comes_from_myself(s)) {
+        emitf(s, EV_ERROR, DIR_S2C,
+              "connection from %s is smtptap's own upstream connection, redirected back to it: "
+              "the redirect rule must exclude smtptap's traffic (e.g. meta skuid != USER)",
+              s->client_name);
+        local_reply(s, "421 4.3.0 smtptap: redirect loop, my own connection came back to me");
+        session_end(s);
+        return;
+    }
     int rc = upstream_original_dst(&s->client.tcp, &dst);
     if (rc < 0) {
         snprintf(s->upstream_name, sizeof s->upstream_name, "(original destination of %s)",
@@ -707,12 +737,11 @@ void session_accept(struct server *srv, struct listener *l)
     if (srv->sessions) srv->sessions->prev = s;
     srv->sessions = s;
     srv->nsessions++;
-    if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&s->client.tcp) != 0) {
+    if (tcp_leg_accept(&s->client, (uv_stream_t *)&l->tcp) != 0) {
         s->state = SESSION_ENDING;
         leg_close(&s->client.base);
         return;
     }
-    uv_tcp_nodelay(&s->client.tcp, 1);
     name_endpoints(s);
     open_capture(s);
     s->observed = srv->live || s->capture;

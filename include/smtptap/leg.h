@@ -80,6 +80,7 @@ struct tcp_leg {
     uv_shutdown_t shutdown_req;
     uv_connect_t connect_req;
     void (*on_connect)(struct tcp_leg *t, int status);
+    bool connected;     /* accepted, or connect completed */
     bool shut;          /* FIN requested */
     bool shutdown_done; /* FIN sent (or could not be) */
 };
@@ -87,6 +88,8 @@ struct tcp_leg {
 /* Initialises a TCP leg on loop; the caller accepts into t->tcp or calls tcp_leg_connect.
  * The tcp_leg must stay allocated until on_closed. */
 void tcp_leg_init(struct tcp_leg *t, uv_loop_t *loop, const struct leg_events *ev, void *owner);
+/* Accepts a pending connection of server into t. Returns 0 or a libuv error. */
+int tcp_leg_accept(struct tcp_leg *t, uv_stream_t *server);
 /* Starts connecting to addr; on_connect(t, status) follows (status < 0: libuv error). */
 int tcp_leg_connect(struct tcp_leg *t, const struct sockaddr *addr,
                     void (*on_connect)(struct tcp_leg *t, int status));

@@ -63,6 +63,7 @@ struct session {
     uv_getaddrinfo_t gai;
     struct addrinfo *addrs, *next_addr; /* owned: resolution result being tried */
     int last_connect_error;
+    struct sockaddr_storage upstream_local; /* our end of the upstream connection */
 
     uint64_t commands, messages, bytes_up, bytes_down;
     struct event_writer *capture; /* owned: per-session capture file, or NULL */

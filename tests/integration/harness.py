@@ -186,7 +186,7 @@ def parse_line(line: str) -> Optional[TLine]:
 
 def parse_transcript(text: str) -> List[TLine]:
     out = []
-    for ln in text.splitlines():
+    for ln in text.split("\n"):  # not splitlines(): U+2028 and friends are content
         t = parse_line(ln)
         if t is not None:
             out.append(t)
