@@ -2,6 +2,8 @@
  * struct config. A key given on the command line wins over the file. */
 #include "smtptap/config.h"
 
+#include "smtptap/sink_auth.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <ini.h>
@@ -29,8 +31,17 @@ static const char usage[] =
     "  -V, --version                  print the version and exit\n"
     "  -h, --help                     print this help and exit\n"
     "\n"
-    "Not supported yet (accepted by name, refused with a message): --decode-auth, --redact,\n"
-    "--fault, --seed, --insecure, --upstream-ca, --ca-dir, --print-ca, --keylog.\n"
+    "      --decode-auth              decode SASL exchanges (AUTH) in the transcript\n"
+    "      --redact                   mask passwords, tokens and the lines carrying them\n"
+    "\n"
+    "      --fault 'VERB [GLOB]: ACTION'  fault rule, repeatable, e.g.\n"
+    "                                 'RCPT *@busy.example: reply 450 4.2.0 Busy, try later'\n"
+    "                                 ACTION: reply CODE TEXT | delay 2s | drop | reset |\n"
+    "                                 stall | strip CAP[,CAP] | slow 10/s | truncate N\n"
+    "      --seed N                   seed for probabilistic faults (printed at start)\n"
+    "\n"
+    "Not supported yet (accepted by name, refused with a message): --insecure,\n"
+    "--upstream-ca, --ca-dir, --print-ca, --keylog.\n"
     "\n"
     "Exit status: 0 clean shutdown, 64 usage error, 78 configuration error.\n";
 
@@ -66,6 +77,9 @@ enum setting_id {
     S_IDLE_TIMEOUT,
     S_CONNECT_TIMEOUT,
     S_COLOR,
+    S_DECODE_AUTH,
+    S_REDACT,
+    S_SINK_USERS,
     S_LATER,
     S_LATER_BOOL,
     S_LATER_EMPTY,
@@ -78,6 +92,7 @@ static const char *apply(struct config *c, enum setting_id id, const char *name,
     const char *bad = NULL;
     uint64_t n;
     bool b;
+    static struct sink_users users; /* only to check the syntax */
     switch (id) {
     case S_LISTEN:
         if (listen_reset && !*listen_reset) c->nlisten = 0, *listen_reset = true;
@@ -136,6 +151,16 @@ static const char *apply(struct config *c, enum setting_id id, const char *name,
         else
             bad = "auto, always or never";
         break;
+    case S_DECODE_AUTH:
+    case S_REDACT:
+        if (!(bad = parse_bool(v, &b))) *(id == S_REDACT ? &c->redact : &c->decode_auth) = b;
+        break;
+    case S_SINK_USERS:
+        if (strlen(v) >= sizeof c->sink_users)
+            bad = "a shorter list";
+        else if (!(bad = sink_users_parse(v, &users)))
+            strcpy(c->sink_users, v);
+        break;
     case S_LATER:
         buf_printf(err, "%s: not supported yet in this version of smtptap", name);
         return "";
@@ -172,9 +197,9 @@ static const struct ini_key {
     {"tls", "keylog", S_LATER_EMPTY},
     {"capture", "dir", S_CAPTURE_DIR},
     {"capture", "format", S_FORMAT},
-    {"capture", "decode_auth", S_LATER_BOOL},
-    {"capture", "redact", S_LATER_BOOL},
-    {"sink", "users", S_LATER_EMPTY},
+    {"capture", "decode_auth", S_DECODE_AUTH},
+    {"capture", "redact", S_REDACT},
+    {"sink", "users", S_SINK_USERS},
 };
 
 struct ini_state {
@@ -182,8 +207,42 @@ struct ini_state {
     struct buf *err;
     const char *path;
     bool listen_reset;
-    char section[64];
+    struct fault_rule rule; /* the [fault NAME] section being read */
+    bool in_rule;
 };
+
+/* Adds the finished [fault NAME] rule; false with a message when it is incomplete. */
+static bool end_fault_section(struct ini_state *st)
+{
+    if (!st->in_rule) return true;
+    st->in_rule = false;
+    char msg[300];
+    if (fault_rule_finish(&st->rule, msg, sizeof msg) < 0) {
+        buf_printf(st->err, "%s: [fault %s]: %s", st->path, st->rule.name, msg);
+        return false;
+    }
+    fault_set_add(&st->c->file_faults, &st->rule);
+    return true;
+}
+
+static int on_fault_value(struct ini_state *st, const char *name, const char *key,
+                          const char *value)
+{
+    while (*name == ' ') name++;
+    if (!*name) {
+        buf_printf(st->err, "%s: [fault] needs a name: [fault NAME]", st->path);
+        return 0;
+    }
+    if (st->in_rule && strcmp(st->rule.name, name) != 0 && !end_fault_section(st)) return 0;
+    if (!st->in_rule) {
+        fault_rule_begin(&st->rule, name);
+        st->in_rule = true;
+    }
+    char msg[300];
+    if (fault_rule_set(&st->rule, key, value, msg, sizeof msg) == 0) return 1;
+    buf_printf(st->err, "%s: %s", st->path, msg);
+    return 0;
+}
 
 static void list_keys(struct buf *out, const char *section)
 {
@@ -200,11 +259,9 @@ static int on_ini_value(void *user, const char *section, const char *key, const 
     struct ini_state *st = user;
     bool known_section = false;
     if (buf_size(st->err)) return 0; /* inih goes on after an error: report only the first */
-    if (strncasecmp(section, "fault", 5) == 0 && (section[5] == 0 || section[5] == ' ')) {
-        buf_printf(st->err, "%s: section [%s]: fault rules are not supported yet", st->path,
-                   section);
-        return 0;
-    }
+    if (strncasecmp(section, "fault", 5) == 0 && (section[5] == 0 || section[5] == ' '))
+        return on_fault_value(st, section + 5, key, value);
+    if (!end_fault_section(st)) return 0;
     for (size_t i = 0; i < sizeof ini_keys / sizeof ini_keys[0]; i++) {
         if (strcmp(ini_keys[i].section, section) != 0) continue;
         known_section = true;
@@ -235,6 +292,7 @@ enum config_result config_load_file(struct config *c, const char *path, struct b
     }
     struct ini_state st = {.c = c, .err = err, .path = path};
     int line = ini_parse_file(f, on_ini_value, &st);
+    if (line == 0 && !end_fault_section(&st)) line = -1;
     int read_errno = ferror(f) ? (errno ? errno : EIO) : 0; /* inih takes EISDIR for EOF */
     fclose(f);
     if (read_errno && buf_size(err) == 0) {
@@ -242,6 +300,7 @@ enum config_result config_load_file(struct config *c, const char *path, struct b
         return CONFIG_ERR_CONFIG;
     }
     if (line == 0) return CONFIG_OK;
+    if (line < 0) return CONFIG_ERR_CONFIG; /* the message says where */
     if (buf_size(err) == 0)
         buf_printf(err, "%s: line %d: not an INI line; expected [section] or key = value", path,
                    line);
@@ -259,6 +318,10 @@ enum {
     O_IDLE_TIMEOUT,
     O_CONNECT_TIMEOUT,
     O_COLOR,
+    O_DECODE_AUTH,
+    O_REDACT,
+    O_FAULT,
+    O_SEED,
     O_LATER_ARG,
     O_LATER_FLAG
 };
@@ -279,12 +342,12 @@ static const struct option long_opts[] = {
     {"verbose", no_argument, 0, 'v'},
     {"version", no_argument, 0, 'V'},
     {"help", no_argument, 0, 'h'},
-    {"decode-auth", no_argument, 0, O_LATER_FLAG},
-    {"redact", no_argument, 0, O_LATER_FLAG},
+    {"decode-auth", no_argument, 0, O_DECODE_AUTH},
+    {"redact", no_argument, 0, O_REDACT},
     {"insecure", no_argument, 0, O_LATER_FLAG},
     {"print-ca", no_argument, 0, O_LATER_FLAG},
-    {"fault", required_argument, 0, O_LATER_ARG},
-    {"seed", required_argument, 0, O_LATER_ARG},
+    {"fault", required_argument, 0, O_FAULT},
+    {"seed", required_argument, 0, O_SEED},
     {"upstream-ca", required_argument, 0, O_LATER_ARG},
     {"ca-dir", required_argument, 0, O_LATER_ARG},
     {"keylog", required_argument, 0, O_LATER_ARG},
@@ -346,6 +409,47 @@ static enum config_result bad_option(char **argv, int optopt_value, struct buf *
     return CONFIG_ERR_USAGE;
 }
 
+static bool add_cli_fault(struct config *c, const char *text, struct buf *err)
+{
+    struct fault_rule r;
+    char msg[400];
+    if (fault_parse_flag(text, (unsigned)c->cli_faults.count + 1, &r, msg, sizeof msg) < 0) {
+        buf_printf(err, "%s", msg);
+        return false;
+    }
+    fault_set_add(&c->cli_faults, &r);
+    return true;
+}
+
+/* The rules in force: command line first (a flag wins), then the file's sections. */
+static void combine_faults(const struct fault_set *cli, const struct fault_set *file,
+                           struct fault_set *out)
+{
+    fault_set_init(out);
+    for (size_t i = 0; i < cli->count; i++) fault_set_add(out, &cli->rules[i]);
+    for (size_t i = 0; i < file->count; i++) fault_set_add(out, &file->rules[i]);
+}
+
+void config_free(struct config *c)
+{
+    fault_set_free(&c->faults);
+    fault_set_free(&c->cli_faults);
+    fault_set_free(&c->file_faults);
+}
+
+enum config_result config_reload_faults(const struct config *c, struct fault_set *out,
+                                        struct buf *err)
+{
+    static struct config fresh;
+    fault_set_init(out);
+    config_defaults(&fresh);
+    enum config_result r = CONFIG_OK;
+    if (c->config_file[0]) r = config_load_file(&fresh, c->config_file, err);
+    if (r == CONFIG_OK) combine_faults(&c->cli_faults, &fresh.file_faults, out);
+    config_free(&fresh);
+    return r;
+}
+
 enum config_result config_from_args(struct config *c, int argc, char **argv, struct buf *err)
 {
     config_defaults(c);
@@ -378,11 +482,24 @@ enum config_result config_from_args(struct config *c, int argc, char **argv, str
         case 'c': break;
         case 'q': c->verbosity = -1; break;
         case 'v': c->verbosity = 1; break;
+        case O_DECODE_AUTH: c->decode_auth = true; break;
+        case O_FAULT:
+            if (!add_cli_fault(c, optarg, err)) return CONFIG_ERR_USAGE;
+            break;
+        case O_SEED:
+            if (parse_uint(optarg, 0, UINT64_MAX, &c->seed)) {
+                buf_printf(err, "--seed: invalid value \"%s\"; expected a whole number", optarg);
+                return CONFIG_ERR_USAGE;
+            }
+            c->seed_given = true;
+            break;
+        case O_REDACT: c->redact = true; break;
         default:
             if (apply(c, setting_of(opt), flag_name(opt, idx, name, sizeof name),
                       optarg ? optarg : "", &listen_reset, err))
                 return CONFIG_ERR_USAGE;
         }
     }
+    combine_faults(&c->cli_faults, &c->file_faults, &c->faults);
     return CONFIG_OK;
 }

@@ -157,6 +157,15 @@ static void tcp_connect_cb(uv_connect_t *req, int status)
     t->on_connect(t, status);
 }
 
+void tcp_leg_reset(struct tcp_leg *t)
+{
+    if (t->base.closing) return;
+    t->base.closing = true;
+    t->base.reading = false;
+    if (uv_tcp_close_reset(&t->tcp, tcp_close_cb) < 0)
+        uv_close((uv_handle_t *)&t->tcp, tcp_close_cb);
+}
+
 int tcp_leg_accept(struct tcp_leg *t, uv_stream_t *server)
 {
     int rc = uv_accept(server, (uv_stream_t *)&t->tcp);

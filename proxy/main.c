@@ -19,8 +19,11 @@ int main(int argc, char **argv)
     default:
         fprintf(stderr, "smtptap: %.*s\n", (int)buf_size(&err), (const char *)buf_head(&err));
         buf_free(&err);
+        config_free(&cfg);
         return (int)r;
     }
     buf_free(&err);
-    return server_run(&cfg);
+    int rc = server_run(&cfg);
+    config_free(&cfg);
+    return rc;
 }

@@ -21,6 +21,7 @@ static void finish_shutdown(struct server *srv)
 {
     uv_close((uv_handle_t *)&srv->sigint, NULL);
     uv_close((uv_handle_t *)&srv->sigterm, NULL);
+    uv_close((uv_handle_t *)&srv->sighup, NULL);
     uv_close((uv_handle_t *)&srv->grace, NULL);
     uv_close((uv_handle_t *)&srv->flush, NULL);
     /* Closing the watchers restored the default action; a late signal must not kill the
@@ -145,6 +146,65 @@ static int prepare_capture(const struct config *cfg)
     return 0;
 }
 
+/* The seed is printed so that a run with probabilistic faults can be repeated. */
+static void start_faults(struct server *srv)
+{
+    const struct config *cfg = srv->cfg;
+    srv->faults = &cfg->faults;
+    srv->seed = cfg->seed;
+    if (!cfg->seed_given && uv_random(NULL, NULL, &srv->seed, sizeof srv->seed, 0, NULL) < 0)
+        srv->seed = uv_hrtime() ^ (uint64_t)getpid();
+    if (cfg->faults.count)
+        fprintf(stderr, "smtptap: %zu fault rule%s, seed %llu (--seed %llu repeats this run)\n",
+                cfg->faults.count, cfg->faults.count == 1 ? "" : "s", (unsigned long long)srv->seed,
+                (unsigned long long)srv->seed);
+}
+
+/* SIGHUP: new rules for new commands; sessions keep the rule sets they matched against,
+ * so every set stays alive until exit. A broken file keeps the rules in force. */
+static void reload_faults(struct server *srv)
+{
+    struct buf err;
+    buf_init(&err);
+    struct fault_set *next = calloc(1, sizeof *next);
+    if (!next) abort();
+    if (!srv->cfg->config_file[0]) {
+        fprintf(stderr, "smtptap: SIGHUP: no --config file to reload fault rules from\n");
+    } else if (config_reload_faults(srv->cfg, next, &err) != CONFIG_OK) {
+        fprintf(stderr, "smtptap: SIGHUP: %.*s; keeping the %zu fault rule%s in force\n",
+                (int)buf_size(&err), (const char *)buf_head(&err), srv->faults->count,
+                srv->faults->count == 1 ? "" : "s");
+    } else {
+        next->next_old = srv->old_faults;
+        srv->old_faults = next;
+        srv->faults = next;
+        fprintf(stderr, "smtptap: SIGHUP: %zu fault rule%s now in force (from %s and --fault)\n",
+                next->count, next->count == 1 ? "" : "s", srv->cfg->config_file);
+        next = NULL;
+    }
+    if (next) {
+        fault_set_free(next);
+        free(next);
+    }
+    buf_free(&err);
+}
+
+static void sighup_cb(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    reload_faults(h->data);
+}
+
+static void free_old_faults(struct server *srv)
+{
+    while (srv->old_faults) {
+        struct fault_set *f = srv->old_faults;
+        srv->old_faults = f->next_old;
+        fault_set_free(f);
+        free(f);
+    }
+}
+
 static void close_walk_cb(uv_handle_t *h, void *arg)
 {
     (void)arg;
@@ -162,6 +222,8 @@ int server_run(const struct config *cfg)
     if (gethostname(srv.host, sizeof srv.host) < 0 || !srv.host[0]) strcpy(srv.host, "localhost");
     int rc = prepare_capture(cfg);
     if (rc) return rc;
+    if (sink_users_parse(cfg->sink_users, &srv.sink_users)) return EXIT_CONFIG; /* checked */
+    start_faults(&srv);
     static char stderr_buf[64 * 1024];
     setvbuf(stderr, stderr_buf, _IOFBF, sizeof stderr_buf);
     if (cfg->verbosity >= 0) srv.live = text_stream_writer_new(stderr, want_color(cfg));
@@ -172,6 +234,9 @@ int server_run(const struct config *cfg)
     srv.sigint.data = srv.sigterm.data = &srv;
     uv_signal_start(&srv.sigint, signal_cb, SIGINT);
     uv_signal_start(&srv.sigterm, signal_cb, SIGTERM);
+    uv_signal_init(srv.loop, &srv.sighup);
+    srv.sighup.data = &srv;
+    uv_signal_start(&srv.sighup, sighup_cb, SIGHUP);
     uv_timer_init(srv.loop, &srv.grace);
     srv.grace.data = &srv;
     rc = open_listeners(&srv);
@@ -184,5 +249,6 @@ int server_run(const struct config *cfg)
     if (srv.live) srv.live->close(srv.live);
     fflush(stderr);
     uv_loop_close(srv.loop);
+    free_old_faults(&srv);
     return rc ? rc : srv.exit_code;
 }

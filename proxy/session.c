@@ -24,14 +24,14 @@ enum {
 
 enum timer_purpose { TIMER_CONNECT, TIMER_IDLE, TIMER_LINGER };
 
-static void session_end(struct session *s);
 static void pump_client(struct session *s);
 static void update_flow(struct session *s);
+static void flush_local_heads(struct session *s, bool from_client_path);
 
 /* ---- events ---------------------------------------------------------------------------- */
 
-static void emit(struct session *s, enum event_kind kind, enum event_dir dir, const uint8_t *bytes,
-                 size_t len, const char *text, bool local)
+void session_emit(struct session *s, enum event_kind kind, enum event_dir dir, const uint8_t *bytes,
+                  size_t len, const char *text, bool local)
 {
     if (!s->observed) return;
     struct event ev = {
@@ -48,9 +48,8 @@ static void emit(struct session *s, enum event_kind kind, enum event_dir dir, co
     if (s->capture) s->capture->write(s->capture, &ev);
 }
 
-static void emitf(struct session *s, enum event_kind kind, enum event_dir dir, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void emitf(struct session *s, enum event_kind kind, enum event_dir dir, const char *fmt, ...)
+void session_emitf(struct session *s, enum event_kind kind, enum event_dir dir, const char *fmt,
+                   ...)
 {
     if (!s->observed) return;
     char text[1024];
@@ -58,17 +57,17 @@ static void emitf(struct session *s, enum event_kind kind, enum event_dir dir, c
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    emit(s, kind, dir, NULL, 0, text, false);
+    session_emit(s, kind, dir, NULL, 0, text, false);
 }
 
 static void on_lint(void *ctx, const char *finding)
 {
-    emitf(ctx, EV_LINT, DIR_NONE, "lint: %s", finding);
+    session_emitf(ctx, EV_LINT, DIR_NONE, "lint: %s", finding);
 }
 
 static void on_shown_line(void *ctx, const uint8_t *line, size_t len)
 {
-    emit(ctx, EV_CONTENT, DIR_C2S, line, len, NULL, false);
+    session_emit(ctx, EV_CONTENT, DIR_C2S, line, len, NULL, false);
 }
 
 /* A reply smtptap writes itself: shown with [smtptap], sent to the client. */
@@ -84,8 +83,8 @@ static void local_reply(struct session *s, const char *fmt, ...)
     if (n < 0) return;
     if ((size_t)n > sizeof line - 3) n = sizeof line - 3;
     memcpy(line + n, "\r\n", 3);
-    emit(s, EV_REPLY, DIR_S2C, (const uint8_t *)line, (size_t)n + 2, NULL, true);
-    if (!s->client_eof) leg_write(&s->client.base, (const uint8_t *)line, (size_t)n + 2);
+    session_emit(s, EV_REPLY, DIR_S2C, (const uint8_t *)line, (size_t)n + 2, NULL, true);
+    reply_send(s, (const uint8_t *)line, (size_t)n + 2);
 }
 
 /* ---- timers ---------------------------------------------------------------------------- */
@@ -114,7 +113,7 @@ static void on_idle_expired(struct session *s)
     }
     char d[32];
     format_duration(idle, d, sizeof d);
-    emitf(s, EV_INFO, DIR_NONE, "session idle for %s: closing", d);
+    session_emitf(s, EV_INFO, DIR_NONE, "session idle for %s: closing", d);
     local_reply(s, "421 4.4.2 smtptap: session idle for %s, closing", d);
     session_end(s);
 }
@@ -124,13 +123,13 @@ static void on_connect_expired(struct session *s)
     char d[32];
     format_duration(s->server->cfg->connect_timeout_ms, d, sizeof d);
     if (s->state == SESSION_CONNECTING) {
-        emitf(s, EV_ERROR, DIR_S2C, "upstream %s unreachable: connect timed out after %s",
-              s->upstream_name, d);
+        session_emitf(s, EV_ERROR, DIR_S2C, "upstream %s unreachable: connect timed out after %s",
+                      s->upstream_name, d);
         local_reply(s, "421 4.4.2 smtptap: upstream %s unreachable (connect timed out after %s)",
                     s->upstream_name, d);
     } else {
-        emitf(s, EV_ERROR, DIR_S2C, "upstream %s timed out: no greeting within %s",
-              s->upstream_name, d);
+        session_emitf(s, EV_ERROR, DIR_S2C, "upstream %s timed out: no greeting within %s",
+                      s->upstream_name, d);
         local_reply(s, "421 4.4.2 smtptap: upstream %s timed out (no greeting within %s)",
                     s->upstream_name, d);
     }
@@ -159,6 +158,9 @@ static void timer_cb(uv_timer_t *t)
 static void timer_closed_cb(uv_handle_t *h)
 {
     struct session *s = h->data;
+    if (--s->timers_open > 0) return;
+    reply_free_held(s);
+    if (s->fault_set) fault_session_free(&s->faults);
     if (s->in_message && s->observed) message_view_abort(&s->msg);
     smtp_in_free(&s->cin);
     smtp_reply_free(&s->sin);
@@ -174,21 +176,24 @@ static void release_if_done(struct session *s)
     if (s->open_handles > 0 || s->timer_closing) return;
     s->timer_closing = true;
     uv_close((uv_handle_t *)&s->timer, timer_closed_cb);
+    uv_close((uv_handle_t *)&s->reply_timer, timer_closed_cb);
 }
 
 /* Ends the session: flushes what each leg has queued, sends FIN, closes. Idempotent. */
-static void session_end(struct session *s)
+void session_end(struct session *s)
 {
     if (s->state == SESSION_ENDING) return;
     s->state = SESSION_ENDING;
     double secs = (double)(uv_hrtime() - s->start_ns) / 1e9;
-    emitf(s, EV_INFO, DIR_NONE,
-          "session ended after %.3fs: %llu command%s, %llu message%s, %llu bytes up, %llu bytes "
-          "down",
-          secs, (unsigned long long)s->commands, s->commands == 1 ? "" : "s",
-          (unsigned long long)s->messages, s->messages == 1 ? "" : "s",
-          (unsigned long long)s->bytes_up, (unsigned long long)s->bytes_down);
+    session_emitf(
+        s, EV_INFO, DIR_NONE,
+        "session ended after %.3fs: %llu command%s, %llu message%s, %llu bytes up, %llu bytes "
+        "down",
+        secs, (unsigned long long)s->commands, s->commands == 1 ? "" : "s",
+        (unsigned long long)s->messages, s->messages == 1 ? "" : "s",
+        (unsigned long long)s->bytes_up, (unsigned long long)s->bytes_down);
     if (s->gai_pending) uv_cancel((uv_req_t *)&s->gai);
+    uv_timer_stop(&s->reply_timer);
     leg_end(&s->client.base);
     if (s->upstream) leg_end(s->upstream);
     arm_timer(s, TIMER_LINGER, LINGER_MS);
@@ -208,9 +213,9 @@ static void finish_message(struct session *s)
     if (sum.hidden_lines)
         snprintf(hidden, sizeof hidden, " (%u line%s not shown, -v shows them)", sum.hidden_lines,
                  sum.hidden_lines == 1 ? "" : "s");
-    emitf(s, EV_MESSAGE, DIR_C2S, "message %llu: %llu bytes, %llu lines, sha256 %s%s",
-          (unsigned long long)s->messages, (unsigned long long)sum.size,
-          (unsigned long long)sum.lines, sum.sha256_hex, hidden);
+    session_emitf(s, EV_MESSAGE, DIR_C2S, "message %llu: %llu bytes, %llu lines, sha256 %s%s",
+                  (unsigned long long)s->messages, (unsigned long long)sum.size,
+                  (unsigned long long)sum.lines, sum.sha256_hex, hidden);
 }
 
 static void begin_message(struct session *s, bool bdat)
@@ -221,12 +226,14 @@ static void begin_message(struct session *s, bool bdat)
     lint_content_begin(&s->lint, bdat);
 }
 
-static bool push_pending(struct session *s, enum smtp_pending_kind kind, enum smtp_verb verb)
+static bool push_pending(struct session *s, enum smtp_pending_kind kind, enum smtp_verb verb,
+                         const struct fault_rule *fault)
 {
-    struct smtp_pending p = {.kind = kind, .verb = verb, .seq = s->commands};
+    struct smtp_pending p = {.kind = kind, .verb = verb, .seq = s->commands, .fault = fault};
+    p.local = reply_fault_is_local(fault, verb) && kind == SMTP_PENDING_COMMAND;
     if (smtp_fifo_push(&s->fifo, p)) return true;
-    emitf(s, EV_ERROR, DIR_C2S, "client sent %d commands without reading a reply: closing",
-          FIFO_MAX);
+    session_emitf(s, EV_ERROR, DIR_C2S, "client sent %d commands without reading a reply: closing",
+                  FIFO_MAX);
     session_end(s);
     return false;
 }
@@ -244,20 +251,103 @@ static void after_bdat_command(struct session *s, const struct smtp_in_item *it)
     finish_message(s);
 }
 
+/* ---- AUTH: decoded and redacted once, here, so every writer gets the same view ---------- */
+
+static void show_auth_view(struct session *s, const struct auth_view *v)
+{
+    const struct config *cfg = s->server->cfg;
+    if (v->decoded && cfg->decode_auth)
+        session_emit(s, EV_AUTH, DIR_NONE, NULL, 0, cfg->redact ? v->redacted : v->text, false);
+    if (v->problem[0]) session_emitf(s, EV_LINT, DIR_NONE, "lint: %s", v->problem);
+}
+
+/* The command event for a client line; AUTH lines go through the decoder and, with
+ * --redact, their secret bytes never reach an event. */
+static void emit_client_line(struct session *s, const struct smtp_in_item *it)
+{
+    bool auth_line = it->sasl || it->verb == SMTP_VERB_AUTH;
+    if (!s->follow_auth || !auth_line) {
+        session_emit(s, EV_COMMAND, DIR_C2S, it->bytes, it->len, NULL, false);
+        return;
+    }
+    char masked[AUTH_TEXT_MAX + 64];
+    if (!(it->first && it->complete)) { /* a piece of an over-long line: all of it hidden */
+        if (!s->server->cfg->redact) {
+            session_emit(s, EV_COMMAND, DIR_C2S, it->bytes, it->len, NULL, false);
+            return;
+        }
+        int n = snprintf(masked, sizeof masked, "<redacted %zu bytes>", it->len);
+        session_emit(s, EV_COMMAND, DIR_C2S, (const uint8_t *)masked, (size_t)n, NULL, false);
+        return;
+    }
+    struct auth_view v;
+    if (it->sasl)
+        auth_on_client_line(&s->auth, it->bytes, it->len, &v);
+    else
+        auth_on_command(&s->auth, it->bytes, it->len, &v);
+    if (s->server->cfg->redact && v.secret_len) {
+        size_t n =
+            auth_redact_line(it->bytes, it->len, v.secret_off, v.secret_len, masked, sizeof masked);
+        session_emit(s, EV_COMMAND, DIR_C2S, (const uint8_t *)masked, n, NULL, false);
+    } else {
+        session_emit(s, EV_COMMAND, DIR_C2S, it->bytes, it->len, NULL, false);
+    }
+    show_auth_view(s, &v);
+}
+
+static void auth_reply(struct session *s, const struct smtp_pending *p, const struct smtp_reply *r)
+{
+    if (!s->follow_auth) return;
+    if (p->kind != SMTP_PENDING_SASL && p->verb != SMTP_VERB_AUTH) return;
+    struct auth_view v;
+    auth_on_reply(&s->auth, r->code, r->bytes, r->len, &v);
+    show_auth_view(s, &v);
+}
+
+/* The fault rule for a complete command line, with a "!!" line when it answers locally. */
+static const struct fault_rule *command_fault(struct session *s, const struct smtp_in_item *it)
+{
+    if (it->sasl || !it->first || !it->complete) return NULL;
+    const uint8_t *arg;
+    size_t arg_len;
+    smtp_verb_parse(it->bytes, it->len, &arg, &arg_len);
+    const struct fault_rule *r = reply_fault_for(s, reply_stage_of(it->verb), arg, arg_len);
+    if (r && r->action == FAULT_REPLY && !reply_fault_is_local(r, it->verb)) {
+        session_emitf(s, EV_FAULT, DIR_S2C,
+                      "fault %s: ignored: a %d reply to %s cannot be faked (the server never saw "
+                      "it), forwarding",
+                      r->name, r->reply_code, smtp_verb_name(it->verb));
+        return NULL;
+    }
+    return r;
+}
+
 static void client_line(struct session *s, const struct smtp_in_item *it)
 {
+    const struct fault_rule *fault = command_fault(s, it);
+    bool local = false;
     if (it->first) {
         if (!it->sasl) s->commands++;
-        if (!push_pending(s, it->sasl ? SMTP_PENDING_SASL : SMTP_PENDING_COMMAND, it->verb)) return;
+        if (!push_pending(s, it->sasl ? SMTP_PENDING_SASL : SMTP_PENDING_COMMAND, it->verb, fault))
+            return;
+        local = reply_fault_is_local(fault, it->verb);
     }
-    emit(s, EV_COMMAND, DIR_C2S, it->bytes, it->len, NULL, false);
+    emit_client_line(s, it);
     if (s->observed && it->first && it->complete)
         lint_command_line(it->bytes, it->len, it->sasl, on_lint, s);
     else if (s->observed && it->first)
-        emitf(s, EV_LINT, DIR_C2S, "lint: command line longer than %zu octets, relayed in pieces",
-              s->cin.max_line);
-    leg_write(s->upstream, it->bytes, it->len);
+        session_emitf(s, EV_LINT, DIR_C2S,
+                      "lint: command line longer than %zu octets, relayed in pieces",
+                      s->cin.max_line);
+    if (local) {
+        session_emitf(s, EV_FAULT, DIR_S2C, "fault %s: %s answered by smtptap, not forwarded",
+                      fault->name, smtp_verb_name(it->verb));
+        if (it->verb == SMTP_VERB_BDAT) s->bdat_local = s->cin.mode == SMTP_IN_BDAT;
+    } else {
+        leg_write(s->upstream, it->bytes, it->len);
+    }
     if (it->first && it->complete && it->verb == SMTP_VERB_BDAT) after_bdat_command(s, it);
+    if (local) flush_local_heads(s, true);
 }
 
 static void client_content(struct session *s, const struct smtp_in_item *it)
@@ -267,16 +357,22 @@ static void client_content(struct session *s, const struct smtp_in_item *it)
         message_view_feed(&s->msg, it->bytes, it->len, on_shown_line, s);
         lint_content_feed(&s->lint, it->bytes, it->len, on_lint, s);
     }
-    leg_write(s->upstream, it->bytes, it->len);
+    if (!(it->bdat && s->bdat_local)) leg_write(s->upstream, it->bytes, it->len);
     if (!it->end) return;
-    if (!it->bdat && !push_pending(s, SMTP_PENDING_DATA_END, SMTP_VERB_DATA)) return;
+    if (it->bdat) s->bdat_local = false;
+    if (!it->bdat && !push_pending(s, SMTP_PENDING_DATA_END, SMTP_VERB_DATA,
+                                   reply_fault_for(s, FAULT_DATA_END, NULL, 0)))
+        return;
     if (!it->bdat || s->cin.bdat_last) finish_message(s);
 }
 
 static void relay_raw(struct session *s, enum event_dir dir, const uint8_t *bytes, size_t len)
 {
-    emit(s, EV_RAW, dir, bytes, len, NULL, false);
-    leg_write(dir == DIR_C2S ? s->upstream : &s->client.base, bytes, len);
+    session_emit(s, EV_RAW, dir, bytes, len, NULL, false);
+    if (dir == DIR_C2S)
+        leg_write(s->upstream, bytes, len);
+    else
+        reply_send(s, bytes, len);
 }
 
 static void pump_client(struct session *s)
@@ -314,22 +410,45 @@ static void on_client_read(struct leg *leg, const uint8_t *bytes, size_t len)
 static void start_passthrough(struct session *s)
 {
     s->opaque = true;
-    emitf(s, EV_INFO, DIR_NONE,
-          "STARTTLS accepted by the server: TLS passes through, the rest of the session is "
-          "encrypted end to end and not visible");
+    session_emitf(s, EV_INFO, DIR_NONE,
+                  "STARTTLS accepted by the server: TLS passes through, the rest of the session is "
+                  "encrypted end to end and not visible");
     size_t held = smtp_in_buffered(&s->cin);
     if (held)
-        emitf(s, EV_LINT, DIR_C2S,
-              "lint: client sent %zu bytes after STARTTLS before the server's reply (command "
-              "injection, CVE-2011-0411 class)",
-              held);
+        session_emitf(
+            s, EV_LINT, DIR_C2S,
+            "lint: client sent %zu bytes after STARTTLS before the server's reply (command "
+            "injection, CVE-2011-0411 class)",
+            held);
     pump_client(s); /* the framer now hands out the held bytes as raw */
     const uint8_t *rest;
     size_t n = smtp_reply_take_rest(&s->sin, &rest);
     if (n) {
-        emitf(s, EV_LINT, DIR_S2C,
-              "lint: server sent %zu bytes after its 220 to STARTTLS (response injection)", n);
+        session_emitf(s, EV_LINT, DIR_S2C,
+                      "lint: server sent %zu bytes after its 220 to STARTTLS (response injection)",
+                      n);
         relay_raw(s, DIR_S2C, rest, n);
+    }
+}
+
+void session_resume_client(struct session *s, const struct smtp_pending *p, int code,
+                           bool from_client_path)
+{
+    if (!smtp_pending_blocks(p)) return;
+    if (smtp_in_resume(&s->cin, code) == SMTP_IN_OPAQUE)
+        start_passthrough(s);
+    else if (!from_client_path)
+        pump_client(s); /* bytes held behind DATA/AUTH/STARTTLS can be classified now */
+}
+
+/* Local replies keep their place: those now at the head of the FIFO go out. */
+static void flush_local_heads(struct session *s, bool from_client_path)
+{
+    const struct smtp_pending *head;
+    while (s->state != SESSION_ENDING && (head = smtp_fifo_peek(&s->fifo)) && head->local) {
+        struct smtp_pending p;
+        smtp_fifo_pop(&s->fifo, &p);
+        reply_local(s, &p, from_client_path);
     }
 }
 
@@ -337,13 +456,15 @@ static void unpaired_reply(struct session *s, const struct smtp_reply *r)
 {
     if (r->code == 421) {
         s->saw_421 = true;
-        emitf(s, EV_INFO, DIR_S2C, "upstream sent 421 unasked: it is closing the connection");
+        session_emitf(s, EV_INFO, DIR_S2C,
+                      "upstream sent 421 unasked: it is closing the connection");
     } else if (s->in_message) {
-        emitf(s, EV_LINT, DIR_S2C,
-              "lint: server ended DATA early: it replied while the message was still open, so it "
-              "saw an end of data smtptap did not (SMTP smuggling risk)");
+        session_emitf(
+            s, EV_LINT, DIR_S2C,
+            "lint: server ended DATA early: it replied while the message was still open, so it "
+            "saw an end of data smtptap did not (SMTP smuggling risk)");
     } else {
-        emitf(s, EV_LINT, DIR_S2C, "lint: reply that no command asked for");
+        session_emitf(s, EV_LINT, DIR_S2C, "lint: reply that no command asked for");
     }
 }
 
@@ -352,30 +473,32 @@ static void handle_reply(struct session *s, const struct smtp_reply *r)
     struct smtp_pending p;
     bool paired = !r->partial && smtp_fifo_pop(&s->fifo, &p);
     if (r->partial && !s->reply_in_pieces)
-        emitf(s, EV_LINT, DIR_S2C, "lint: reply longer than %zu octets, relayed in pieces",
-              s->sin.max_reply);
+        session_emitf(s, EV_LINT, DIR_S2C, "lint: reply longer than %zu octets, relayed in pieces",
+                      s->sin.max_reply);
     else if (!r->partial && !paired)
         unpaired_reply(s, r);
     s->reply_in_pieces = r->partial;
     if (paired && r->code == 421) s->saw_421 = true;
-    emit(s, EV_REPLY, DIR_S2C, r->bytes, r->len, NULL, false);
+    session_emit(s, EV_REPLY, DIR_S2C, r->bytes, r->len, NULL, false);
     if (s->observed) {
         if (r->malformed && !r->partial)
-            emitf(s, EV_LINT, DIR_S2C,
-                  "lint: malformed reply (every line must start with the same 3-digit code)");
+            session_emitf(
+                s, EV_LINT, DIR_S2C,
+                "lint: malformed reply (every line must start with the same 3-digit code)");
         lint_reply(r->bytes, r->len, on_lint, s);
     }
-    leg_write(&s->client.base, r->bytes, r->len);
-    if (!paired) return;
+    if (paired && p.fault)
+        reply_faulted(s, &p, r->bytes, r->len, r->code);
+    else
+        reply_send(s, r->bytes, r->len);
+    if (!paired || s->state == SESSION_ENDING) return;
+    auth_reply(s, &p, r);
     if (p.kind == SMTP_PENDING_GREETING) {
         s->greeted = true;
         arm_timer(s, TIMER_IDLE, s->server->cfg->idle_timeout_ms);
     }
-    if (!smtp_pending_blocks(&p)) return;
-    if (smtp_in_resume(&s->cin, r->code) == SMTP_IN_OPAQUE)
-        start_passthrough(s);
-    else
-        pump_client(s); /* bytes held behind DATA/AUTH/STARTTLS can be classified now */
+    session_resume_client(s, &p, r->code, false);
+    flush_local_heads(s, false);
 }
 
 static void on_upstream_read(struct leg *leg, const uint8_t *bytes, size_t len)
@@ -403,12 +526,12 @@ static void client_gone(struct session *s, const char *how)
     s->client_eof = true;
     leg_read_stop(&s->client.base);
     if (s->in_message && !s->opaque)
-        emitf(s, EV_ERROR, DIR_C2S, "client %s during %s (message %llu cut short after %llu bytes)",
-              how, s->cin.mode == SMTP_IN_BDAT ? "BDAT" : "DATA",
-              (unsigned long long)s->messages + 1,
-              (unsigned long long)(s->observed ? s->msg.size : 0));
+        session_emitf(
+            s, EV_ERROR, DIR_C2S, "client %s during %s (message %llu cut short after %llu bytes)",
+            how, s->cin.mode == SMTP_IN_BDAT ? "BDAT" : "DATA", (unsigned long long)s->messages + 1,
+            (unsigned long long)(s->observed ? s->msg.size : 0));
     else
-        emitf(s, EV_INFO, DIR_C2S, "client %s", how);
+        session_emitf(s, EV_INFO, DIR_C2S, "client %s", how);
     if (s->state != SESSION_RELAYING || s->upstream_eof) {
         session_end(s);
         return;
@@ -425,15 +548,15 @@ static void upstream_gone(struct session *s, const char *how)
     s->upstream_eof = true;
     bool owed = smtp_fifo_count(&s->fifo) > 0 || s->in_message;
     if (owed && !s->opaque && !s->client_eof && !s->saw_421) {
-        emitf(s, EV_ERROR, DIR_S2C, "upstream %s%s", how,
-              s->in_message ? " during DATA"
-              : !s->greeted ? " before its greeting"
-                            : "");
+        session_emitf(s, EV_ERROR, DIR_S2C, "upstream %s%s", how,
+                      s->in_message ? " during DATA"
+                      : !s->greeted ? " before its greeting"
+                                    : "");
         local_reply(s, "421 4.4.0 smtptap: upstream %s%s", how,
                     s->in_message ? " during DATA" : "");
     } else {
         bool sink = s->server->cfg->upstream.kind == UPSTREAM_SINK;
-        emitf(s, EV_INFO, DIR_S2C, "%s %s", sink ? "sink" : "upstream", how);
+        session_emitf(s, EV_INFO, DIR_S2C, "%s %s", sink ? "sink" : "upstream", how);
     }
     session_end(s);
 }
@@ -503,7 +626,7 @@ static void update_flow(struct session *s)
     bool read_client = !s->client_eof && room(u->queued, c->reading) &&
                        smtp_fifo_count(&s->fifo) < FIFO_HIGH &&
                        smtp_in_buffered(&s->cin) < HIGH_WATER;
-    bool read_upstream = !s->upstream_eof && room(c->queued, u->reading);
+    bool read_upstream = !s->upstream_eof && room(c->queued + s->held_size, u->reading);
     read_client ? leg_read_start(c) : leg_read_stop(c);
     read_upstream ? leg_read_start(u) : leg_read_stop(u);
 }
@@ -521,7 +644,7 @@ static void start_relaying(struct session *s)
 
 static void refuse(struct session *s, const char *why)
 {
-    emitf(s, EV_ERROR, DIR_S2C, "upstream %s unreachable: %s", s->upstream_name, why);
+    session_emitf(s, EV_ERROR, DIR_S2C, "upstream %s unreachable: %s", s->upstream_name, why);
     local_reply(s, "421 4.4.0 smtptap: upstream %s unreachable (%s)", s->upstream_name, why);
     session_end(s);
 }
@@ -548,7 +671,7 @@ static void on_upstream_connected(struct tcp_leg *t, int status)
     }
     if (uv_tcp_getpeername(&t->tcp, (struct sockaddr *)&peer, &pl) == 0)
         sockaddr_format((struct sockaddr *)&peer, to, sizeof to);
-    emitf(s, EV_INFO, DIR_S2C, "upstream %s connected from %s", to, from);
+    session_emitf(s, EV_INFO, DIR_S2C, "upstream %s connected from %s", to, from);
     start_relaying(s);
 }
 
@@ -637,10 +760,11 @@ static void connect_transparent(struct session *s)
 {
     struct sockaddr_storage dst;
     if (comes_from_myself(s)) {
-        emitf(s, EV_ERROR, DIR_S2C,
-              "connection from %s is smtptap's own upstream connection, redirected back to it: "
-              "the redirect rule must exclude smtptap's traffic (e.g. meta skuid != USER)",
-              s->client_name);
+        session_emitf(
+            s, EV_ERROR, DIR_S2C,
+            "connection from %s is smtptap's own upstream connection, redirected back to it: "
+            "the redirect rule must exclude smtptap's traffic (e.g. meta skuid != USER)",
+            s->client_name);
         local_reply(s, "421 4.3.0 smtptap: redirect loop, my own connection came back to me");
         session_end(s);
         return;
@@ -649,11 +773,12 @@ static void connect_transparent(struct session *s)
     if (rc < 0) {
         snprintf(s->upstream_name, sizeof s->upstream_name, "(original destination of %s)",
                  s->local_name);
-        emitf(s, EV_ERROR, DIR_S2C,
-              "connection to %s was not redirected (no NAT original destination: %s); "
-              "transparent mode needs an nftables/iptables REDIRECT rule, refusing to loop to "
-              "myself",
-              s->local_name, uv_strerror(rc));
+        session_emitf(
+            s, EV_ERROR, DIR_S2C,
+            "connection to %s was not redirected (no NAT original destination: %s); "
+            "transparent mode needs an nftables/iptables REDIRECT rule, refusing to loop to "
+            "myself",
+            s->local_name, uv_strerror(rc));
         local_reply(s,
                     "421 4.3.0 smtptap: connection to %s was not redirected, transparent mode "
                     "cannot tell the real server",
@@ -672,28 +797,42 @@ static void connect_upstream(struct session *s)
     switch (u->kind) {
     case UPSTREAM_SINK:
         snprintf(s->upstream_name, sizeof s->upstream_name, "sink (built-in)");
-        emitf(s, EV_INFO, DIR_NONE, "%s connected to %s, upstream %s", s->client_name,
-              s->local_name, s->upstream_name);
-        sink_leg_init(&s->up.sink, s->server->loop, &upstream_events, s, s->server->host, s->id);
+        session_emitf(s, EV_INFO, DIR_NONE, "%s connected to %s, upstream %s", s->client_name,
+                      s->local_name, s->upstream_name);
+        sink_leg_init(&s->up.sink, s->server->loop, &upstream_events, s, s->server->host, s->id,
+                      &s->server->sink_users);
         s->upstream = &s->up.sink.base;
         s->open_handles++;
         start_relaying(s);
         return;
     case UPSTREAM_FIXED:
         format_hostport(u->target.host, u->target.port, s->upstream_name, sizeof s->upstream_name);
-        emitf(s, EV_INFO, DIR_NONE, "%s connected to %s, upstream %s", s->client_name,
-              s->local_name, s->upstream_name);
+        session_emitf(s, EV_INFO, DIR_NONE, "%s connected to %s, upstream %s", s->client_name,
+                      s->local_name, s->upstream_name);
         connect_fixed(s, &u->target);
         return;
     case UPSTREAM_TRANSPARENT:
-        emitf(s, EV_INFO, DIR_NONE, "%s connected to %s, upstream transparent", s->client_name,
-              s->local_name);
+        session_emitf(s, EV_INFO, DIR_NONE, "%s connected to %s, upstream transparent",
+                      s->client_name, s->local_name);
         connect_transparent(s);
         return;
     }
 }
 
 /* ---- accepting and stopping ------------------------------------------------------------- */
+
+/* A REPLY fault on the greeting answers at once; the server's own greeting is swallowed
+ * when it comes. */
+static void greeting_fault(struct session *s)
+{
+    const struct smtp_pending *g = smtp_fifo_peek(&s->fifo);
+    const struct fault_rule *r = g->fault;
+    if (!r || r->action != FAULT_REPLY) return;
+    session_emitf(s, EV_FAULT, DIR_S2C, "fault %s: greeting answered by smtptap", r->name);
+    session_emit(s, EV_REPLY, DIR_S2C, (const uint8_t *)r->reply, strlen(r->reply), NULL, true);
+    reply_send(s, (const uint8_t *)r->reply, strlen(r->reply));
+    if (r->reply_code == 421) session_end(s); /* as a server that greets with 421 would */
+}
 
 static void name_endpoints(struct session *s)
 {
@@ -728,9 +867,13 @@ void session_accept(struct server *srv, struct listener *l)
     smtp_in_init(&s->cin);
     smtp_reply_init(&s->sin);
     smtp_fifo_init(&s->fifo, FIFO_MAX);
-    smtp_fifo_push(&s->fifo, (struct smtp_pending){.kind = SMTP_PENDING_GREETING});
+    smtp_fifo_push(&s->fifo,
+                   (struct smtp_pending){.kind = SMTP_PENDING_GREETING,
+                                         .fault = reply_fault_for(s, FAULT_GREETING, NULL, 0)});
     uv_timer_init(srv->loop, &s->timer);
-    s->timer.data = s;
+    uv_timer_init(srv->loop, &s->reply_timer);
+    s->timer.data = s->reply_timer.data = s;
+    s->timers_open = 2;
     tcp_leg_init(&s->client, srv->loop, &client_events, s);
     s->open_handles = 1;
     s->next = srv->sessions;
@@ -745,7 +888,10 @@ void session_accept(struct server *srv, struct listener *l)
     name_endpoints(s);
     open_capture(s);
     s->observed = srv->live || s->capture;
+    s->follow_auth = s->observed && (srv->cfg->decode_auth || srv->cfg->redact);
+    auth_init(&s->auth);
     connect_upstream(s);
+    if (s->state != SESSION_ENDING) greeting_fault(s);
 }
 
 void session_stop(struct session *s, bool force)
@@ -757,7 +903,7 @@ void session_stop(struct session *s, bool force)
         }
         return;
     }
-    emitf(s, EV_INFO, DIR_NONE, "smtptap is shutting down: closing the session");
+    session_emitf(s, EV_INFO, DIR_NONE, "smtptap is shutting down: closing the session");
     local_reply(s, "421 4.3.2 smtptap: shutting down, try again later");
     session_end(s);
 }

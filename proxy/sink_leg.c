@@ -93,13 +93,13 @@ static const struct leg_ops sink_ops = {sink_read_start, sink_read_stop, sink_wr
                                         sink_shutdown,   sink_end,       sink_close};
 
 void sink_leg_init(struct sink_leg *k, uv_loop_t *loop, const struct leg_events *ev, void *owner,
-                   const char *host, uint64_t session)
+                   const char *host, uint64_t session, const struct sink_users *users)
 {
     memset(k, 0, sizeof *k);
     k->base.ops = &sink_ops;
     k->base.ev = ev;
     k->base.owner = owner;
-    sink_smtp_init(&k->smtp, host, session);
+    sink_smtp_init(&k->smtp, host, session, users);
     k->base.queued = buf_size(&k->smtp.out);
     uv_idle_init(loop, &k->deliver);
     k->deliver.data = k;

@@ -14,13 +14,15 @@ static void reply(struct sink_smtp *s, const char *text)
     buf_append_str(&s->out, "\r\n");
 }
 
-void sink_smtp_init(struct sink_smtp *s, const char *host, uint64_t session)
+void sink_smtp_init(struct sink_smtp *s, const char *host, uint64_t session,
+                    const struct sink_users *users)
 {
     memset(s, 0, sizeof *s);
     smtp_in_init(&s->in);
     buf_init(&s->out);
     snprintf(s->host, sizeof s->host, "%s", host);
     s->session = session;
+    s->users = users;
     buf_printf(&s->out, "220 %s ESMTP smtptap sink\r\n", s->host);
 }
 
@@ -55,10 +57,11 @@ static void on_ehlo(struct sink_smtp *s, bool extended, size_t arg_len)
         buf_printf(&s->out, "250 %s\r\n", s->host);
         return;
     }
-    buf_printf(&s->out,
-               "250-%s\r\n250-PIPELINING\r\n250-SIZE %d\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n"
-               "250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250 AUTH PLAIN LOGIN CRAM-MD5\r\n",
-               s->host, SINK_MAX_SIZE);
+    buf_printf(
+        &s->out,
+        "250-%s\r\n250-PIPELINING\r\n250-SIZE %d\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n"
+        "250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250 AUTH PLAIN LOGIN CRAM-MD5 XOAUTH2\r\n",
+        s->host, SINK_MAX_SIZE);
 }
 
 static uint64_t mail_size_param(const uint8_t *arg, size_t len)
@@ -154,32 +157,91 @@ static void on_bdat_end(struct sink_smtp *s)
     buf_printf(&s->out, "250 2.0.0 %llu octets received\r\n", (unsigned long long)s->chunk);
 }
 
-static const char *cram_challenge(struct sink_smtp *s, char *out, size_t size)
+static void auth_result(struct sink_smtp *s, bool ok)
 {
-    char raw[200];
-    int n = snprintf(raw, sizeof raw, "<%llu.%lld@%s>", (unsigned long long)s->session,
-                     (long long)time(NULL), s->host);
-    if (n < 0 || (size_t)n >= sizeof raw || size < 4 * (size_t)n / 3 + 8) return "";
-    EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)raw, n);
-    return out;
+    s->auth = SINK_AUTH_NONE;
+    s->authenticated = ok;
+    reply(s, ok ? "235 2.7.0 Authentication successful"
+                : "535 5.7.8 Authentication credentials invalid");
 }
 
-static bool valid_base64(const uint8_t *b, size_t len)
+/* authzid NUL authcid NUL password (RFC 4616). */
+static void check_plain(struct sink_smtp *s, const char *d, long n)
 {
-    if (len % 4) return false;
-    for (size_t i = 0; i < len; i++) {
-        uint8_t c = b[i];
-        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                  c == '+' || c == '/' || (c == '=' && i >= len - 2);
-        if (!ok) return false;
+    const char *nul1 = memchr(d, 0, (size_t)n);
+    const char *nul2 = nul1 ? memchr(nul1 + 1, 0, (size_t)(d + n - nul1 - 1)) : NULL;
+    if (!nul2 || memchr(nul2 + 1, 0, (size_t)(d + n - nul2 - 1))) {
+        s->auth = SINK_AUTH_NONE;
+        return reply(s, "501 5.5.2 Malformed PLAIN response");
     }
-    return true;
+    auth_result(s, sink_users_password_ok(s->users, nul1 + 1, nul2 + 1));
 }
 
-/* A SASL response: "=" (empty) or base64 (RFC 4954 4). */
-static bool sasl_response_ok(const uint8_t *b, size_t len)
+/* "user hexdigest" (RFC 2195). */
+static void check_cram(struct sink_smtp *s, char *d)
 {
-    return (len == 1 && b[0] == '=') || valid_base64(b, len);
+    char *space = strrchr(d, ' ');
+    if (!space) return auth_result(s, false);
+    *space = 0;
+    auth_result(s, sink_users_cram_ok(s->users, d, s->challenge, space + 1));
+}
+
+/* "user=U^Aauth=Bearer T^A^A"; a refusal is a 334 JSON challenge, then 535. */
+static void check_xoauth2(struct sink_smtp *s, const char *d, long n)
+{
+    char user[SINK_CRED_MAX] = "", token[SINK_CRED_MAX] = "";
+    if (n > 5 && strncmp(d, "user=", 5) == 0) {
+        const char *ctl = memchr(d, 1, (size_t)n);
+        if (ctl && (size_t)(ctl - d - 5) < sizeof user) memcpy(user, d + 5, (size_t)(ctl - d - 5));
+        const char *bearer = ctl ? strstr(ctl, "auth=Bearer ") : NULL;
+        const char *end = bearer ? strchr(bearer, 1) : NULL;
+        if (end && (size_t)(end - bearer - 12) < sizeof token)
+            memcpy(token, bearer + 12, (size_t)(end - bearer - 12));
+    }
+    if (user[0] && token[0] && sink_users_password_ok(s->users, user, token))
+        return auth_result(s, true);
+    static const char json[] = "{\"status\":\"401\",\"schemes\":\"bearer\",\"scope\":"
+                               "\"https://mail.google.com/\"}";
+    char b64[128];
+    EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)json, (int)strlen(json));
+    s->auth = SINK_AUTH_XOAUTH2_FAILED;
+    buf_printf(&s->out, "334 %s\r\n", b64);
+}
+
+/* One decoded SASL payload for the current step. */
+static void auth_step(struct sink_smtp *s, char *d, long n)
+{
+    switch (s->auth) {
+    case SINK_AUTH_PLAIN: return check_plain(s, d, n);
+    case SINK_AUTH_LOGIN_USER:
+        snprintf(s->login_user, sizeof s->login_user, "%.*s", (int)sizeof s->login_user - 1, d);
+        s->auth = SINK_AUTH_LOGIN_PASS;
+        return reply(s, "334 UGFzc3dvcmQ6");
+    case SINK_AUTH_LOGIN_PASS:
+        return auth_result(s, sink_users_password_ok(s->users, s->login_user, d));
+    case SINK_AUTH_CRAM: return check_cram(s, d);
+    case SINK_AUTH_XOAUTH2: return check_xoauth2(s, d, n);
+    case SINK_AUTH_XOAUTH2_FAILED: return auth_result(s, false);
+    case SINK_AUTH_NONE: return;
+    }
+}
+
+/* Decodes a response ("=" is empty) and runs the step; 501 when it is not base64. */
+static void auth_payload(struct sink_smtp *s, const uint8_t *b64, size_t len)
+{
+    char d[1024];
+    long n = sink_b64_decode(b64, len, (uint8_t *)d, sizeof d - 1);
+    if (n < 0) {
+        s->auth = SINK_AUTH_NONE;
+        return reply(s, "501 5.5.2 Cannot decode response");
+    }
+    d[n] = 0;
+    auth_step(s, d, n);
+}
+
+static bool mech_is(const uint8_t *arg, size_t len, const char *name)
+{
+    return len == strlen(name) && strncasecmp((const char *)arg, name, len) == 0;
 }
 
 static void on_auth(struct sink_smtp *s, const uint8_t *arg, size_t len)
@@ -188,45 +250,38 @@ static void on_auth(struct sink_smtp *s, const uint8_t *arg, size_t len)
     if (s->in_mail) return reply(s, "503 5.5.1 Error: AUTH not allowed during a mail transaction");
     size_t mech = 0;
     while (mech < len && arg[mech] != ' ') mech++;
-    bool initial = mech < len;
-    char challenge[300];
-    bool plain = mech == 5 && strncasecmp((const char *)arg, "PLAIN", 5) == 0;
-    bool login = mech == 5 && strncasecmp((const char *)arg, "LOGIN", 5) == 0;
-    if ((plain || login) && initial && !sasl_response_ok(arg + mech + 1, len - mech - 1))
-        return reply(s, "501 5.5.2 Cannot decode response");
-    if (plain) {
-        if (initial) {
-            s->authenticated = true;
-            return reply(s, "235 2.7.0 Authentication successful");
-        }
+    const uint8_t *ir = mech < len ? arg + mech + 1 : NULL;
+    size_t ir_len = ir ? len - mech - 1 : 0;
+    if (mech_is(arg, mech, "PLAIN"))
         s->auth = SINK_AUTH_PLAIN;
-        return reply(s, "334 ");
-    }
-    if (login) {
-        s->auth = initial ? SINK_AUTH_LOGIN_PASS : SINK_AUTH_LOGIN_USER;
-        return reply(s, initial ? "334 UGFzc3dvcmQ6" : "334 VXNlcm5hbWU6");
-    }
-    if (mech == 8 && strncasecmp((const char *)arg, "CRAM-MD5", 8) == 0) {
+    else if (mech_is(arg, mech, "LOGIN"))
+        s->auth = SINK_AUTH_LOGIN_USER;
+    else if (mech_is(arg, mech, "XOAUTH2"))
+        s->auth = SINK_AUTH_XOAUTH2;
+    else if (mech_is(arg, mech, "CRAM-MD5") && !ir)
         s->auth = SINK_AUTH_CRAM;
-        buf_printf(&s->out, "334 %s\r\n", cram_challenge(s, challenge, sizeof challenge));
-        return;
-    }
-    reply(s, "504 5.5.4 Unrecognized authentication type");
+    else
+        return reply(s, "504 5.5.4 Unrecognized authentication type");
+    if (ir) return auth_payload(s, ir, ir_len);
+    if (s->auth == SINK_AUTH_LOGIN_USER) return reply(s, "334 VXNlcm5hbWU6");
+    if (s->auth != SINK_AUTH_CRAM) return reply(s, "334 ");
+    char b64[300];
+    int n = snprintf(s->challenge, sizeof s->challenge, "<%llu.%lld@%s>",
+                     (unsigned long long)s->session, (long long)time(NULL), s->host);
+    if (n < 0 || (size_t)n >= sizeof s->challenge) n = (int)strlen(s->challenge);
+    EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)s->challenge, n);
+    buf_printf(&s->out, "334 %s\r\n", b64);
 }
 
 static void on_sasl_line(struct sink_smtp *s, const uint8_t *line, size_t len)
 {
     while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
-    enum sink_auth_step step = s->auth;
-    s->auth = SINK_AUTH_NONE;
-    if (len == 1 && line[0] == '*') return reply(s, "501 5.7.0 Authentication cancelled");
-    if (!sasl_response_ok(line, len)) return reply(s, "501 5.5.2 Cannot decode response");
-    if (step == SINK_AUTH_LOGIN_USER) {
-        s->auth = SINK_AUTH_LOGIN_PASS;
-        return reply(s, "334 UGFzc3dvcmQ6");
+    if (len == 1 && line[0] == '*') {
+        s->auth = SINK_AUTH_NONE;
+        return reply(s, "501 5.7.0 Authentication cancelled");
     }
-    s->authenticated = true;
-    reply(s, "235 2.7.0 Authentication successful");
+    if (s->auth == SINK_AUTH_XOAUTH2_FAILED) return auth_result(s, false);
+    auth_payload(s, line, len);
 }
 
 static void on_command(struct sink_smtp *s, const struct smtp_in_item *it)

@@ -417,6 +417,11 @@ bool smtp_fifo_pop(struct smtp_fifo *f, struct smtp_pending *out)
     return true;
 }
 
+const struct smtp_pending *smtp_fifo_peek(const struct smtp_fifo *f)
+{
+    return f->count ? &f->items[f->head] : NULL;
+}
+
 bool smtp_pending_blocks(const struct smtp_pending *p)
 {
     if (p->kind == SMTP_PENDING_SASL) return true;

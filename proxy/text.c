@@ -5,14 +5,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define C_RESET "\033[0m"
-#define C_DIM   "\033[2m"
-#define C_RED   "\033[31m"
-#define C_GREEN "\033[32m"
-#define C_YEL   "\033[33m"
-#define C_BLUE  "\033[34m"
-#define C_CYAN  "\033[36m"
-#define C_BOLD  "\033[1m"
+#define C_RESET   "\033[0m"
+#define C_DIM     "\033[2m"
+#define C_RED     "\033[31m"
+#define C_GREEN   "\033[32m"
+#define C_YEL     "\033[33m"
+#define C_BLUE    "\033[34m"
+#define C_CYAN    "\033[36m"
+#define C_MAGENTA "\033[35m"
+#define C_BOLD    "\033[1m"
 
 /* Length of a valid UTF-8 sequence starting at p, or 0. */
 static size_t utf8_len(const uint8_t *p, size_t n)
@@ -72,6 +73,8 @@ static const char *marker(const struct event *ev)
     case EV_CONTENT: return ev->tls ? " ~>" : " ->";
     case EV_REPLY: return ev->tls ? "<~ " : "<- ";
     case EV_LINT: return "**";
+    case EV_AUTH: return "##";
+    case EV_FAULT: return "!!";
     case EV_ERROR: return ev->dir == DIR_S2C ? "<**" : "**>";
     default: return "==";
     }
@@ -96,6 +99,8 @@ static const char *color_of(const struct event *ev, const uint8_t *line, size_t 
     case EV_REPLY: return reply_color(line, n);
     case EV_LINT: return C_YEL;
     case EV_ERROR: return C_RED;
+    case EV_AUTH: return C_CYAN;
+    case EV_FAULT: return C_MAGENTA;
     default: return C_BLUE;
     }
 }

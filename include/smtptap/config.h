@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "smtptap/buf.h"
+#include "smtptap/fault.h"
 #include "smtptap/parse.h"
 
 enum { CONFIG_MAX_LISTEN = 16 };
@@ -28,8 +29,16 @@ struct config {
     uint64_t connect_timeout_ms;
     uint64_t grace_ms; /* shutdown: how long sessions may finish */
     char capture_dir[4096];
-    unsigned formats; /* FORMAT_* bits */
-    int verbosity;    /* -1 quiet, 0 normal, 1 verbose */
+    unsigned formats;            /* FORMAT_* bits */
+    bool decode_auth;            /* show decoded SASL exchanges as "##" lines */
+    bool redact;                 /* mask passwords, tokens and the raw lines carrying them */
+    char sink_users[4096];       /* "alice:secret, bob:pw"; empty: the sink accepts anyone */
+    struct fault_set faults;     /* in force: --fault rules first, then [fault NAME] sections */
+    struct fault_set cli_faults; /* --fault rules alone, kept for reloads */
+    struct fault_set file_faults;
+    uint64_t seed;
+    bool seed_given;
+    int verbosity; /* -1 quiet, 0 normal, 1 verbose */
     enum color_mode color;
     char config_file[4096];
 };
@@ -48,5 +57,11 @@ enum config_result config_from_args(struct config *c, int argc, char **argv, str
 /* Loads only the INI file into *c (used by config_from_args). */
 enum config_result config_load_file(struct config *c, const char *path, struct buf *err);
 const char *config_usage(void);
+/* SIGHUP: builds a new rule set from the --fault rules and the config file as it is now.
+ * On error the message is in *err and *out is left empty. */
+enum config_result config_reload_faults(const struct config *c, struct fault_set *out,
+                                        struct buf *err);
+/* Frees what the configuration owns. */
+void config_free(struct config *c);
 
 #endif

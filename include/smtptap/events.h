@@ -16,6 +16,8 @@ enum event_kind {
     EV_RAW,     /* opaque bytes relayed without interpretation (bytes) */
     EV_LINT,    /* "**" protocol warning (text) */
     EV_ERROR,   /* "<**" or "**>" error on one side (text; dir tells the side) */
+    EV_FAULT,   /* "!!" a fault rule fired (text) */
+    EV_AUTH,    /* "##" a decoded SASL step (text, already redacted if asked) */
 };
 
 enum event_dir {

@@ -88,6 +88,8 @@ struct tcp_leg {
 /* Initialises a TCP leg on loop; the caller accepts into t->tcp or calls tcp_leg_connect.
  * The tcp_leg must stay allocated until on_closed. */
 void tcp_leg_init(struct tcp_leg *t, uv_loop_t *loop, const struct leg_events *ev, void *owner);
+/* Aborts the connection with a TCP RST (SO_LINGER 0) and closes the leg; on_closed follows. */
+void tcp_leg_reset(struct tcp_leg *t);
 /* Accepts a pending connection of server into t. Returns 0 or a libuv error. */
 int tcp_leg_accept(struct tcp_leg *t, uv_stream_t *server);
 /* Starts connecting to addr; on_connect(t, status) follows (status < 0: libuv error). */

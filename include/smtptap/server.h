@@ -9,7 +9,9 @@
 
 #include "smtptap/config.h"
 #include "smtptap/events.h"
+#include "smtptap/fault.h"
 #include "smtptap/parse.h"
+#include "smtptap/sink_auth.h"
 
 struct session;
 
@@ -33,7 +35,11 @@ struct server {
     bool grace_expired;
     int exit_code;
     char host[128];
-    uv_signal_t sigint, sigterm;
+    struct sink_users sink_users;   /* parsed [sink] users */
+    const struct fault_set *faults; /* the rules in force (replaced on SIGHUP) */
+    uint64_t seed;                  /* for probabilistic faults */
+    uv_signal_t sigint, sigterm, sighup;
+    struct fault_set *old_faults; /* every set loaded by SIGHUP, freed at exit */
     uv_timer_t grace;
     uv_check_t flush; /* flushes the live transcript once per loop iteration */
 };

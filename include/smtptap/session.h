@@ -8,7 +8,9 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "smtptap/auth.h"
 #include "smtptap/events.h"
+#include "smtptap/fault.h"
 #include "smtptap/leg.h"
 #include "smtptap/lint.h"
 #include "smtptap/message.h"
@@ -17,6 +19,7 @@
 
 struct server;
 struct listener;
+struct held_bytes;
 
 enum session_state {
     SESSION_CONNECTING, /* resolving or connecting the upstream; the client is not read */
@@ -52,13 +55,24 @@ struct session {
     bool retry_connect;   /* the failed upstream socket closes, then the next address */
     bool gai_pending;
 
-    bool observed; /* some writer wants events (live transcript or capture) */
+    bool observed;    /* some writer wants events (live transcript or capture) */
+    bool follow_auth; /* observed, and AUTH is decoded or redacted */
+    struct auth_decoder auth;
     bool in_message;
     struct message_view msg;
     struct lint_content lint;
 
     uv_timer_t timer; /* connect/greeting timeout, then idle timeout, then linger */
     int timer_purpose;
+    int timers_open; /* timer and reply_timer, closed last */
+
+    /* Replies owed to the client that a fault holds back, in order (session_reply.c). */
+    struct held_bytes *held_head, *held_tail;
+    size_t held_size;
+    uv_timer_t reply_timer;
+    const struct fault_set *fault_set; /* the rules this session matches against */
+    struct fault_session faults;
+    bool bdat_local; /* the current BDAT chunk was answered locally: not forwarded */
     uint64_t last_activity_ms;
     uv_getaddrinfo_t gai;
     struct addrinfo *addrs, *next_addr; /* owned: resolution result being tried */
@@ -69,6 +83,33 @@ struct session {
     struct event_writer *capture; /* owned: per-session capture file, or NULL */
     char client_name[80], local_name[80], upstream_name[300];
 };
+
+/* ---- shared by session.c and session_reply.c ------------------------------------------- */
+
+void session_emit(struct session *s, enum event_kind kind, enum event_dir dir, const uint8_t *bytes,
+                  size_t len, const char *text, bool local);
+void session_emitf(struct session *s, enum event_kind kind, enum event_dir dir, const char *fmt,
+                   ...) __attribute__((format(printf, 4, 5)));
+void session_end(struct session *s);
+/* After a reply (real or local) to a command that blocks the framer. */
+void session_resume_client(struct session *s, const struct smtp_pending *p, int code,
+                           bool from_client_path);
+
+/* session_reply.c: bytes to the client, in order, shaped by faults. */
+void reply_send(struct session *s, const uint8_t *bytes, size_t len);
+/* The rule that fires for a command (or the greeting, or DATA-END), or NULL. */
+const struct fault_rule *reply_fault_for(struct session *s, enum fault_stage stage,
+                                         const uint8_t *arg, size_t arg_len);
+enum fault_stage reply_stage_of(enum smtp_verb verb);
+/* True when a REPLY fault can answer this command instead of the server. */
+bool reply_fault_is_local(const struct fault_rule *r, enum smtp_verb verb);
+/* Sends the local reply of a pending item answered by a fault. */
+void reply_local(struct session *s, const struct smtp_pending *p, bool from_client_path);
+/* A real reply for p, whose fault rule shapes what the client gets. */
+void reply_faulted(struct session *s, const struct smtp_pending *p, const uint8_t *bytes,
+                   size_t len, int code);
+/* Frees what is held (session end). */
+void reply_free_held(struct session *s);
 
 /* Accepts a connection from the listener into a new session. */
 void session_accept(struct server *srv, struct listener *l);

@@ -17,6 +17,6 @@ struct sink_leg {
 /* The sink_leg must stay allocated until on_closed. Its greeting is delivered once the
  * session starts reading. */
 void sink_leg_init(struct sink_leg *k, uv_loop_t *loop, const struct leg_events *ev, void *owner,
-                   const char *host, uint64_t session);
+                   const char *host, uint64_t session, const struct sink_users *users);
 
 #endif

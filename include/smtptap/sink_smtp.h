@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "smtptap/buf.h"
+#include "smtptap/sink_auth.h"
 #include "smtptap/smtp.h"
 
 enum { SINK_MAX_SIZE = 104857600 };
@@ -17,7 +18,9 @@ enum sink_auth_step {
     SINK_AUTH_PLAIN,
     SINK_AUTH_LOGIN_USER,
     SINK_AUTH_LOGIN_PASS,
-    SINK_AUTH_CRAM
+    SINK_AUTH_CRAM,
+    SINK_AUTH_XOAUTH2,
+    SINK_AUTH_XOAUTH2_FAILED, /* the JSON error challenge was sent; 535 follows */
 };
 
 struct sink_smtp {
@@ -36,11 +39,15 @@ struct sink_smtp {
     uint64_t messages;
     bool authenticated;
     enum sink_auth_step auth;
-    bool quit; /* QUIT answered: the sink closes after its output */
+    char login_user[SINK_CRED_MAX];
+    char challenge[200];            /* CRAM-MD5 */
+    const struct sink_users *users; /* not owned; empty: anyone is accepted */
+    bool quit;                      /* QUIT answered: the sink closes after its output */
 };
 
-/* Appends the greeting to s->out. */
-void sink_smtp_init(struct sink_smtp *s, const char *host, uint64_t session);
+/* Appends the greeting to s->out. users must outlive the sink. */
+void sink_smtp_init(struct sink_smtp *s, const char *host, uint64_t session,
+                    const struct sink_users *users);
 void sink_smtp_free(struct sink_smtp *s);
 /* Processes client bytes; replies are appended to s->out. */
 void sink_smtp_input(struct sink_smtp *s, const uint8_t *bytes, size_t len);

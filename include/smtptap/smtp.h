@@ -148,7 +148,9 @@ enum smtp_pending_kind {
 struct smtp_pending {
     enum smtp_pending_kind kind;
     enum smtp_verb verb;
-    uint64_t seq; /* running number of the command in the session */
+    uint64_t seq;      /* running number of the command in the session */
+    const void *fault; /* the owner's annotation (smtptap: the fault rule that fired) */
+    bool local;        /* answered by the owner, not by the server: pairs with no reply */
 };
 
 /* A bounded ring; the owner decides what to do when it is full. */
@@ -162,6 +164,8 @@ void smtp_fifo_free(struct smtp_fifo *f);
 /* Returns false when the FIFO holds `max` items already. */
 bool smtp_fifo_push(struct smtp_fifo *f, struct smtp_pending item);
 bool smtp_fifo_pop(struct smtp_fifo *f, struct smtp_pending *out);
+/* The oldest item, or NULL; valid until the next push or pop. */
+const struct smtp_pending *smtp_fifo_peek(const struct smtp_fifo *f);
 static inline size_t smtp_fifo_count(const struct smtp_fifo *f)
 {
     return f->count;

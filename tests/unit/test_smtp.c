@@ -2142,7 +2142,7 @@ static void test_reply_take_rest_mid_reply_leaves_a_clean_parser(void **state)
 
 static struct smtp_pending pending(enum smtp_pending_kind kind, enum smtp_verb verb, uint64_t seq)
 {
-    struct smtp_pending p = {kind, verb, seq};
+    struct smtp_pending p = {.kind = kind, .verb = verb, .seq = seq};
     return p;
 }
 

@@ -1,0 +1,276 @@
+/* session_reply.c - the client-bound reply path of a session: bytes go to the client in
+ * order, and fault rules shape them (answer locally, hold, never send, trickle, cut, drop
+ * or reset the connection, edit the EHLO capabilities). Every firing is a "!!" event. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "smtptap/server.h"
+#include "smtptap/session.h"
+
+enum { SLOW_TICK_MS = 100 };
+
+/* Bytes owed to the client, held because a fault shapes them or because earlier bytes are
+ * still held: order is kept whatever the faults do. */
+struct held_bytes {
+    struct held_bytes *next;
+    enum fault_action mode; /* FAULT_REPLY: plain bytes */
+    uint64_t due_ms;        /* FAULT_DELAY: loop time to send at */
+    uint64_t param;         /* FAULT_SLOW: bytes per second; FAULT_TRUNCATE: bytes kept */
+    size_t len, sent;
+    uint8_t bytes[];
+};
+
+static void send_held(struct session *s);
+
+static void reply_timer_cb(uv_timer_t *t)
+{
+    send_held(t->data);
+}
+
+static void arm(struct session *s, uint64_t ms)
+{
+    s->reply_timer.data = s;
+    uv_timer_start(&s->reply_timer, reply_timer_cb, ms, 0);
+}
+
+static void hold(struct session *s, enum fault_action mode, uint64_t param, const uint8_t *bytes,
+                 size_t len)
+{
+    struct held_bytes *h = malloc(sizeof *h + len);
+    if (!h) abort();
+    memset(h, 0, sizeof *h);
+    h->mode = mode;
+    h->param = param;
+    h->due_ms = uv_now(s->server->loop) + (mode == FAULT_DELAY ? param : 0);
+    h->len = len;
+    memcpy(h->bytes, bytes, len);
+    if (s->held_tail)
+        s->held_tail->next = h;
+    else
+        s->held_head = h;
+    s->held_tail = h;
+    s->held_size += len;
+    send_held(s);
+}
+
+static void pop_held(struct session *s)
+{
+    struct held_bytes *h = s->held_head;
+    s->held_head = h->next;
+    if (!s->held_head) s->held_tail = NULL;
+    s->held_size -= h->len;
+    free(h);
+}
+
+void reply_free_held(struct session *s)
+{
+    while (s->held_head) pop_held(s);
+}
+
+static void write_client(struct session *s, const uint8_t *bytes, size_t len)
+{
+    if (!s->client_eof) leg_write(&s->client.base, bytes, len);
+}
+
+/* Sends one trickle of a slow reply; returns true when it is all sent. */
+static bool send_slowly(struct session *s, struct held_bytes *h)
+{
+    uint64_t rate = h->param ? h->param : 1;
+    size_t chunk = rate >= 1000 / SLOW_TICK_MS ? (size_t)(rate * SLOW_TICK_MS / 1000) : 1;
+    uint64_t interval = rate >= 1000 / SLOW_TICK_MS ? SLOW_TICK_MS : 1000 / rate;
+    if (chunk > h->len - h->sent) chunk = h->len - h->sent;
+    write_client(s, h->bytes + h->sent, chunk);
+    h->sent += chunk;
+    if (h->sent == h->len) return true;
+    arm(s, interval);
+    return false;
+}
+
+/* Delivers held bytes from the head until one must wait. */
+static void send_held(struct session *s)
+{
+    while (s->held_head && s->state != SESSION_ENDING) {
+        struct held_bytes *h = s->held_head;
+        uint64_t now = uv_now(s->server->loop);
+        switch (h->mode) {
+        case FAULT_DELAY:
+            if (now < h->due_ms) return arm(s, h->due_ms - now);
+            write_client(s, h->bytes, h->len);
+            break;
+        case FAULT_STALL: return;
+        case FAULT_SLOW:
+            if (!send_slowly(s, h)) return;
+            break;
+        case FAULT_TRUNCATE:
+            write_client(s, h->bytes, h->param < h->len ? (size_t)h->param : h->len);
+            pop_held(s);
+            session_end(s);
+            return;
+        case FAULT_DROP:
+            pop_held(s);
+            session_end(s);
+            return;
+        case FAULT_RESET:
+            pop_held(s);
+            tcp_leg_reset(&s->client);
+            session_end(s);
+            return;
+        default: write_client(s, h->bytes, h->len); break;
+        }
+        pop_held(s);
+    }
+}
+
+void reply_send(struct session *s, const uint8_t *bytes, size_t len)
+{
+    if (!s->held_head)
+        write_client(s, bytes, len);
+    else
+        hold(s, FAULT_REPLY, 0, bytes, len);
+}
+
+/* ---- matching -------------------------------------------------------------------------- */
+
+enum fault_stage reply_stage_of(enum smtp_verb verb)
+{
+    switch (verb) {
+    case SMTP_VERB_EHLO: return FAULT_EHLO;
+    case SMTP_VERB_HELO: return FAULT_HELO;
+    case SMTP_VERB_MAIL: return FAULT_MAIL;
+    case SMTP_VERB_RCPT: return FAULT_RCPT;
+    case SMTP_VERB_DATA: return FAULT_DATA;
+    case SMTP_VERB_BDAT: return FAULT_BDAT;
+    case SMTP_VERB_AUTH: return FAULT_AUTH;
+    case SMTP_VERB_STARTTLS: return FAULT_STARTTLS;
+    case SMTP_VERB_RSET: return FAULT_RSET;
+    case SMTP_VERB_NOOP: return FAULT_NOOP;
+    case SMTP_VERB_QUIT: return FAULT_QUIT;
+    default: return FAULT_ANY;
+    }
+}
+
+const struct fault_rule *reply_fault_for(struct session *s, enum fault_stage stage,
+                                         const uint8_t *arg, size_t arg_len)
+{
+    const struct fault_set *now = s->server->faults;
+    if (!now || now->count == 0) return NULL;
+    if (s->fault_set != now) { /* first use, or the rules were reloaded (SIGHUP) */
+        if (s->fault_set) fault_session_free(&s->faults);
+        fault_session_init(&s->faults, now, s->server->seed, s->id);
+        s->fault_set = now;
+    }
+    return fault_match(now, &s->faults, stage, arg, arg_len);
+}
+
+bool reply_fault_is_local(const struct fault_rule *r, enum smtp_verb verb)
+{
+    if (!r || r->action != FAULT_REPLY) return false;
+    /* A command that changes what the client sends next cannot be faked into success:
+     * the server never saw it. */
+    bool blocks = verb == SMTP_VERB_DATA || verb == SMTP_VERB_AUTH || verb == SMTP_VERB_STARTTLS;
+    return !blocks || r->reply_code >= 400;
+}
+
+/* ---- what the client gets ---------------------------------------------------------------- */
+
+static void first_line(const uint8_t *bytes, size_t len, char *out, size_t size)
+{
+    size_t n = 0;
+    while (n < len && bytes[n] != '\r' && bytes[n] != '\n' && n + 1 < size) {
+        out[n] = bytes[n] >= 0x20 && bytes[n] < 0x7f ? (char)bytes[n] : '?';
+        n++;
+    }
+    out[n] = 0;
+}
+
+static void end_if_421(struct session *s, int code)
+{
+    if (code == 421) session_end(s); /* a server that says 421 closes: so does the fault */
+}
+
+void reply_local(struct session *s, const struct smtp_pending *p, bool from_client_path)
+{
+    const struct fault_rule *r = p->fault;
+    const uint8_t *bytes = (const uint8_t *)r->reply;
+    size_t len = strlen(r->reply);
+    session_emit(s, EV_REPLY, DIR_S2C, bytes, len, NULL, true);
+    reply_send(s, bytes, len);
+    session_resume_client(s, p, r->reply_code, from_client_path);
+    end_if_421(s, r->reply_code);
+}
+
+static void fired(struct session *s, const struct fault_rule *r, const char *what,
+                  const uint8_t *real, size_t real_len)
+{
+    char line[200];
+    first_line(real, real_len, line, sizeof line);
+    session_emitf(s, EV_FAULT, DIR_S2C, "fault %s: %s %s", r->name, what, line);
+}
+
+static void strip(struct session *s, const struct fault_rule *r, const uint8_t *bytes, size_t len)
+{
+    struct buf out;
+    buf_init(&out);
+    unsigned removed = fault_strip_caps(bytes, len, r->strip, &out);
+    session_emitf(s, EV_FAULT, DIR_S2C, "fault %s: strip %s removed %u capabilit%s", r->name,
+                  r->strip, removed, removed == 1 ? "y" : "ies");
+    session_emit(s, EV_REPLY, DIR_S2C, buf_head(&out), buf_size(&out), NULL, true);
+    reply_send(s, buf_head(&out), buf_size(&out));
+    buf_free(&out);
+}
+
+void reply_faulted(struct session *s, const struct smtp_pending *p, const uint8_t *bytes,
+                   size_t len, int code)
+{
+    const struct fault_rule *r = p->fault;
+    char what[200];
+    switch (r->action) {
+    case FAULT_REPLY: {
+        if (p->kind == SMTP_PENDING_GREETING) { /* the client got the fault's greeting already */
+            fired(s, r, "swallowed the server's real greeting", bytes, len);
+            return;
+        }
+        const uint8_t *local = (const uint8_t *)r->reply;
+        size_t local_len = strlen(r->reply);
+        char fake[120];
+        first_line(local, local_len, fake, sizeof fake);
+        snprintf(what, sizeof what, "reply \"%s\" replaced (the message reached the server)", fake);
+        fired(s, r, what, bytes, len);
+        session_emit(s, EV_REPLY, DIR_S2C, local, local_len, NULL, true);
+        reply_send(s, local, local_len);
+        end_if_421(s, r->reply_code);
+        return;
+    }
+    case FAULT_STRIP: strip(s, r, bytes, len); return;
+    case FAULT_DELAY:
+        snprintf(what, sizeof what, "delay %llums on", (unsigned long long)r->delay_ms);
+        fired(s, r, what, bytes, len);
+        hold(s, FAULT_DELAY, r->delay_ms, bytes, len);
+        return;
+    case FAULT_STALL:
+        fired(s, r, "stall: never sending", bytes, len);
+        hold(s, FAULT_STALL, 0, bytes, len);
+        return;
+    case FAULT_SLOW:
+        snprintf(what, sizeof what, "slow %llu bytes/s for", (unsigned long long)r->rate_bps);
+        fired(s, r, what, bytes, len);
+        hold(s, FAULT_SLOW, r->rate_bps, bytes, len);
+        return;
+    case FAULT_TRUNCATE:
+        snprintf(what, sizeof what, "truncate after %llu bytes, then close, of",
+                 (unsigned long long)r->truncate_bytes);
+        fired(s, r, what, bytes, len);
+        hold(s, FAULT_TRUNCATE, r->truncate_bytes, bytes, len);
+        return;
+    case FAULT_DROP:
+        fired(s, r, "drop: closing the client connection instead of sending", bytes, len);
+        hold(s, FAULT_DROP, 0, bytes, len);
+        return;
+    case FAULT_RESET:
+        fired(s, r, "reset: aborting the client connection (RST) instead of sending", bytes, len);
+        hold(s, FAULT_RESET, 0, bytes, len);
+        return;
+    }
+    (void)code;
+}
