@@ -43,7 +43,7 @@ static void sb_put(struct sb *s, const char *p, size_t n)
     s->buf[s->len] = '\0';
 }
 
-static void sb_vfmt(struct sb *s, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void sb_vfmt(struct sb *s, const char *fmt, va_list ap)
 {
     char tmp[AUTH_TEXT_MAX];
     int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
@@ -84,7 +84,7 @@ static void no_view(struct auth_view *v)
 }
 
 /* Appends to both texts. */
-static void out_fmt(struct out *o, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void out_fmt(struct out *o, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -130,7 +130,7 @@ static void out_field(struct out *o, const char *key, const uint8_t *p, size_t n
 }
 
 /* Records a lint finding; the first one wins. Findings never quote secret bytes. */
-static void out_problem(struct out *o, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void out_problem(struct out *o, const char *fmt, ...)
 {
     if (o->v->problem[0]) return;
     va_list ap;
@@ -198,7 +198,7 @@ static size_t b64_decode(const uint8_t *p, size_t n, uint8_t *out)
     if (n == 0) return 0;
     int got = EVP_DecodeBlock(out, p, (int)n);
     if (got < 0) return 0;
-    size_t pad = (p[n - 1] == '=') + (p[n - 2] == '=');
+    size_t pad = (size_t)(p[n - 1] == '=') + (size_t)(p[n - 2] == '=');
     return (size_t)got - pad;
 }
 
@@ -430,7 +430,7 @@ static void start_exchange(struct auth_decoder *a, const uint8_t *p, size_t n)
 {
     auth_init(a);
     a->active = true;
-    uint8_t up[sizeof a->mech_name];
+    uint8_t up[sizeof a->mech_name] = {0};
     size_t ulen = 0;
     for (; ulen < n && ulen < sizeof up; ulen++) up[ulen] = upper(p[ulen]);
     struct sb s;
@@ -472,15 +472,27 @@ void auth_init(struct auth_decoder *a)
     memset(a, 0, sizeof *a);
 }
 
+/* Where "AUTH mech [ir]" has its mechanism [*mech, *mech_end) and its initial response (from
+ * *ir to the end; none if *ir == len). Runs of spaces are tolerated. */
+static void split_command(const uint8_t *line, size_t len, size_t *mech, size_t *mech_end,
+                          size_t *ir)
+{
+    size_t i = 4;
+    while (i < len && line[i] == ' ') i++;
+    *mech = i;
+    while (i < len && line[i] != ' ') i++;
+    *mech_end = i;
+    while (i < len && line[i] == ' ') i++;
+    *ir = i;
+}
+
 void auth_on_command(struct auth_decoder *a, const uint8_t *line, size_t len, struct auth_view *out)
 {
     no_view(out);
     len = line ? strip_eol(line, len) : 0;
     if (!is_auth_verb(line, len)) return;
-    size_t m = 4, mend, ir;
-    while (m < len && line[m] == ' ') m++;
-    for (mend = m; mend < len && line[mend] != ' ';) mend++;
-    for (ir = mend; ir < len && line[ir] == ' ';) ir++;
+    size_t m, mend, ir;
+    split_command(line, len, &m, &mend, &ir);
     start_exchange(a, line + m, mend - m);
     a->has_ir = ir < len;
     struct out o;
