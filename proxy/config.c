@@ -16,8 +16,10 @@ static const char usage[] =
     "Usage: smtptap [OPTIONS]\n"
     "A transparent SMTP debugging proxy: shows and records the whole SMTP dialog.\n"
     "\n"
-    "  -l, --listen [tls:]ADDR:PORT   listen address, repeatable (default 127.0.0.1:2525)\n"
-    "  -u, --upstream SPEC            [plain:]HOST:PORT | sink | transparent (default sink)\n"
+    "  -l, --listen [tls:]ADDR:PORT   listen address, repeatable (default 127.0.0.1:2525);\n"
+    "                                 tls: for implicit TLS (SMTPS, port 465 style)\n"
+    "  -u, --upstream SPEC            [tls:|plain:]HOST:PORT | sink | transparent\n"
+    "                                 (default sink; port 465 means tls:)\n"
     "  -c, --config FILE              INI file; command line flags override it\n"
     "  -d, --capture-dir DIR          write one transcript file per session into DIR\n"
     "      --format LIST              capture formats: text (default: text)\n"
@@ -40,8 +42,14 @@ static const char usage[] =
     "                                 stall | strip CAP[,CAP] | slow 10/s | truncate N\n"
     "      --seed N                   seed for probabilistic faults (printed at start)\n"
     "\n"
-    "Not supported yet (accepted by name, refused with a message): --insecure,\n"
-    "--upstream-ca, --ca-dir, --print-ca, --keylog.\n"
+    "      --insecure                 do not verify the upstream certificate\n"
+    "      --upstream-ca FILE         also trust this CA for the upstream\n"
+    "      --ca-dir DIR               smtptap's CA (default ~/.local/share/smtptap)\n"
+    "      --print-ca                 print the CA certificate (create it if missing), exit\n"
+    "      --keylog FILE              write NSS key log lines for both legs\n"
+    "\n"
+    "Not supported yet (refused with a message): starttls: upstreams and\n"
+    "--client-starttls offer|strip.\n"
     "\n"
     "Exit status: 0 clean shutdown, 64 usage error, 78 configuration error.\n";
 
@@ -80,9 +88,11 @@ enum setting_id {
     S_DECODE_AUTH,
     S_REDACT,
     S_SINK_USERS,
+    S_CA_DIR,
+    S_KEYLOG,
+    S_UPSTREAM_CA,
+    S_INSECURE,
     S_LATER,
-    S_LATER_BOOL,
-    S_LATER_EMPTY,
 };
 
 /* Applies one value. `name` is how the user wrote it (flag or section.key) for messages. */
@@ -100,18 +110,12 @@ static const char *apply(struct config *c, enum setting_id id, const char *name,
             bad = "at most 16 listen addresses";
             break;
         }
-        if (!(bad = parse_listen(v, &c->listen[c->nlisten]))) {
-            if (c->listen[c->nlisten].implicit_tls)
-                bad = "ADDR:PORT without tls: (implicit TLS listeners are not supported yet)";
-            else
-                c->nlisten++;
-        }
+        if (!(bad = parse_listen(v, &c->listen[c->nlisten]))) c->nlisten++;
         break;
     case S_UPSTREAM:
         if (!(bad = parse_upstream(v, &c->upstream)) && c->upstream.kind == UPSTREAM_FIXED &&
-            (c->upstream.tls == TLS_IMPLICIT || c->upstream.tls == TLS_STARTTLS))
-            bad = "sink, transparent or [plain:]HOST:PORT (tls: and starttls: upstreams, and "
-                  "port 465, are not supported yet)";
+            c->upstream.tls == TLS_STARTTLS)
+            bad = "sink, transparent or [tls:|plain:]HOST:PORT (starttls: is not supported yet)";
         break;
     case S_CAPTURE_DIR:
         if (strlen(v) >= sizeof c->capture_dir)
@@ -161,18 +165,21 @@ static const char *apply(struct config *c, enum setting_id id, const char *name,
         else if (!(bad = sink_users_parse(v, &users)))
             strcpy(c->sink_users, v);
         break;
+    case S_CA_DIR:
+    case S_KEYLOG:
+    case S_UPSTREAM_CA: {
+        char *dst = id == S_CA_DIR ? c->ca_dir : id == S_KEYLOG ? c->keylog : c->upstream_ca;
+        if (strlen(v) >= sizeof c->ca_dir)
+            bad = "a shorter path";
+        else
+            strcpy(dst, v);
+        break;
+    }
+    case S_INSECURE:
+        if (!(bad = parse_bool(v, &b))) c->insecure = b;
+        break;
     case S_LATER:
         buf_printf(err, "%s: not supported yet in this version of smtptap", name);
-        return "";
-    case S_LATER_BOOL:
-        if ((bad = parse_bool(v, &b))) break;
-        if (!b) return NULL;
-        buf_printf(err, "%s = %s: not supported yet in this version of smtptap (use no)", name, v);
-        return "";
-    case S_LATER_EMPTY:
-        if (!*v) return NULL;
-        buf_printf(err, "%s = %s: not supported yet in this version of smtptap (leave it empty)",
-                   name, v);
         return "";
     }
     if (bad) buf_printf(err, "%s: invalid value \"%s\"; expected %s", name, v, bad);
@@ -191,10 +198,10 @@ static const struct ini_key {
     {"listen", "idle_timeout", S_IDLE_TIMEOUT},
     {"upstream", "target", S_UPSTREAM},
     {"upstream", "connect_timeout", S_CONNECT_TIMEOUT},
-    {"upstream", "ca", S_LATER_EMPTY},
-    {"upstream", "insecure", S_LATER_BOOL},
-    {"tls", "ca_dir", S_LATER_EMPTY},
-    {"tls", "keylog", S_LATER_EMPTY},
+    {"upstream", "ca", S_UPSTREAM_CA},
+    {"upstream", "insecure", S_INSECURE},
+    {"tls", "ca_dir", S_CA_DIR},
+    {"tls", "keylog", S_KEYLOG},
     {"capture", "dir", S_CAPTURE_DIR},
     {"capture", "format", S_FORMAT},
     {"capture", "decode_auth", S_DECODE_AUTH},
@@ -218,7 +225,7 @@ static bool end_fault_section(struct ini_state *st)
     st->in_rule = false;
     char msg[300];
     if (fault_rule_finish(&st->rule, msg, sizeof msg) < 0) {
-        buf_printf(st->err, "%s: [fault %s]: %s", st->path, st->rule.name, msg);
+        buf_printf(st->err, "%s: %s", st->path, msg);
         return false;
     }
     fault_set_add(&st->c->file_faults, &st->rule);
@@ -283,6 +290,37 @@ static int on_ini_value(void *user, const char *section, const char *key, const 
     return 0;
 }
 
+/* inih says nothing about a section without keys: find [fault NAME] headers that made no
+ * rule, so that an empty rule is an error rather than silently nothing. */
+static bool fault_sections_all_read(struct config *c, const char *path, struct buf *err)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return true;
+    char line[512];
+    bool ok = true;
+    while (ok && fgets(line, sizeof line, f)) {
+        char *p = line, name[FAULT_NAME_MAX];
+        while (*p == ' ' || *p == '\t') p++;
+        if (strncasecmp(p, "[fault", 6) != 0 || (p[6] != ' ' && p[6] != ']')) continue;
+        char *close = strchr(p, ']');
+        if (!close) continue;
+        p += 6;
+        while (*p == ' ') p++;
+        snprintf(name, sizeof name, "%.*s", (int)(close - p), p);
+        bool found = false;
+        for (size_t i = 0; i < c->file_faults.count && !found; i++)
+            found = strcmp(c->file_faults.rules[i].name, name) == 0;
+        if (!found) {
+            buf_printf(err,
+                       "%s: [fault %s]: missing key \"on\" and \"action\"; a fault rule needs both",
+                       path, name);
+            ok = false;
+        }
+    }
+    fclose(f);
+    return ok;
+}
+
 enum config_result config_load_file(struct config *c, const char *path, struct buf *err)
 {
     FILE *f = fopen(path, "r");
@@ -299,7 +337,7 @@ enum config_result config_load_file(struct config *c, const char *path, struct b
         buf_printf(err, "--config %s: cannot read the file: %s", path, strerror(read_errno));
         return CONFIG_ERR_CONFIG;
     }
-    if (line == 0) return CONFIG_OK;
+    if (line == 0) return fault_sections_all_read(c, path, err) ? CONFIG_OK : CONFIG_ERR_CONFIG;
     if (line < 0) return CONFIG_ERR_CONFIG; /* the message says where */
     if (buf_size(err) == 0)
         buf_printf(err, "%s: line %d: not an INI line; expected [section] or key = value", path,
@@ -322,6 +360,11 @@ enum {
     O_REDACT,
     O_FAULT,
     O_SEED,
+    O_INSECURE,
+    O_PRINT_CA,
+    O_UPSTREAM_CA,
+    O_CA_DIR,
+    O_KEYLOG,
     O_LATER_ARG,
     O_LATER_FLAG
 };
@@ -344,13 +387,13 @@ static const struct option long_opts[] = {
     {"help", no_argument, 0, 'h'},
     {"decode-auth", no_argument, 0, O_DECODE_AUTH},
     {"redact", no_argument, 0, O_REDACT},
-    {"insecure", no_argument, 0, O_LATER_FLAG},
-    {"print-ca", no_argument, 0, O_LATER_FLAG},
+    {"insecure", no_argument, 0, O_INSECURE},
+    {"print-ca", no_argument, 0, O_PRINT_CA},
     {"fault", required_argument, 0, O_FAULT},
     {"seed", required_argument, 0, O_SEED},
-    {"upstream-ca", required_argument, 0, O_LATER_ARG},
-    {"ca-dir", required_argument, 0, O_LATER_ARG},
-    {"keylog", required_argument, 0, O_LATER_ARG},
+    {"upstream-ca", required_argument, 0, O_UPSTREAM_CA},
+    {"ca-dir", required_argument, 0, O_CA_DIR},
+    {"keylog", required_argument, 0, O_KEYLOG},
     {0, 0, 0, 0},
 };
 
@@ -366,6 +409,9 @@ static enum setting_id setting_of(int opt)
     case O_IDLE_TIMEOUT: return S_IDLE_TIMEOUT;
     case O_CONNECT_TIMEOUT: return S_CONNECT_TIMEOUT;
     case O_COLOR: return S_COLOR;
+    case O_UPSTREAM_CA: return S_UPSTREAM_CA;
+    case O_CA_DIR: return S_CA_DIR;
+    case O_KEYLOG: return S_KEYLOG;
     default: return S_LATER;
     }
 }
@@ -474,7 +520,7 @@ enum config_result config_from_args(struct config *c, int argc, char **argv, str
         if (r != CONFIG_OK) return r;
     }
     /* Pass 2: flags override the file. */
-    bool listen_reset = false;
+    bool listen_reset = false, print_ca = false;
     optind = 0;
     while ((idx = -1, opt = getopt_long(argc, argv, shortopts, long_opts, &idx)) != -1) {
         char name[64];
@@ -483,6 +529,8 @@ enum config_result config_from_args(struct config *c, int argc, char **argv, str
         case 'q': c->verbosity = -1; break;
         case 'v': c->verbosity = 1; break;
         case O_DECODE_AUTH: c->decode_auth = true; break;
+        case O_INSECURE: c->insecure = true; break;
+        case O_PRINT_CA: print_ca = true; break;
         case O_FAULT:
             if (!add_cli_fault(c, optarg, err)) return CONFIG_ERR_USAGE;
             break;
@@ -501,5 +549,5 @@ enum config_result config_from_args(struct config *c, int argc, char **argv, str
         }
     }
     combine_faults(&c->cli_faults, &c->file_faults, &c->faults);
-    return CONFIG_OK;
+    return print_ca ? CONFIG_PRINT_CA : CONFIG_OK;
 }

@@ -29,8 +29,12 @@ static void tcp_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void tcp_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct tcp_leg *t = s->data;
-    if (nread > 0)
+    if (nread > 0 && t->ssl)
+        leg_tls_received(t, (const uint8_t *)buf->base, (size_t)nread);
+    else if (nread > 0)
         t->base.ev->on_read(&t->base, (const uint8_t *)buf->base, (size_t)nread);
+    else if (nread == UV_EOF && t->ssl && !t->tls_peer_closed)
+        t->tls_truncated = true, t->base.ev->on_eof(&t->base);
     else if (nread == UV_EOF)
         t->base.ev->on_eof(&t->base);
     else if (nread < 0)
@@ -66,6 +70,16 @@ static void tcp_write_cb(uv_write_t *req, int status)
 static void tcp_write(struct leg *l, const uint8_t *bytes, size_t len)
 {
     struct tcp_leg *t = (struct tcp_leg *)l;
+    if (t->ssl)
+        leg_tls_write(t, bytes, len);
+    else
+        tcp_leg_raw_write(t, bytes, len);
+}
+
+void tcp_leg_raw_write(struct tcp_leg *t, const uint8_t *bytes, size_t len)
+{
+    struct leg *l = &t->base;
+    if (len == 0 || l->closing) return;
     if (l->queued == 0) {
         uv_buf_t b = uv_buf_init((char *)bytes, (unsigned)len);
         int n = uv_try_write((uv_stream_t *)&t->tcp, &b, 1);
@@ -99,6 +113,7 @@ static bool tcp_start_shutdown(struct tcp_leg *t)
 {
     if (t->shut) return true;
     t->shut = true;
+    if (t->ssl) leg_tls_close_notify(t);
     t->shutdown_req.data = t;
     if (uv_shutdown(&t->shutdown_req, (uv_stream_t *)&t->tcp, tcp_shutdown_cb) == 0) return true;
     t->shutdown_done = true;
@@ -113,6 +128,7 @@ static void tcp_shutdown(struct leg *l)
 static void tcp_close_cb(uv_handle_t *h)
 {
     struct tcp_leg *t = h->data;
+    leg_tls_free(t);
     t->base.ev->on_closed(&t->base);
 }
 

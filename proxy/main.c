@@ -16,6 +16,12 @@ int main(int argc, char **argv)
     case CONFIG_OK: break;
     case CONFIG_HELP: fputs(config_usage(), stdout); return 0;
     case CONFIG_VERSION: printf("smtptap %s\n", SMTPTAP_VERSION); return 0;
+    case CONFIG_PRINT_CA: {
+        int rc = server_print_ca(&cfg);
+        config_free(&cfg);
+        buf_free(&err);
+        return rc;
+    }
     default:
         fprintf(stderr, "smtptap: %.*s\n", (int)buf_size(&err), (const char *)buf_head(&err));
         buf_free(&err);

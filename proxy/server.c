@@ -118,14 +118,18 @@ static int open_listeners(struct server *srv)
         snprintf(up, sizeof up, "transparent");
     else
         format_hostport(u->target.host, u->target.port, up, sizeof up);
+    if (u->kind == UPSTREAM_FIXED && u->tls == TLS_IMPLICIT)
+        snprintf(up + strlen(up), sizeof up - strlen(up), " (implicit TLS%s)",
+                 srv->cfg->insecure ? ", not verified" : "");
     for (unsigned i = 0; i < srv->cfg->nlisten; i++) {
         if (listener_open(srv, &srv->listeners[i], &srv->cfg->listen[i], err, sizeof err) < 0) {
             fprintf(stderr, "smtptap: %s\n", err);
             return EXIT_UNAVAILABLE;
         }
         srv->nlisteners++;
-        fprintf(stderr, "smtptap %s listening on %s (plain), upstream %s\n", SMTPTAP_VERSION,
-                srv->listeners[i].bound, up);
+        fprintf(stderr, "smtptap %s listening on %s (%s), upstream %s\n", SMTPTAP_VERSION,
+                srv->listeners[i].bound,
+                srv->cfg->listen[i].implicit_tls ? "implicit TLS" : "plain", up);
     }
     fflush(stderr);
     return 0;
@@ -205,6 +209,97 @@ static void free_old_faults(struct server *srv)
     }
 }
 
+/* ---- TLS material ---------------------------------------------------------------------- */
+
+/* Picks the leaf for a client's handshake: its SNI, else the name the session chose. */
+static int client_hello_cb(SSL *ssl, int *alert, void *arg)
+{
+    struct server *srv = arg;
+    struct tcp_leg *t = SSL_get_app_data(ssl);
+    char sni[256] = "", err[TLS_ERR_MAX] = "";
+    const unsigned char *ext;
+    size_t len;
+    /* server_name extension: list length (2), type (1) = 0, name length (2), name */
+    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &len) && len > 5 &&
+        ext[2] == 0) {
+        size_t n = (size_t)ext[3] << 8 | ext[4];
+        if (n > 0 && n < sizeof sni && 5 + n <= len) memcpy(sni, ext + 5, n);
+    }
+    const char *name = sni[0] ? sni : t && t->tls_name[0] ? t->tls_name : "localhost";
+    X509 *leaf = tls_ca_leaf(&srv->ca, name, NULL, err, sizeof err);
+    if (!leaf || SSL_use_certificate(ssl, leaf) != 1 ||
+        SSL_use_PrivateKey(ssl, srv->ca.leaf_key) != 1 ||
+        SSL_add1_chain_cert(ssl, srv->ca.cert) != 1) {
+        if (t)
+            snprintf(t->tls_error, sizeof t->tls_error, "no certificate for %.200s: %.250s", name,
+                     err);
+        *alert = SSL_AD_INTERNAL_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+static bool needs_client_tls(const struct config *cfg)
+{
+    for (unsigned i = 0; i < cfg->nlisten; i++)
+        if (cfg->listen[i].implicit_tls) return true;
+    return false;
+}
+
+static int open_ca(const struct config *cfg, struct tls_ca *ca)
+{
+    char dir[4096], err[TLS_ERR_MAX];
+    if (cfg->ca_dir[0])
+        snprintf(dir, sizeof dir, "%s", cfg->ca_dir);
+    else
+        tls_default_ca_dir(dir, sizeof dir);
+    if (tls_ca_open(ca, dir, err, sizeof err) == 0) return 0;
+    fprintf(stderr, "smtptap: --ca-dir %s: %s\n", dir, err);
+    return EXIT_CONFIG;
+}
+
+int server_print_ca(const struct config *cfg)
+{
+    struct tls_ca ca;
+    memset(&ca, 0, sizeof ca);
+    int rc = open_ca(cfg, &ca);
+    if (rc) return rc;
+    rc = tls_ca_write_pem(&ca, stdout) < 0 ? EXIT_CONFIG : 0;
+    tls_ca_close(&ca);
+    return rc;
+}
+
+static int start_tls(struct server *srv)
+{
+    const struct config *cfg = srv->cfg;
+    char err[TLS_ERR_MAX];
+    const char *keylog = cfg->keylog[0] ? cfg->keylog : NULL;
+    if (needs_client_tls(cfg)) {
+        int rc = open_ca(cfg, &srv->ca);
+        if (rc) return rc;
+        if (!(srv->tls_server = tls_server_ctx(keylog, err, sizeof err))) {
+            fprintf(stderr, "smtptap: client-side TLS: %s\n", err);
+            return EXIT_CONFIG;
+        }
+        SSL_CTX_set_client_hello_cb(srv->tls_server, client_hello_cb, srv);
+    }
+    if (cfg->upstream.kind != UPSTREAM_SINK) {
+        const char *extra = cfg->upstream_ca[0] ? cfg->upstream_ca : NULL;
+        if (!(srv->tls_client = tls_client_ctx(extra, cfg->insecure, keylog, err, sizeof err))) {
+            fprintf(stderr, "smtptap: upstream TLS: %s\n", err);
+            return EXIT_CONFIG;
+        }
+    }
+    return 0;
+}
+
+static void stop_tls(struct server *srv)
+{
+    if (srv->tls_server) SSL_CTX_free(srv->tls_server);
+    if (srv->tls_client) SSL_CTX_free(srv->tls_client);
+    if (srv->ca.cert) tls_ca_close(&srv->ca);
+}
+
 static void close_walk_cb(uv_handle_t *h, void *arg)
 {
     (void)arg;
@@ -224,6 +319,10 @@ int server_run(const struct config *cfg)
     if (rc) return rc;
     if (sink_users_parse(cfg->sink_users, &srv.sink_users)) return EXIT_CONFIG; /* checked */
     start_faults(&srv);
+    if ((rc = start_tls(&srv))) {
+        stop_tls(&srv);
+        return rc;
+    }
     static char stderr_buf[64 * 1024];
     setvbuf(stderr, stderr_buf, _IOFBF, sizeof stderr_buf);
     if (cfg->verbosity >= 0) srv.live = text_stream_writer_new(stderr, want_color(cfg));
@@ -249,6 +348,7 @@ int server_run(const struct config *cfg)
     if (srv.live) srv.live->close(srv.live);
     fflush(stderr);
     uv_loop_close(srv.loop);
+    stop_tls(&srv);
     free_old_faults(&srv);
     return rc ? rc : srv.exit_code;
 }

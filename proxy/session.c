@@ -12,6 +12,7 @@
 
 #include "smtptap/capture.h"
 #include "smtptap/server.h"
+#include "smtptap/tls.h"
 #include "smtptap/upstream.h"
 
 enum {
@@ -40,6 +41,7 @@ void session_emit(struct session *s, enum event_kind kind, enum event_dir dir, c
         .kind = kind,
         .dir = dir,
         .local = local,
+        .tls = s->client.tls == LEG_TLS_ON, /* markers show the client's connection */
         .bytes = bytes,
         .len = len,
         .text = text,
@@ -393,6 +395,12 @@ static void pump_client(struct session *s)
 static void on_client_read(struct leg *leg, const uint8_t *bytes, size_t len)
 {
     struct session *s = leg->owner;
+    if (s->state == SESSION_CONNECTING) { /* an impatient client (read for its TLS handshake) */
+        s->bytes_up += len;
+        smtp_in_feed(&s->cin, bytes, len);
+        if (smtp_in_buffered(&s->cin) >= HIGH_WATER) leg_read_stop(leg);
+        return;
+    }
     if (s->state != SESSION_RELAYING) return;
     touch(s);
     s->bytes_up += len;
@@ -406,6 +414,8 @@ static void on_client_read(struct leg *leg, const uint8_t *bytes, size_t len)
 }
 
 /* ---- server to client ------------------------------------------------------------------ */
+
+static void start_upstream_tls(struct session *s);
 
 static void start_passthrough(struct session *s)
 {
@@ -561,29 +571,47 @@ static void upstream_gone(struct session *s, const char *how)
     session_end(s);
 }
 
+static const char *closed_words(struct leg *leg)
+{
+    const struct tcp_leg *t = (const struct tcp_leg *)leg;
+    return t->tls_truncated ? "closed the connection without a TLS close_notify (truncated)"
+                            : "closed the connection";
+}
+
 static void on_client_eof(struct leg *leg)
 {
-    client_gone(leg->owner, "closed the connection");
+    client_gone(leg->owner, closed_words(leg));
 }
 
 static void on_upstream_eof(struct leg *leg)
 {
-    upstream_gone(leg->owner, "closed the connection");
+    struct session *s = leg->owner;
+    upstream_gone(s, s->upstream == &s->up.tcp.base ? closed_words(leg) : "closed the connection");
+}
+
+/* Words for a failed leg: the TLS reason when TLS failed, else the socket error. */
+static void failure_words(struct leg *leg, int err, char *how, size_t size)
+{
+    const struct tcp_leg *t = (const struct tcp_leg *)leg;
+    if (err == UV_EPROTO && t->tls_error[0])
+        snprintf(how, size, "TLS failed (%s)", t->tls_error);
+    else
+        snprintf(how, size, "connection failed (%s)", upstream_connect_reason(err));
 }
 
 static void on_client_error(struct leg *leg, int err)
 {
     struct session *s = leg->owner;
-    char how[128];
-    snprintf(how, sizeof how, "connection failed (%s)", upstream_connect_reason(err));
+    char how[600];
+    failure_words(leg, err, how, sizeof how);
     client_gone(s, how);
     session_end(s);
 }
 
 static void on_upstream_error(struct leg *leg, int err)
 {
-    char how[128];
-    snprintf(how, sizeof how, "connection failed (%s)", upstream_connect_reason(err));
+    char how[600];
+    failure_words(leg, err, how, sizeof how);
     upstream_gone(leg->owner, how);
 }
 
@@ -639,6 +667,7 @@ static void start_relaying(struct session *s)
     touch(s);
     if (s->greeted || s->server->cfg->upstream.kind == UPSTREAM_SINK)
         arm_timer(s, TIMER_IDLE, s->server->cfg->idle_timeout_ms);
+    pump_client(s); /* what the client sent while the upstream was being reached */
     update_flow(s);
 }
 
@@ -647,6 +676,77 @@ static void refuse(struct session *s, const char *why)
     session_emitf(s, EV_ERROR, DIR_S2C, "upstream %s unreachable: %s", s->upstream_name, why);
     local_reply(s, "421 4.4.0 smtptap: upstream %s unreachable (%s)", s->upstream_name, why);
     session_end(s);
+}
+
+/* ---- TLS on either leg ------------------------------------------------------------------- */
+
+static void on_upstream_tls(struct tcp_leg *t, int status)
+{
+    struct session *s = t->base.owner;
+    if (s->state != SESSION_CONNECTING) return;
+    char facts[1024];
+    tls_describe(t->ssl, true, facts, sizeof facts);
+    if (status == 0) {
+        session_emitf(s, EV_INFO, DIR_S2C, "upstream TLS: %s", facts);
+        start_relaying(s);
+        return;
+    }
+    session_emitf(s, EV_ERROR, DIR_S2C, "upstream %s TLS handshake failed: %s", s->upstream_name,
+                  t->tls_error);
+    local_reply(s, "421 4.4.0 smtptap: upstream %s unreachable (TLS failed: %s)", s->upstream_name,
+                t->tls_error);
+    session_end(s);
+}
+
+/* Implicit TLS to the upstream (tls: or port 465): relaying starts after the handshake. */
+static void start_upstream_tls(struct session *s)
+{
+    const char *host = s->server->cfg->upstream.target.host;
+    if (tcp_leg_start_tls(&s->up.tcp, s->server->tls_client, false, host, on_upstream_tls) < 0) {
+        refuse(s, s->up.tcp.tls_error);
+        return;
+    }
+    leg_read_start(&s->up.tcp.base);
+}
+
+static void on_client_tls(struct tcp_leg *t, int status)
+{
+    struct session *s = t->base.owner;
+    if (s->state == SESSION_ENDING) return;
+    char facts[1024];
+    tls_describe(t->ssl, false, facts, sizeof facts);
+    if (status == 0) {
+        session_emitf(s, EV_INFO, DIR_C2S, "client TLS: %s", facts);
+        return;
+    }
+    session_emitf(s, EV_ERROR, DIR_C2S, "client TLS handshake failed: %s", t->tls_error);
+    s->client_eof = true; /* nothing more can be said to it */
+    session_end(s);
+}
+
+/* Implicit TLS from the client (a tls: listener): the handshake starts at once; what the
+ * session writes meanwhile waits in the leg until it completes. */
+static bool start_client_tls(struct session *s)
+{
+    const struct upstream_spec *u = &s->server->cfg->upstream;
+    const char *name = u->kind == UPSTREAM_FIXED ? u->target.host : NULL;
+    if (!name) {
+        struct sockaddr_storage sa;
+        int len = sizeof sa;
+        char ip[80] = "localhost";
+        if (uv_tcp_getsockname(&s->client.tcp, (struct sockaddr *)&sa, &len) == 0)
+            uv_ip_name((struct sockaddr *)&sa, ip, sizeof ip);
+        snprintf(s->client.tls_name, sizeof s->client.tls_name, "%s", ip);
+    } else {
+        snprintf(s->client.tls_name, sizeof s->client.tls_name, "%s", name);
+    }
+    if (tcp_leg_start_tls(&s->client, s->server->tls_server, true, NULL, on_client_tls) == 0) {
+        leg_read_start(&s->client.base);
+        return true;
+    }
+    session_emitf(s, EV_ERROR, DIR_C2S, "client TLS could not start: %s", s->client.tls_error);
+    session_end(s);
+    return false;
 }
 
 static void on_upstream_connected(struct tcp_leg *t, int status)
@@ -672,6 +772,10 @@ static void on_upstream_connected(struct tcp_leg *t, int status)
     if (uv_tcp_getpeername(&t->tcp, (struct sockaddr *)&peer, &pl) == 0)
         sockaddr_format((struct sockaddr *)&peer, to, sizeof to);
     session_emitf(s, EV_INFO, DIR_S2C, "upstream %s connected from %s", to, from);
+    if (s->server->cfg->upstream.tls == TLS_IMPLICIT) {
+        start_upstream_tls(s);
+        return;
+    }
     start_relaying(s);
 }
 
@@ -888,6 +992,7 @@ void session_accept(struct server *srv, struct listener *l)
     name_endpoints(s);
     open_capture(s);
     s->observed = srv->live || s->capture;
+    if (l->spec.implicit_tls && !start_client_tls(s)) return;
     s->follow_auth = s->observed && (srv->cfg->decode_auth || srv->cfg->redact);
     auth_init(&s->auth);
     connect_upstream(s);

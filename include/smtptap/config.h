@@ -30,6 +30,10 @@ struct config {
     uint64_t grace_ms; /* shutdown: how long sessions may finish */
     char capture_dir[4096];
     unsigned formats;            /* FORMAT_* bits */
+    char ca_dir[4096];           /* smtptap's CA; empty: tls_default_ca_dir() */
+    char keylog[4096];           /* NSS key log file; empty: none */
+    char upstream_ca[4096];      /* extra CA file trusted for the upstream; empty: none */
+    bool insecure;               /* do not verify the upstream certificate */
     bool decode_auth;            /* show decoded SASL exchanges as "##" lines */
     bool redact;                 /* mask passwords, tokens and the raw lines carrying them */
     char sink_users[4096];       /* "alice:secret, bob:pw"; empty: the sink accepts anyone */
@@ -45,8 +49,9 @@ struct config {
 
 enum config_result {
     CONFIG_OK = 0,
-    CONFIG_HELP = 1,    /* print usage, exit 0 */
-    CONFIG_VERSION = 2, /* print version, exit 0 */
+    CONFIG_HELP = 1,     /* print usage, exit 0 */
+    CONFIG_VERSION = 2,  /* print version, exit 0 */
+    CONFIG_PRINT_CA = 3, /* print the CA certificate (create it if missing), exit 0 */
     CONFIG_ERR_USAGE = EXIT_USAGE,
     CONFIG_ERR_CONFIG = EXIT_CONFIG,
 };

@@ -4,11 +4,14 @@
 #ifndef SMTPTAP_LEG_H
 #define SMTPTAP_LEG_H
 
+#include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <uv.h>
+
+#include "smtptap/buf.h"
 
 struct leg;
 
@@ -74,9 +77,25 @@ static inline void leg_close(struct leg *l)
 
 /* ---- TCP legs ---------------------------------------------------------------------------- */
 
+enum leg_tls_state { LEG_TLS_OFF, LEG_TLS_HANDSHAKING, LEG_TLS_ON, LEG_TLS_FAILED };
+
+struct tcp_leg;
+/* Called once per handshake: status 0 when it completed, -1 when it failed (the reason is in
+ * t->tls_error; the leg should then be closed). */
+typedef void (*leg_tls_cb)(struct tcp_leg *t, int status);
+
 struct tcp_leg {
     struct leg base;
     uv_tcp_t tcp;
+    /* TLS over memory BIOs (leg_tls.c); all NULL/OFF for a plain leg. */
+    SSL *ssl; /* owned */
+    enum leg_tls_state tls;
+    leg_tls_cb on_tls;
+    struct buf tls_out;   /* owned: plaintext written before the handshake finished */
+    bool tls_peer_closed; /* close_notify received */
+    bool tls_truncated;   /* TCP EOF without close_notify */
+    char tls_name[256];   /* server side: leaf name when the client sends no SNI */
+    char tls_error[512];
     uv_shutdown_t shutdown_req;
     uv_connect_t connect_req;
     void (*on_connect)(struct tcp_leg *t, int status);
@@ -95,6 +114,22 @@ int tcp_leg_accept(struct tcp_leg *t, uv_stream_t *server);
 /* Starts connecting to addr; on_connect(t, status) follows (status < 0: libuv error). */
 int tcp_leg_connect(struct tcp_leg *t, const struct sockaddr *addr,
                     void (*on_connect)(struct tcp_leg *t, int status));
+
+/* ---- TLS on a TCP leg (leg_tls.c) -------------------------------------------------------- */
+
+/* Starts TLS on a connected leg: as the server (client-facing) or as the client (upstream;
+ * expect_host sets SNI and the name to verify, NULL for none). Bytes written from now on are
+ * encrypted (held until the handshake is done); bytes read are decrypted before on_read.
+ * Returns 0, or -1 with a reason in t->tls_error. */
+int tcp_leg_start_tls(struct tcp_leg *t, SSL_CTX *ctx, bool server, const char *expect_host,
+                      leg_tls_cb on_tls);
+/* For leg.c: ciphertext received; plaintext to send; close_notify before FIN; cleanup. */
+void leg_tls_received(struct tcp_leg *t, const uint8_t *bytes, size_t len);
+void leg_tls_write(struct tcp_leg *t, const uint8_t *bytes, size_t len);
+void leg_tls_close_notify(struct tcp_leg *t);
+void leg_tls_free(struct tcp_leg *t);
+/* The raw socket write underneath (leg.c). */
+void tcp_leg_raw_write(struct tcp_leg *t, const uint8_t *bytes, size_t len);
 
 /* Formats a socket's local or peer address as "ip:port" ("[v6]:port"). */
 void sockaddr_format(const struct sockaddr *sa, char *out, size_t size);

@@ -12,6 +12,7 @@
 #include "smtptap/fault.h"
 #include "smtptap/parse.h"
 #include "smtptap/sink_auth.h"
+#include "smtptap/tls.h"
 
 struct session;
 
@@ -37,6 +38,9 @@ struct server {
     char host[128];
     struct sink_users sink_users;   /* parsed [sink] users */
     const struct fault_set *faults; /* the rules in force (replaced on SIGHUP) */
+    struct tls_ca ca;               /* smtptap's CA, open when a client leg may use TLS */
+    SSL_CTX *tls_server;            /* client-facing TLS, or NULL */
+    SSL_CTX *tls_client;            /* upstream TLS, or NULL */
     uint64_t seed;                  /* for probabilistic faults */
     uv_signal_t sigint, sigterm, sighup;
     struct fault_set *old_faults; /* every set loaded by SIGHUP, freed at exit */
@@ -44,6 +48,8 @@ struct server {
     uv_check_t flush; /* flushes the live transcript once per loop iteration */
 };
 
+/* --print-ca: opens (or creates) the CA and prints its certificate. Returns the exit code. */
+int server_print_ca(const struct config *cfg);
 /* Runs until SIGINT/SIGTERM and every session has ended. Returns the process exit code. */
 int server_run(const struct config *cfg);
 /* Called by a session when its last handle is closed; unlinks and frees it. */

@@ -47,6 +47,7 @@ static int fixture_setup(void **state)
 static int fixture_teardown(void **state)
 {
     struct fixture *f = *state;
+    config_free(&f->cfg); /* the fault rule sets; harmless on a config without them */
     unlink(f->path);
     rmdir(f->dir);
     buf_free(&f->err);
@@ -191,11 +192,13 @@ static void seventeen_listen_addresses_are_too_many(void **state)
     MESSAGE_HAS(f->err_text, "--listen", "127.0.0.1:3016", "at most 16 listen addresses");
 }
 
-static void implicit_tls_listener_is_refused_as_not_supported_yet(void **state)
+static void implicit_tls_listener_is_marked(void **state)
 {
     struct fixture *f = *state;
-    assert_int_equal(RUN(f, "--listen", "tls:127.0.0.1:465"), CONFIG_ERR_USAGE);
-    MESSAGE_HAS(f->err_text, "--listen", "tls:127.0.0.1:465", "not supported yet");
+    assert_int_equal(RUN(f, "--listen", "tls:127.0.0.1:465", "-l", "127.0.0.1:25"), CONFIG_OK);
+    assert_int_equal(f->cfg.nlisten, 2);
+    assert_true(f->cfg.listen[0].implicit_tls);
+    assert_false(f->cfg.listen[1].implicit_tls);
 }
 
 /* ---- bad values -------------------------------------------------------------------------------
@@ -238,7 +241,6 @@ static void bad_numbers_and_words_are_refused_with_what_is_accepted(void **state
         {"--client-starttls", "offer", "passthrough (offer and strip are not supported yet)"},
         {"--client-starttls", "maybe", "offer, strip or passthrough"},
         {"--upstream", "nowhere", "sink, transparent, or [tls:|starttls:|plain:]HOST:PORT"},
-        {"--upstream", "smtp.example.com:465", "not supported yet"},
         {"--upstream", "starttls:smtp.example.com:587", "not supported yet"},
     };
     for (size_t i = 0; i < NELEM(cases); i++) {
@@ -305,11 +307,20 @@ static void stray_argument_is_a_usage_error(void **state)
     MESSAGE_HAS(f->err_text, "unexpected argument \"127.0.0.1:2525\"");
 }
 
-static void later_issue_flags_are_refused_as_not_supported_yet(void **state)
+static void tls_flags_fill_the_config(void **state)
 {
     struct fixture *f = *state;
-    assert_int_equal(RUN(f, "--keylog=/tmp/keys"), CONFIG_ERR_USAGE);
-    MESSAGE_HAS(f->err_text, "--keylog", "not supported yet");
+    assert_int_equal(RUN(f, "--keylog=/tmp/keys", "--ca-dir", "/tmp/ca", "--upstream-ca",
+                         "/tmp/up.pem", "--insecure", "-u", "smtp.example.com:465"),
+                     CONFIG_OK);
+    assert_string_equal(f->cfg.keylog, "/tmp/keys");
+    assert_string_equal(f->cfg.ca_dir, "/tmp/ca");
+    assert_string_equal(f->cfg.upstream_ca, "/tmp/up.pem");
+    assert_true(f->cfg.insecure);
+    assert_int_equal(f->cfg.upstream.tls, TLS_IMPLICIT); /* port 465 without a prefix */
+    assert_int_equal(RUN(f, "--print-ca"), CONFIG_PRINT_CA);
+    assert_int_equal(RUN(f, "--client-starttls", "offer"), CONFIG_ERR_USAGE);
+    MESSAGE_HAS(f->err_text, "--client-starttls", "not supported yet");
 }
 
 /* ---- --help and --version
@@ -516,10 +527,10 @@ static void later_issue_keys_are_refused_when_enabled_and_accepted_when_off(void
     assert_int_equal(RUN(f, "-c", f->path), CONFIG_OK);
     assert_string_equal(f->err_text, "");
 
-    write_ini(f, "[tls]\nca_dir = /etc/smtptap/ca\n");
-    assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
-    MESSAGE_HAS(f->err_text, "[tls] ca_dir = /etc/smtptap/ca", "not supported yet",
-                "leave it empty");
+    write_ini(f, "[tls]\nca_dir = /etc/smtptap/ca\nkeylog = /tmp/k\n[upstream]\ninsecure = yes\n");
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_OK);
+    assert_string_equal(f->cfg.ca_dir, "/etc/smtptap/ca");
+    assert_true(f->cfg.insecure);
 
     write_ini(f, "[capture]\ndecode_auth = perhaps\n");
     assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
@@ -536,6 +547,332 @@ static void config_load_file_alone_fills_the_struct(void **state)
     assert_int_equal(f->cfg.connect_timeout_ms, 10000);
 }
 
+/* ---- fault rules: --fault, --seed, [fault NAME], config_reload_faults ---------------------- */
+
+/* Counts the occurrences of needle in hay. */
+static int count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle)) n++;
+    return n;
+}
+
+static void fault_flags_become_rules_named_by_their_place(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(RUN(f, "--fault", "RCPT *@busy.example: reply 450 4.2.0 Mailbox busy", "-q",
+                         "--fault", "greeting: reply 421 4.3.2 Go away", "--fault=MAIL: drop"),
+                     CONFIG_OK);
+    assert_string_equal(f->err_text, "");
+    const struct config *c = &f->cfg;
+    assert_int_equal(c->cli_faults.count, 3);
+    assert_int_equal(c->file_faults.count, 0);
+    assert_int_equal(c->faults.count, 3);
+    const struct fault_rule *r = c->faults.rules;
+    assert_string_equal(r[0].name, "flag 1");
+    assert_int_equal(r[0].stage, FAULT_RCPT);
+    assert_string_equal(r[0].match, "*@busy.example");
+    assert_int_equal(r[0].action, FAULT_REPLY);
+    assert_int_equal(r[0].reply_code, 450);
+    assert_string_equal(r[0].reply, "450 4.2.0 Mailbox busy\r\n");
+    assert_int_equal(r[0].nth, 0);
+    assert_true(r[0].probability == 1.0);
+    assert_string_equal(r[1].name, "flag 2");
+    assert_int_equal(r[1].stage, FAULT_GREETING);
+    assert_string_equal(r[1].match, "");
+    assert_int_equal(r[1].reply_code, 421);
+    assert_string_equal(r[2].name, "flag 3");
+    assert_int_equal(r[2].stage, FAULT_MAIL);
+    assert_int_equal(r[2].action, FAULT_DROP);
+    assert_int_equal(c->verbosity, -1);
+    /* The rules in force are a copy: the --fault set is kept apart for reloads. */
+    assert_ptr_not_equal(c->faults.rules, c->cli_faults.rules);
+    assert_string_equal(c->cli_faults.rules[2].name, "flag 3");
+}
+
+static void no_fault_flag_means_no_rules(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(run_args(f, (const char *const[]){NULL}), CONFIG_OK);
+    assert_int_equal(f->cfg.faults.count, 0);
+    assert_int_equal(f->cfg.cli_faults.count, 0);
+    assert_int_equal(f->cfg.file_faults.count, 0);
+    assert_false(f->cfg.seed_given);
+}
+
+static void command_line_fault_rules_come_before_the_files(void **state)
+{
+    struct fixture *f = *state;
+    write_ini(f, "[fault from-file]\n"
+                 "on = RCPT\n"
+                 "action = reply 550 5.1.1 No such user\n");
+    /* -c first on the command line: the flags still come first (a flag wins). */
+    assert_int_equal(RUN(f, "-c", f->path, "--fault", "RCPT: reply 452 4.5.3 Too many"), CONFIG_OK);
+    const struct config *c = &f->cfg;
+    assert_int_equal(c->cli_faults.count, 1);
+    assert_int_equal(c->file_faults.count, 1);
+    assert_int_equal(c->faults.count, 2);
+    assert_string_equal(c->faults.rules[0].name, "flag 1");
+    assert_int_equal(c->faults.rules[0].reply_code, 452);
+    assert_string_equal(c->faults.rules[1].name, "from-file");
+    assert_int_equal(c->faults.rules[1].reply_code, 550);
+    assert_string_equal(c->file_faults.rules[0].name, "from-file");
+}
+
+static void bad_fault_flag_is_a_usage_error_naming_the_flag(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(RUN(f, "--fault", "RCTP x: drop"), CONFIG_ERR_USAGE);
+    MESSAGE_HAS(f->err_text, "--fault #1", "\"RCTP x: drop\"", "unknown stage \"RCTP\"",
+                "expected one of GREETING", "DATA-END", "ANY");
+    config_free(&f->cfg);
+    /* The second flag is the bad one: the message says which. */
+    assert_int_equal(RUN(f, "--fault", "MAIL: drop", "--fault", "RCPT: reply 199 x"),
+                     CONFIG_ERR_USAGE);
+    MESSAGE_HAS(f->err_text, "--fault #2", "\"RCPT: reply 199 x\"", "199",
+                "a code from 200 to 599");
+    config_free(&f->cfg);
+    assert_int_equal(RUN(f, "--fault"), CONFIG_ERR_USAGE);
+    assert_string_equal(f->err_text, "--fault needs a value; see smtptap --help");
+}
+
+static void bad_fault_flag_wins_over_a_good_file(void **state)
+{
+    struct fixture *f = *state;
+    write_ini(f, "[fault fine]\non = MAIL\naction = drop\n");
+    assert_int_equal(RUN(f, "-c", f->path, "--fault", "EHLO: strip"), CONFIG_ERR_USAGE);
+    MESSAGE_HAS(f->err_text, "--fault #1", "strip");
+}
+
+static void seed_flag_sets_the_seed(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(RUN(f, "--seed", "7"), CONFIG_OK);
+    assert_true(f->cfg.seed_given);
+    assert_int_equal(f->cfg.seed, 7);
+    assert_int_equal(RUN(f, "--seed=0"), CONFIG_OK);
+    assert_true(f->cfg.seed_given);
+    assert_int_equal(f->cfg.seed, 0);
+    /* Every printed seed (uint64) must be accepted back. */
+    assert_int_equal(RUN(f, "--seed", "18446744073709551615"), CONFIG_OK);
+    assert_true(f->cfg.seed == UINT64_MAX);
+    assert_int_equal(RUN(f, "-q"), CONFIG_OK);
+    assert_false(f->cfg.seed_given);
+}
+
+static void bad_seed_is_a_usage_error_naming_flag_and_value(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const bad[] = {"seven", "-1", "18446744073709551616", "", "7x", "0x10"};
+    for (size_t i = 0; i < NELEM(bad); i++) {
+        enum config_result r = RUN(f, "--seed", bad[i]);
+        if (r != CONFIG_ERR_USAGE) fail_msg("--seed \"%s\": result %d, want 64", bad[i], (int)r);
+        char want[128];
+        snprintf(want, sizeof want, "--seed: invalid value \"%s\"; expected a whole number",
+                 bad[i]);
+        if (strncmp(f->err_text, want, strlen(want)) != 0)
+            fail_msg("--seed \"%s\": message \"%s\"", bad[i], f->err_text);
+    }
+    assert_int_equal(RUN(f, "--seed"), CONFIG_ERR_USAGE);
+    assert_string_equal(f->err_text, "--seed needs a value; see smtptap --help");
+}
+
+static void two_fault_sections_become_two_rules(void **state)
+{
+    struct fixture *f = *state;
+    write_ini(f, "[fault rcpt-busy]\n"
+                 "on = RCPT\n"
+                 "match = *@busy.example\n"
+                 "nth = 2\n"
+                 "probability = 0.5\n"
+                 "action = reply 450 4.2.0 Mailbox busy, try later\n"
+                 "\n"
+                 "[fault slow-data]\n"
+                 "on = DATA-END\n"
+                 "action = delay 250ms\n");
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_OK);
+    assert_string_equal(f->err_text, "");
+    const struct config *c = &f->cfg;
+    assert_int_equal(c->cli_faults.count, 0);
+    assert_int_equal(c->file_faults.count, 2);
+    assert_int_equal(c->faults.count, 2);
+    const struct fault_rule *r = c->faults.rules;
+    assert_string_equal(r[0].name, "rcpt-busy");
+    assert_int_equal(r[0].stage, FAULT_RCPT);
+    assert_string_equal(r[0].match, "*@busy.example");
+    assert_int_equal(r[0].nth, 2);
+    assert_true(r[0].probability == 0.5);
+    assert_int_equal(r[0].action, FAULT_REPLY);
+    assert_int_equal(r[0].reply_code, 450);
+    assert_string_equal(r[0].reply, "450 4.2.0 Mailbox busy, try later\r\n");
+    assert_string_equal(r[1].name, "slow-data");
+    assert_int_equal(r[1].stage, FAULT_DATA_END);
+    assert_int_equal(r[1].nth, 0);
+    assert_true(r[1].probability == 1.0);
+    assert_int_equal(r[1].action, FAULT_DELAY);
+    assert_int_equal(r[1].delay_ms, 250);
+}
+
+static void fault_section_followed_by_another_section(void **state)
+{
+    struct fixture *f = *state;
+    write_ini(f, "[fault drop-mail]\n"
+                 "on = MAIL\n"
+                 "action = drop\n"
+                 "[listen]\n"
+                 "max_sessions = 20\n"
+                 "[fault strip-tls]\n"
+                 "on = EHLO\n"
+                 "action = strip STARTTLS\n"
+                 "[upstream]\n"
+                 "connect_timeout = 2s\n");
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_OK);
+    assert_string_equal(f->err_text, "");
+    const struct config *c = &f->cfg;
+    assert_int_equal(c->max_sessions, 20);
+    assert_int_equal(c->connect_timeout_ms, 2000);
+    assert_int_equal(c->faults.count, 2);
+    assert_string_equal(c->faults.rules[0].name, "drop-mail");
+    assert_int_equal(c->faults.rules[0].action, FAULT_DROP);
+    assert_string_equal(c->faults.rules[1].name, "strip-tls");
+    assert_int_equal(c->faults.rules[1].action, FAULT_STRIP);
+    assert_string_equal(c->faults.rules[1].strip, "STARTTLS");
+    /* The other section's keys are still checked after a fault section. */
+    config_free(&f->cfg);
+    write_ini(f, "[fault drop-mail]\non = MAIL\naction = drop\n[listen]\nport = 25\n");
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
+    MESSAGE_HAS(f->err_text, "unknown key \"port\" in [listen]", "(line 5)");
+}
+
+static void incomplete_fault_section_is_a_configuration_error(void **state)
+{
+    struct fixture *f = *state;
+    char want[512];
+
+    /* At the end of the file. */
+    write_ini(f, "[fault nope]\non = RCPT\nmatch = *@x.example\n");
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
+    snprintf(want, sizeof want, "%s: [fault nope]", f->path);
+    MESSAGE_HAS(f->err_text, want, "missing key \"action\"", "expected one of reply CODE TEXT");
+    if (count_of(f->err_text, "[fault nope]") != 1)
+        fail_msg("the section is named %d times: \"%s\"", count_of(f->err_text, "[fault nope]"),
+                 f->err_text);
+    assert_int_equal(f->cfg.faults.count, 0);
+    config_free(&f->cfg);
+
+    /* Followed by another section: the rule ends there, and is refused there. */
+    write_ini(f, "[fault nope]\non = RCPT\n[listen]\nmax_sessions = 5\n");
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
+    MESSAGE_HAS(f->err_text, f->path, "[fault nope]", "missing key \"action\"");
+    config_free(&f->cfg);
+
+    /* Followed by another fault section. */
+    write_ini(f, "[fault no-stage]\naction = drop\n[fault fine]\non = MAIL\naction = drop\n");
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
+    MESSAGE_HAS(f->err_text, f->path, "[fault no-stage]", "missing key \"on\"",
+                "expected one of GREETING");
+    if (strstr(f->err_text, "[fault fine]"))
+        fail_msg("names the wrong section: \"%s\"", f->err_text);
+}
+
+static void empty_fault_section_is_a_configuration_error(void **state)
+{
+    struct fixture *f = *state;
+    /* No key at all: no action either. It must not vanish without a word. */
+    write_ini(f, "[fault empty]\n\n[listen]\nmax_sessions = 5\n");
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
+    MESSAGE_HAS(f->err_text, f->path, "[fault empty]", "missing key");
+    config_free(&f->cfg);
+    write_ini(f, "[listen]\nmax_sessions = 5\n[fault last]\n");
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
+    MESSAGE_HAS(f->err_text, f->path, "[fault last]", "missing key");
+}
+
+static void reload_reads_the_file_again_and_keeps_the_flags(void **state)
+{
+    struct fixture *f = *state;
+    write_ini(f, "[fault one]\non = MAIL\naction = reply 451 4.7.1 One\n");
+    assert_int_equal(RUN(f, "-c", f->path, "--fault", "NOOP: reply 502 5.5.1 Flag"), CONFIG_OK);
+    assert_int_equal(f->cfg.faults.count, 2);
+
+    /* The file changed between the start and the reload. */
+    write_ini(f, "[fault two]\non = RSET\naction = reply 550 5.0.0 Two\n"
+                 "[fault three]\non = QUIT\naction = reset\n");
+    struct fault_set out;
+    buf_reset(&f->err);
+    assert_int_equal(config_reload_faults(&f->cfg, &out, &f->err), CONFIG_OK);
+    assert_int_equal(buf_size(&f->err), 0);
+    assert_int_equal(out.count, 3);
+    assert_string_equal(out.rules[0].name, "flag 1");
+    assert_int_equal(out.rules[0].stage, FAULT_NOOP);
+    assert_string_equal(out.rules[1].name, "two");
+    assert_int_equal(out.rules[1].stage, FAULT_RSET);
+    assert_string_equal(out.rules[1].reply, "550 5.0.0 Two\r\n");
+    assert_string_equal(out.rules[2].name, "three");
+    assert_int_equal(out.rules[2].action, FAULT_RESET);
+    /* The configuration itself is untouched: the server swaps the sets. */
+    assert_int_equal(f->cfg.faults.count, 2);
+    assert_string_equal(f->cfg.faults.rules[1].name, "one");
+    fault_set_free(&out);
+
+    /* Changed again: each reload reads the file as it is now. */
+    write_ini(f, "; no rules left\n[listen]\nmax_sessions = 3\n");
+    assert_int_equal(config_reload_faults(&f->cfg, &out, &f->err), CONFIG_OK);
+    assert_int_equal(out.count, 1);
+    assert_string_equal(out.rules[0].name, "flag 1");
+    fault_set_free(&out);
+    /* Only the rules are reloaded. */
+    assert_int_equal(f->cfg.max_sessions, 1000);
+}
+
+static void reload_of_a_broken_file_gives_an_error_and_no_rules(void **state)
+{
+    struct fixture *f = *state;
+    write_ini(f, "[fault one]\non = MAIL\naction = drop\n");
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_OK);
+
+    write_ini(f, "[fault broken]\non = MAIL\naction = reply 199 too low\n");
+    struct fault_set out;
+    buf_reset(&f->err);
+    assert_int_equal(config_reload_faults(&f->cfg, &out, &f->err), CONFIG_ERR_CONFIG);
+    assert_int_equal(out.count, 0);
+    char msg[1024];
+    size_t n = buf_size(&f->err);
+    assert_true(n > 0 && n < sizeof msg);
+    memcpy(msg, buf_head(&f->err), n);
+    msg[n] = 0;
+    MESSAGE_HAS(msg, f->path, "[fault broken]", "action", "199", "(line 3)");
+    fault_set_free(&out);
+
+    unlink(f->path);
+    buf_reset(&f->err);
+    assert_int_equal(config_reload_faults(&f->cfg, &out, &f->err), CONFIG_ERR_CONFIG);
+    assert_int_equal(out.count, 0);
+    n = buf_size(&f->err);
+    assert_true(n > 0 && n < sizeof msg);
+    memcpy(msg, buf_head(&f->err), n);
+    msg[n] = 0;
+    MESSAGE_HAS(msg, f->path, "cannot read the file");
+    fault_set_free(&out);
+    /* What was in force is still there. */
+    assert_int_equal(f->cfg.faults.count, 1);
+    assert_string_equal(f->cfg.faults.rules[0].name, "one");
+}
+
+static void reload_without_a_config_file_gives_the_flag_rules(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(RUN(f, "--fault", "RCPT: drop", "--fault", "MAIL: stall"), CONFIG_OK);
+    struct fault_set out;
+    buf_reset(&f->err);
+    assert_int_equal(config_reload_faults(&f->cfg, &out, &f->err), CONFIG_OK);
+    assert_int_equal(out.count, 2);
+    assert_string_equal(out.rules[0].name, "flag 1");
+    assert_string_equal(out.rules[1].name, "flag 2");
+    assert_int_equal(out.rules[1].action, FAULT_STALL);
+    fault_set_free(&out);
+}
+
 #define CONFIG_TEST(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
 int main(void)
@@ -546,7 +883,7 @@ int main(void)
         CONFIG_TEST(verbose_and_colour_spellings),
         CONFIG_TEST(repeated_listen_flags_replace_the_default_and_add_up),
         CONFIG_TEST(seventeen_listen_addresses_are_too_many),
-        CONFIG_TEST(implicit_tls_listener_is_refused_as_not_supported_yet),
+        CONFIG_TEST(implicit_tls_listener_is_marked),
         CONFIG_TEST(bad_listen_value_names_flag_value_and_expected_form),
         CONFIG_TEST(bad_duration_names_flag_value_and_expected_form),
         CONFIG_TEST(bad_numbers_and_words_are_refused_with_what_is_accepted),
@@ -556,7 +893,7 @@ int main(void)
         CONFIG_TEST(flag_without_its_value_is_a_usage_error),
         CONFIG_TEST(switch_given_a_value_is_a_usage_error),
         CONFIG_TEST(stray_argument_is_a_usage_error),
-        CONFIG_TEST(later_issue_flags_are_refused_as_not_supported_yet),
+        CONFIG_TEST(tls_flags_fill_the_config),
         CONFIG_TEST(help_and_version_are_results_not_errors),
         CONFIG_TEST(help_wins_over_bad_values_given_before_it),
         CONFIG_TEST(usage_text_lists_the_flags),
@@ -574,6 +911,20 @@ int main(void)
         CONFIG_TEST(fault_section_with_an_unknown_key_names_it_and_the_line),
         CONFIG_TEST(later_issue_keys_are_refused_when_enabled_and_accepted_when_off),
         CONFIG_TEST(config_load_file_alone_fills_the_struct),
+        CONFIG_TEST(fault_flags_become_rules_named_by_their_place),
+        CONFIG_TEST(no_fault_flag_means_no_rules),
+        CONFIG_TEST(command_line_fault_rules_come_before_the_files),
+        CONFIG_TEST(bad_fault_flag_is_a_usage_error_naming_the_flag),
+        CONFIG_TEST(bad_fault_flag_wins_over_a_good_file),
+        CONFIG_TEST(seed_flag_sets_the_seed),
+        CONFIG_TEST(bad_seed_is_a_usage_error_naming_flag_and_value),
+        CONFIG_TEST(two_fault_sections_become_two_rules),
+        CONFIG_TEST(fault_section_followed_by_another_section),
+        CONFIG_TEST(incomplete_fault_section_is_a_configuration_error),
+        CONFIG_TEST(empty_fault_section_is_a_configuration_error),
+        CONFIG_TEST(reload_reads_the_file_again_and_keeps_the_flags),
+        CONFIG_TEST(reload_of_a_broken_file_gives_an_error_and_no_rules),
+        CONFIG_TEST(reload_without_a_config_file_gives_the_flag_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
