@@ -586,7 +586,8 @@ static void on_client_eof(struct leg *leg)
 static void on_upstream_eof(struct leg *leg)
 {
     struct session *s = leg->owner;
-    upstream_gone(s, s->upstream == &s->up.tcp.base ? closed_words(leg) : "closed the connection");
+    bool tcp = s->server->cfg->upstream.kind != UPSTREAM_SINK; /* up is a union: ask the config */
+    upstream_gone(s, tcp ? closed_words(leg) : "closed the connection");
 }
 
 /* Words for a failed leg: the TLS reason when TLS failed, else the socket error. */

@@ -229,7 +229,7 @@ static void auth_step(struct sink_smtp *s, char *d, long n)
 /* Decodes a response ("=" is empty) and runs the step; 501 when it is not base64. */
 static void auth_payload(struct sink_smtp *s, const uint8_t *b64, size_t len)
 {
-    char d[1024];
+    char d[12288]; /* RFC 4954 4: a response line may be 12288 octets */
     long n = sink_b64_decode(b64, len, (uint8_t *)d, sizeof d - 1);
     if (n < 0) {
         s->auth = SINK_AUTH_NONE;

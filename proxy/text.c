@@ -112,6 +112,18 @@ static void prefix(const struct event *ev, struct buf *out)
                (unsigned long long)(ms / 1000), (unsigned long long)(ms % 1000));
 }
 
+/* Texts that smtptap wrote are readable already (and may carry escapes of their own, e.g.
+ * decoded AUTH): only control bytes are made harmless for a terminal. */
+static void text_sanitize(const uint8_t *b, size_t n, struct buf *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (b[i] < 0x20 || b[i] == 0x7f)
+            buf_printf(out, "\\x%02X", b[i]);
+        else
+            buf_append(out, b + i, 1);
+    }
+}
+
 static void one_line(const struct event *ev, const uint8_t *line, size_t n, bool color,
                      struct buf *out)
 {
@@ -120,7 +132,10 @@ static void one_line(const struct event *ev, const uint8_t *line, size_t n, bool
     if (col) buf_append_str(out, col);
     buf_append_str(out, marker(ev));
     buf_append_str(out, " ");
-    text_escape(line, n, out);
+    if (ev->bytes)
+        text_escape(line, n, out);
+    else
+        text_sanitize(line, n, out);
     if (ev->local) buf_append_str(out, "  [smtptap]");
     if (col) buf_append_str(out, C_RESET);
     buf_append_str(out, "\n");

@@ -186,8 +186,9 @@ static void check_private(struct tls_ca *ca, const char *path, const char *what,
 {
     struct stat st;
     if (stat(path, &st) < 0 || !(st.st_mode & 077)) return;
-    append(ca->warning, sizeof ca->warning, "%s%s %s is mode %03o, open to other users (chmod %03o it)",
-           ca->warning[0] ? "; " : "", what, path, (unsigned)(st.st_mode & 0777), (unsigned)mode);
+    append(ca->warning, sizeof ca->warning,
+           "%s%s %s is mode %03o, open to other users (chmod %03o it)", ca->warning[0] ? "; " : "",
+           what, path, (unsigned)(st.st_mode & 0777), (unsigned)mode);
 }
 
 /* Creates path exclusively with exactly mode (whatever the umask) and opens it for writing. */
@@ -207,8 +208,7 @@ static int finish_file(FILE *f, int written, const char *path, char *err, size_t
     int flushed = fflush(f) == 0 && fsync(fileno(f)) == 0;
     int saved = errno;
     if (fclose(f) == 0 && written && flushed) return 0;
-    snprintf(err, err_size, "cannot write %s: %s", path,
-             written ? strerror(saved) : ossl_reason());
+    snprintf(err, err_size, "cannot write %s: %s", path, written ? strerror(saved) : ossl_reason());
     unlink(path);
     return -1;
 }
@@ -259,7 +259,8 @@ static int ca_read(struct tls_ca *ca, const char *key_path, const char *pem_path
     ca->cert = f ? PEM_read_X509(f, NULL, no_passphrase, NULL) : NULL;
     if (f) fclose(f);
     if (!ca->cert) {
-        snprintf(err, err_size, "cannot read %s: %s", pem_path, f ? ossl_reason() : strerror(errno));
+        snprintf(err, err_size, "cannot read %s: %s", pem_path,
+                 f ? ossl_reason() : strerror(errno));
         return -1;
     }
     f = fopen(key_path, "re");
@@ -277,8 +278,8 @@ static int ca_read(struct tls_ca *ca, const char *key_path, const char *pem_path
 static int ca_check(const struct tls_ca *ca, char *err, size_t err_size)
 {
     if (X509_check_ca(ca->cert) == 0) {
-        snprintf(err, err_size, "ca.pem in %s is not a CA certificate (no basicConstraints CA:TRUE)",
-                 ca->dir);
+        snprintf(err, err_size,
+                 "ca.pem in %s is not a CA certificate (no basicConstraints CA:TRUE)", ca->dir);
         return -1;
     }
     if (X509_check_private_key(ca->cert, ca->key) == 1) return 0;
@@ -463,8 +464,7 @@ static int cache_add(struct tls_ca *ca, const char *name, const unsigned char *u
     return 0;
 }
 
-X509 *tls_ca_leaf(struct tls_ca *ca, const char *name, X509 *upstream, char *err,
-                  size_t err_size)
+X509 *tls_ca_leaf(struct tls_ca *ca, const char *name, X509 *upstream, char *err, size_t err_size)
 {
     unsigned char up[SHA256_LEN] = {0};
     if (!name || !*name || strlen(name) >= sizeof ca->leaves->name) {
@@ -488,9 +488,8 @@ X509 *tls_ca_leaf(struct tls_ca *ca, const char *name, X509 *upstream, char *err
 
 int tls_use_leaf(SSL *ssl, const struct tls_ca *ca, X509 *leaf)
 {
-    return SSL_use_certificate(ssl, leaf) == 1 && SSL_use_PrivateKey(ssl, ca->leaf_key) == 1
-               ? 0
-               : -1;
+    return SSL_use_certificate(ssl, leaf) == 1 && SSL_use_PrivateKey(ssl, ca->leaf_key) == 1 ? 0
+                                                                                             : -1;
 }
 
 /* ---- key log -------------------------------------------------------------------------- */
@@ -569,7 +568,8 @@ static struct keylog *keylog_open(const char *path, char *err, size_t err_size)
 static int ctx_set_keylog(SSL_CTX *ctx, const char *path, char *err, size_t err_size)
 {
     if (!path || !*path) return 0;
-    if (keylog_index < 0) keylog_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, keylog_ex_free);
+    if (keylog_index < 0)
+        keylog_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, keylog_ex_free);
     if (keylog_index < 0) {
         snprintf(err, err_size, "cannot set up the key log: %s", ossl_reason());
         return -1;
@@ -629,7 +629,8 @@ SSL_CTX *tls_client_ctx(const char *extra_ca_file, bool insecure, const char *ke
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_clear_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
     SSL_CTX_set_verify(ctx, insecure ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
-    if ((extra_ca_file && *extra_ca_file && ctx_trust_file(ctx, extra_ca_file, err, err_size) < 0) ||
+    if ((extra_ca_file && *extra_ca_file &&
+         ctx_trust_file(ctx, extra_ca_file, err, err_size) < 0) ||
         ctx_set_keylog(ctx, keylog_path, err, err_size) < 0) {
         SSL_CTX_free(ctx);
         return NULL;
@@ -640,7 +641,8 @@ SSL_CTX *tls_client_ctx(const char *extra_ca_file, bool insecure, const char *ke
 int tls_expect_host(SSL *ssl, const char *host)
 {
     unsigned char ip[16];
-    if (ip_literal(host, ip)) return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host) == 1 ? 0 : -1;
+    if (ip_literal(host, ip))
+        return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host) == 1 ? 0 : -1;
     SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
     return SSL_set_tlsext_host_name(ssl, host) == 1 && SSL_set1_host(ssl, host) == 1 ? 0 : -1;
 }
@@ -778,8 +780,9 @@ static void describe_error(SSL *ssl, unsigned long first, unsigned long alert, b
         append(out, size, "the %s closed the connection during the handshake",
                server ? "client" : "server");
     else if (first)
-        append(out, size, "%s", ERR_reason_error_string(first) ? ERR_reason_error_string(first)
-                                                                : "unknown OpenSSL error");
+        append(out, size, "%s",
+               ERR_reason_error_string(first) ? ERR_reason_error_string(first)
+                                              : "unknown OpenSSL error");
     else
         append(out, size, "TLS failed without an error from OpenSSL");
 }

@@ -1075,3 +1075,144 @@ class RawSmtpClient:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+# --------------------------------------------------------------------------- aiosmtpd extras
+
+
+def aiosmtpd_add_auth_mechanism(srv: AiosmtpdServer, name: str, method) -> None:
+    """Offer one more SASL mechanism NAME on a running AiosmtpdServer(auth=True).
+
+    METHOD is aiosmtpd's handler hook, `async def method(server, args) -> AuthResult`
+    (server: the aiosmtpd SMTP instance, with push() and challenge_auth(); args: the AUTH
+    command's words, e.g. ["OAUTHBEARER", "<initial response>"]).  aiosmtpd collects the
+    handler's auth_* attributes for each new connection, so this applies to connections
+    accepted after the call."""
+    assert srv._controller is not None, "start the server first (and not silent=True)"
+    setattr(srv._controller.handler, "auth_" + name.replace("-", "__"), method)
+
+
+# --------------------------------------------------------------------------- TLS material
+
+
+def make_self_signed_cert(workdir: str, cn: str = "localhost") -> Tuple[str, str]:
+    """A throw-away self-signed certificate and key (PEM files in WORKDIR, made with the
+    openssl command); returns (cert_path, key_path)."""
+    cert = os.path.join(workdir, f"{cn}-cert.pem")
+    key = os.path.join(workdir, f"{cn}-key.pem")
+    rc, out, err = run([tool_path("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "2", "-subj", f"/CN={cn}", "-addext", f"subjectAltName=DNS:{cn}"],
+                       timeout=30)
+    if rc != 0:
+        raise RuntimeError(f"openssl could not make a certificate (rc {rc}):\n{out}\n{err}")
+    return cert, key
+
+
+def server_tls_context(workdir: str, cn: str = "localhost"):
+    """An ssl.SSLContext for a test server (e.g. aiosmtpd's tls_context), self-signed."""
+    import ssl
+    cert, key = make_self_signed_cert(workdir, cn)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+class CertAuthority:
+    """A throw-away test CA (EC P-256, made with python3-cryptography) in WORKDIR.
+
+        ca = CertAuthority(workdir)                 # ca.cert_path: the CA certificate PEM
+        cert, key = ca.issue(["localhost", "127.0.0.1"])
+        cert, key = ca.issue(["localhost"], not_before=past, not_after=past2)  # expired
+        ctx = ca.server_context(["localhost"])      # ssl.SSLContext for a test server,
+                                                    # e.g. AiosmtpdServer(ssl_context=ctx)
+    NAMES become subjectAltNames (IP literals as IP SANs); the first is the CN."""
+
+    def __init__(self, workdir: str, name: str = "smtptap integration test CA"):
+        import datetime
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+        self.workdir = workdir
+        self._n = 0
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        self.cert = (x509.CertificateBuilder()
+                     .subject_name(self.name).issuer_name(self.name)
+                     .public_key(self.key.public_key())
+                     .serial_number(x509.random_serial_number())
+                     .not_valid_before(now - datetime.timedelta(days=1))
+                     .not_valid_after(now + datetime.timedelta(days=30))
+                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                     .add_extension(x509.KeyUsage(False, False, False, False, False, True, True,
+                                                  False, False), critical=True)
+                     .add_extension(x509.SubjectKeyIdentifier.from_public_key(
+                         self.key.public_key()), critical=False)
+                     .sign(self.key, hashes.SHA256()))
+        self.cert_path = os.path.join(workdir, f"testca-{secrets.token_hex(3)}.pem")
+        Path(self.cert_path).write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue(self, names: Sequence[str], *, not_before=None, not_after=None
+              ) -> Tuple[str, str]:
+        """A server certificate for NAMES signed by this CA; returns (cert_path, key_path).
+        not_before / not_after: datetimes (default: yesterday, in 30 days)."""
+        import datetime
+        import ipaddress
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+        now = datetime.datetime.now(datetime.timezone.utc)
+        not_before = not_before or now - datetime.timedelta(days=1)
+        not_after = not_after or now + datetime.timedelta(days=30)
+        key = ec.generate_private_key(ec.SECP256R1())
+        sans = []
+        for n in names:
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(n)))
+            except ValueError:
+                sans.append(x509.DNSName(n))
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+                .issuer_name(self.name)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(not_before).not_valid_after(not_after)
+                .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                               critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                    self.key.public_key()), critical=False)
+                .sign(self.key, hashes.SHA256()))
+        self._n += 1
+        base = os.path.join(self.workdir, f"leaf{self._n}-{secrets.token_hex(3)}")
+        Path(base + "-cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        Path(base + "-key.pem").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+        os.chmod(base + "-key.pem", 0o600)
+        return base + "-cert.pem", base + "-key.pem"
+
+    def server_context(self, names: Sequence[str], **issue_kw):
+        """An ssl.SSLContext (server side) presenting a certificate for NAMES from this CA."""
+        return tls_server_context(*self.issue(names, **issue_kw))
+
+
+def tls_server_context(cert_path: str, key_path: str):
+    """An ssl.SSLContext (server side) presenting CERT_PATH / KEY_PATH (PEM)."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_path, key_path)
+    return ctx
+
+
+def cert_sha256(cert_path: str) -> str:
+    """SHA-256 fingerprint of a PEM certificate as AB:CD:... (upper case, like openssl)."""
+    import hashlib
+    import ssl
+    der = ssl.PEM_cert_to_DER_cert(Path(cert_path).read_text())
+    h = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(h[i:i + 2] for i in range(0, len(h), 2))

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -600,7 +601,354 @@ static void over_long_sasl_line_ends_the_exchange(void **state)
     free(line);
 }
 
+/* ---- AUTH against a [sink] users list ------------------------------------------------------ */
+
+static const char AUTH_BAD[] = "535 5.7.8 Authentication credentials invalid\r\n";
+static const char USERS_SPEC[] = "alice:secret, bob:pw, carol:tok3n";
+static struct sink_users listed_users;
+
+static int users_setup(void **state)
+{
+    if (sink_users_parse(USERS_SPEC, &listed_users)) return -1;
+    struct sink_smtp *s = malloc(sizeof *s);
+    if (!s) return -1;
+    sink_smtp_init(s, HOST, SESSION, &listed_users);
+    *state = s;
+    return 0;
+}
+
+/* "AUTH <mech> <base64 of the len bytes of raw>\r\n", or the base64 line alone when mech is
+ * NULL. */
+static const char *b64_line(const char *mech, const void *raw, size_t len)
+{
+    static char out[1024];
+    char b64[700];
+    assert_true(len / 3 * 4 + 5 < sizeof b64);
+    EVP_EncodeBlock((unsigned char *)b64, raw, (int)len);
+    if (mech)
+        snprintf(out, sizeof out, "AUTH %s %s\r\n", mech, b64);
+    else
+        snprintf(out, sizeof out, "%s\r\n", b64);
+    return out;
+}
+
+static const char *plain_line(const char *user, const char *password)
+{
+    char raw[300];
+    int n = snprintf(raw, sizeof raw, "%c%s%c%s", 0, user, 0, password);
+    return b64_line("PLAIN", raw, (size_t)n);
+}
+
+static const char *b64_str(const char *text)
+{
+    return b64_line(NULL, text, strlen(text));
+}
+
+static void users_auth_plain_checks_the_password(void **state)
+{
+    struct sink_smtp *s = *state;
+    greet(s);
+    expect(s, plain_line("alice", "wrong"), AUTH_BAD);
+    assert_false(s->authenticated);
+    expect(s, plain_line("alice", "pw"), AUTH_BAD);       /* bob's password */
+    expect(s, plain_line("mallory", "secret"), AUTH_BAD); /* not in the list */
+    expect(s, plain_line("Alice", "secret"), AUTH_BAD);   /* names are case-sensitive */
+    expect(s, plain_line("alice", "secret "), AUTH_BAD);
+    expect(s, plain_line("alice", ""), AUTH_BAD);
+    assert_false(s->authenticated);
+    expect(s, plain_line("alice", "secret"), AUTH_OK);
+    assert_true(s->authenticated);
+}
+
+static void users_auth_plain_without_initial_response(void **state)
+{
+    struct sink_smtp *s = *state;
+    greet(s);
+    expect(s, "AUTH PLAIN\r\n", "334 \r\n");
+    char line[600];
+    snprintf(line, sizeof line, "%s", plain_line("bob", "secret") + strlen("AUTH PLAIN "));
+    expect(s, line, AUTH_BAD);
+    expect(s, "AUTH PLAIN\r\n", "334 \r\n");
+    snprintf(line, sizeof line, "%s", plain_line("bob", "pw") + strlen("AUTH PLAIN "));
+    expect(s, line, AUTH_OK);
+    assert_true(s->authenticated);
+}
+
+static void users_auth_plain_authzid_is_not_the_user(void **state)
+{
+    struct sink_smtp *s = *state;
+    greet(s);
+    /* authzid "alice", authcid "bob": bob's password counts. */
+    static const char as_bob[] = "alice\0bob\0secret";
+    expect(s, b64_line("PLAIN", as_bob, sizeof as_bob - 1), AUTH_BAD);
+    static const char as_bob_ok[] = "alice\0bob\0pw";
+    expect(s, b64_line("PLAIN", as_bob_ok, sizeof as_bob_ok - 1), AUTH_OK);
+}
+
+static void users_auth_login_checks_the_password(void **state)
+{
+    struct sink_smtp *s = *state;
+    greet(s);
+    expect(s, "AUTH LOGIN\r\n", "334 VXNlcm5hbWU6\r\n");
+    expect(s, b64_str("alice"), "334 UGFzc3dvcmQ6\r\n");
+    expect(s, b64_str("pw"), AUTH_BAD);
+    assert_false(s->authenticated);
+    /* The user name as initial response. */
+    expect(s, b64_line("LOGIN", "nobody", 6), "334 UGFzc3dvcmQ6\r\n");
+    expect(s, b64_str("secret"), AUTH_BAD);
+    expect(s, "AUTH LOGIN\r\n", "334 VXNlcm5hbWU6\r\n");
+    expect(s, b64_str("alice"), "334 UGFzc3dvcmQ6\r\n");
+    expect(s, b64_str("secret"), AUTH_OK);
+    assert_true(s->authenticated);
+}
+
+/* Sends AUTH CRAM-MD5, returns the decoded challenge (static storage). */
+static const char *cram_challenge(struct sink_smtp *s)
+{
+    static char challenge[256];
+    send_str(s, "AUTH CRAM-MD5\r\n");
+    const char *reply = take(s);
+    assert_int_equal(strncmp(reply, "334 ", 4), 0);
+    size_t n = strlen(reply + 4);
+    assert_true(n > 2 && n - 2 < sizeof challenge);
+    n -= 2;
+    unsigned char decoded[256];
+    int len = EVP_DecodeBlock(decoded, (const unsigned char *)reply + 4, (int)n);
+    assert_true(len > 0);
+    if (reply[4 + n - 1] == '=') len--;
+    if (reply[4 + n - 2] == '=') len--;
+    memcpy(challenge, decoded, (size_t)len);
+    challenge[len] = 0;
+    assert_int_equal(challenge[0], '<');
+    return challenge;
+}
+
+/* base64("user hex(HMAC-MD5(key, challenge))") + CRLF. */
+static const char *cram_response(const char *user, const char *key, const char *challenge)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned md_len = 0;
+    assert_non_null(HMAC(EVP_md5(), key, (int)strlen(key), (const unsigned char *)challenge,
+                         strlen(challenge), md, &md_len));
+    assert_int_equal(md_len, 16);
+    char text[300];
+    int n = snprintf(text, sizeof text, "%s ", user);
+    for (unsigned i = 0; i < md_len; i++)
+        n += snprintf(text + n, sizeof text - (size_t)n, "%02x", md[i]);
+    return b64_str(text);
+}
+
+static void users_auth_cram_md5_checks_the_digest(void **state)
+{
+    struct sink_smtp *s = *state;
+    greet(s);
+    const char *challenge = cram_challenge(s);
+    expect(s, cram_response("alice", "wrong", challenge), AUTH_BAD);
+    challenge = cram_challenge(s);
+    expect(s, cram_response("bob", "secret", challenge), AUTH_BAD); /* alice's password */
+    challenge = cram_challenge(s);
+    expect(s, cram_response("mallory", "secret", challenge), AUTH_BAD);
+    challenge = cram_challenge(s);
+    /* A digest for another challenge does not do. */
+    expect(s, cram_response("alice", "secret", "<1.2@mx.test>"), AUTH_BAD);
+    assert_false(s->authenticated);
+    challenge = cram_challenge(s);
+    expect(s, cram_response("alice", "secret", challenge), AUTH_OK);
+    assert_true(s->authenticated);
+}
+
+static void users_auth_cram_md5_upper_case_digest_is_accepted(void **state)
+{
+    struct sink_smtp *s = *state;
+    greet(s);
+    const char *challenge = cram_challenge(s);
+    const char *line = cram_response("bob", "pw", challenge);
+    /* Decode, upper-case the hex digits, encode again. */
+    unsigned char d[200];
+    size_t n = strlen(line) - 2;
+    int len = EVP_DecodeBlock(d, (const unsigned char *)line, (int)n);
+    while (len > 0 && d[len - 1] == 0) len--;
+    for (int i = 4; i < len; i++)
+        if (d[i] >= 'a' && d[i] <= 'f') d[i] = (unsigned char)(d[i] - 'a' + 'A');
+    expect(s, b64_line(NULL, d, (size_t)len), AUTH_OK);
+}
+
+static void users_auth_cram_md5_malformed_response_is_refused(void **state)
+{
+    struct sink_smtp *s = *state;
+    greet(s);
+    cram_challenge(s);
+    expect(s, b64_str("alice"), AUTH_BAD); /* no space, no digest */
+    cram_challenge(s);
+    expect(s, b64_str("alice 0123"), AUTH_BAD); /* digest too short */
+    expect(s, "NOOP\r\n", OK_250);
+}
+
+/* The XOAUTH2 error challenge the sink sends: base64 of its JSON. */
+static const char *xoauth2_error_reply(void)
+{
+    static char out[300];
+    static const char json[] = "{\"status\":\"401\",\"schemes\":\"bearer\",\"scope\":"
+                               "\"https://mail.google.com/\"}";
+    char b64[200];
+    EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)json, (int)strlen(json));
+    snprintf(out, sizeof out, "334 %s\r\n", b64);
+    return out;
+}
+
+static const char *xoauth2_line(const char *mech, const char *user, const char *token)
+{
+    char raw[300];
+    int n = snprintf(raw, sizeof raw, "user=%s\001auth=Bearer %s\001\001", user, token);
+    return b64_line(mech, raw, (size_t)n);
+}
+
+static void users_auth_xoauth2_good_token(void **state)
+{
+    struct sink_smtp *s = *state;
+    greet(s);
+    expect(s, xoauth2_line("XOAUTH2", "carol", "tok3n"), AUTH_OK);
+    assert_true(s->authenticated);
+}
+
+static void users_auth_xoauth2_good_token_without_initial_response(void **state)
+{
+    struct sink_smtp *s = *state;
+    greet(s);
+    expect(s, "AUTH XOAUTH2\r\n", "334 \r\n");
+    expect(s, xoauth2_line(NULL, "carol", "tok3n"), AUTH_OK);
+    assert_true(s->authenticated);
+}
+
+static void users_auth_xoauth2_bad_token_gets_json_challenge_then_535(void **state)
+{
+    struct sink_smtp *s = *state;
+    greet(s);
+    expect(s, xoauth2_line("XOAUTH2", "carol", "expired"), xoauth2_error_reply());
+    assert_int_equal(s->auth, SINK_AUTH_XOAUTH2_FAILED);
+    assert_false(s->authenticated);
+    expect(s, "\r\n", AUTH_BAD); /* the client's empty line */
+    assert_int_equal(s->auth, SINK_AUTH_NONE);
+    assert_false(s->authenticated);
+    expect(s, "NOOP\r\n", OK_250);
+    /* Without an initial response: 334, credentials, 334 JSON, empty line, 535. */
+    expect(s, "AUTH XOAUTH2\r\n", "334 \r\n");
+    expect(s, xoauth2_line(NULL, "alice", "tok3n"), xoauth2_error_reply()); /* carol's token */
+    expect(s, "\r\n", AUTH_BAD);
+    /* A token for a user the list does not know, then "*" instead of the empty line. */
+    expect(s, xoauth2_line("XOAUTH2", "mallory", "tok3n"), xoauth2_error_reply());
+    expect(s, "*\r\n", "501 5.7.0 Authentication cancelled\r\n");
+    expect(s, xoauth2_line("XOAUTH2", "carol", "tok3n"), AUTH_OK);
+}
+
+static void users_auth_xoauth2_without_user_or_token_is_refused(void **state)
+{
+    struct sink_smtp *s = *state;
+    greet(s);
+    static const char no_user[] = "auth=Bearer tok3n\001\001";
+    expect(s, b64_line("XOAUTH2", no_user, sizeof no_user - 1), xoauth2_error_reply());
+    expect(s, "\r\n", AUTH_BAD);
+    static const char no_token[] = "user=carol\001\001";
+    expect(s, b64_line("XOAUTH2", no_token, sizeof no_token - 1), xoauth2_error_reply());
+    expect(s, "\r\n", AUTH_BAD);
+    assert_false(s->authenticated);
+}
+
+static void no_users_accept_any_xoauth2_token(void **state)
+{
+    struct sink_smtp *s = *state;
+    greet(s);
+    expect(s, xoauth2_line("XOAUTH2", "anyone", "whatever"), AUTH_OK);
+}
+
+static void sink_users_parse_accepts_a_list(void **state)
+{
+    (void)state;
+    struct sink_users u;
+    assert_null(sink_users_parse("  alice:secret ,bob:p:w:x,\tcarol: spaced pw ,", &u));
+    assert_int_equal(u.count, 3);
+    assert_string_equal(u.users[0].name, "alice");
+    assert_string_equal(u.users[0].password, "secret");
+    assert_string_equal(u.users[1].name, "bob");
+    assert_string_equal(u.users[1].password, "p:w:x"); /* only the first ':' splits */
+    assert_string_equal(u.users[2].name, "carol");
+    assert_string_equal(u.users[2].password, " spaced pw");
+    assert_true(sink_users_password_ok(&u, "bob", "p:w:x"));
+    assert_false(sink_users_password_ok(&u, "bob", "p"));
+    assert_false(sink_users_password_ok(&u, "dave", ""));
+    assert_null(sink_users_parse("", &u));
+    assert_int_equal(u.count, 0);
+    assert_true(sink_users_password_ok(&u, "anyone", "anything")); /* empty list */
+    assert_null(sink_users_parse(" , ,", &u));
+    assert_int_equal(u.count, 0);
+    assert_null(sink_users_parse("eve:", &u)); /* an empty password is a password */
+    assert_int_equal(u.count, 1);
+    assert_true(sink_users_password_ok(&u, "eve", ""));
+    assert_false(sink_users_password_ok(&u, "eve", "x"));
+}
+
+static void sink_users_parse_reports_errors(void **state)
+{
+    (void)state;
+    static const char LIST[] = "a list of user:password, e.g. alice:secret, bob:pw";
+    struct sink_users u;
+    const char *err = sink_users_parse("alice", &u);
+    assert_non_null(err);
+    assert_string_equal(err, LIST);
+    err = sink_users_parse("alice:secret, bob", &u);
+    assert_non_null(err);
+    assert_string_equal(err, LIST);
+    err = sink_users_parse(":secret", &u);
+    assert_non_null(err);
+    assert_string_equal(err, LIST);
+
+    char spec[64 * 16 + 64];
+    size_t n = 0;
+    for (int i = 0; i < 64; i++) n += (size_t)snprintf(spec + n, sizeof spec - n, "u%d:p,", i);
+    assert_null(sink_users_parse(spec, &u));
+    assert_int_equal(u.count, 64);
+    snprintf(spec + n, sizeof spec - n, "u64:p");
+    err = sink_users_parse(spec, &u);
+    assert_non_null(err);
+    assert_string_equal(err, "at most 64 users");
+
+    char long_name[SINK_CRED_MAX + 8];
+    memset(long_name, 'n', SINK_CRED_MAX);
+    snprintf(long_name + SINK_CRED_MAX, 8, ":pw");
+    err = sink_users_parse(long_name, &u);
+    assert_non_null(err);
+    assert_string_equal(err, "shorter names and passwords");
+    char long_pw[SINK_CRED_MAX + 8] = "bob:";
+    memset(long_pw + 4, 'p', SINK_CRED_MAX);
+    long_pw[4 + SINK_CRED_MAX] = 0;
+    err = sink_users_parse(long_pw, &u);
+    assert_non_null(err);
+    assert_string_equal(err, "shorter names and passwords");
+    /* The longest that fit. */
+    long_pw[4 + SINK_CRED_MAX - 1] = 0;
+    assert_null(sink_users_parse(long_pw, &u));
+    assert_int_equal(strlen(u.users[0].password), SINK_CRED_MAX - 1);
+}
+
+static void sink_users_cram_ok_needs_a_32_digit_digest(void **state)
+{
+    (void)state;
+    struct sink_users u;
+    assert_null(sink_users_parse("", &u));
+    assert_true(sink_users_cram_ok(&u, "any", "<1@x>", "0123456789abcdef0123456789abcdef"));
+    assert_false(sink_users_cram_ok(&u, "any", "<1@x>", "0123456789abcdef"));
+    assert_null(sink_users_parse("alice:secret", &u));
+    /* RFC 2195's example: key "tanstaaftanstaaf", challenge <1896.697170952@postoffice...>. */
+    assert_null(sink_users_parse("tim:tanstaaftanstaaf", &u));
+    assert_true(sink_users_cram_ok(&u, "tim", "<1896.697170952@postoffice.reston.mci.net>",
+                                   "b913a602c7eda7a495b4e6e7334d3890"));
+    assert_false(sink_users_cram_ok(&u, "tim", "<1896.697170953@postoffice.reston.mci.net>",
+                                    "b913a602c7eda7a495b4e6e7334d3890"));
+}
+
 #define SINK_TEST(f) cmocka_unit_test_setup_teardown(f, sink_setup, sink_teardown)
+
+#define USERS_TEST(f) cmocka_unit_test_setup_teardown(f, users_setup, sink_teardown)
 
 int main(void)
 {
@@ -647,6 +995,21 @@ int main(void)
         SINK_TEST(helo_and_ehlo_without_argument_are_syntax_errors),
         SINK_TEST(over_long_line_is_refused_once_and_the_session_goes_on),
         SINK_TEST(over_long_sasl_line_ends_the_exchange),
+        USERS_TEST(users_auth_plain_checks_the_password),
+        USERS_TEST(users_auth_plain_without_initial_response),
+        USERS_TEST(users_auth_plain_authzid_is_not_the_user),
+        USERS_TEST(users_auth_login_checks_the_password),
+        USERS_TEST(users_auth_cram_md5_checks_the_digest),
+        USERS_TEST(users_auth_cram_md5_upper_case_digest_is_accepted),
+        USERS_TEST(users_auth_cram_md5_malformed_response_is_refused),
+        USERS_TEST(users_auth_xoauth2_good_token),
+        USERS_TEST(users_auth_xoauth2_good_token_without_initial_response),
+        USERS_TEST(users_auth_xoauth2_bad_token_gets_json_challenge_then_535),
+        USERS_TEST(users_auth_xoauth2_without_user_or_token_is_refused),
+        SINK_TEST(no_users_accept_any_xoauth2_token),
+        cmocka_unit_test(sink_users_parse_accepts_a_list),
+        cmocka_unit_test(sink_users_parse_reports_errors),
+        cmocka_unit_test(sink_users_cram_ok_needs_a_32_digit_digest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
