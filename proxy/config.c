@@ -290,12 +290,23 @@ static int on_ini_value(void *user, const char *section, const char *key, const 
     return 0;
 }
 
-/* inih says nothing about a section without keys: find [fault NAME] headers that made no
- * rule, so that an empty rule is an error rather than silently nothing. */
+static bool rule_named(const struct fault_set *set, const char *name)
+{
+    for (size_t i = 0; i < set->count; i++)
+        if (strcmp(set->rules[i].name, name) == 0) return true;
+    return false;
+}
+
+/* inih says nothing about a section without keys, and merges two sections of the same name:
+ * find [fault NAME] headers that made no rule, or appear twice, so that neither passes
+ * silently. */
 static bool fault_sections_all_read(struct config *c, const char *path, struct buf *err)
 {
     FILE *f = fopen(path, "r");
     if (!f) return true;
+    enum { SEEN_MAX = 256 };
+    static char seen[SEEN_MAX][FAULT_NAME_MAX];
+    unsigned nseen = 0;
     char line[512];
     bool ok = true;
     while (ok && fgets(line, sizeof line, f)) {
@@ -307,15 +318,19 @@ static bool fault_sections_all_read(struct config *c, const char *path, struct b
         p += 6;
         while (*p == ' ') p++;
         snprintf(name, sizeof name, "%.*s", (int)(close - p), p);
-        bool found = false;
-        for (size_t i = 0; i < c->file_faults.count && !found; i++)
-            found = strcmp(c->file_faults.rules[i].name, name) == 0;
-        if (!found) {
+        for (unsigned i = 0; i < nseen && ok; i++) {
+            if (strcmp(seen[i], name) != 0) continue;
+            buf_printf(err, "%s: [fault %s] appears twice; give each rule its own name", path,
+                       name);
+            ok = false;
+        }
+        if (ok && !rule_named(&c->file_faults, name)) {
             buf_printf(err,
                        "%s: [fault %s]: missing key \"on\" and \"action\"; a fault rule needs both",
                        path, name);
             ok = false;
         }
+        if (nseen < SEEN_MAX) snprintf(seen[nseen++], FAULT_NAME_MAX, "%s", name);
     }
     fclose(f);
     return ok;

@@ -41,7 +41,7 @@ void session_emit(struct session *s, enum event_kind kind, enum event_dir dir, c
         .kind = kind,
         .dir = dir,
         .local = local,
-        .tls = s->client.tls == LEG_TLS_ON, /* markers show the client's connection */
+        .tls = s->client.ssl != NULL, /* markers show the client's connection */
         .bytes = bytes,
         .len = len,
         .text = text,

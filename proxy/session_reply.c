@@ -184,9 +184,10 @@ static void first_line(const uint8_t *bytes, size_t len, char *out, size_t size)
     out[n] = 0;
 }
 
-static void end_if_421(struct session *s, int code)
+/* A server that says 421, or answers QUIT, closes the connection: so does the fault. */
+static void end_if_closing(struct session *s, int code, enum smtp_verb verb)
 {
-    if (code == 421) session_end(s); /* a server that says 421 closes: so does the fault */
+    if (code == 421 || verb == SMTP_VERB_QUIT) session_end(s);
 }
 
 void reply_local(struct session *s, const struct smtp_pending *p, bool from_client_path)
@@ -197,7 +198,7 @@ void reply_local(struct session *s, const struct smtp_pending *p, bool from_clie
     session_emit(s, EV_REPLY, DIR_S2C, bytes, len, NULL, true);
     reply_send(s, bytes, len);
     session_resume_client(s, p, r->reply_code, from_client_path);
-    end_if_421(s, r->reply_code);
+    end_if_closing(s, r->reply_code, p->verb);
 }
 
 static void fired(struct session *s, const struct fault_rule *r, const char *what,
@@ -239,7 +240,7 @@ void reply_faulted(struct session *s, const struct smtp_pending *p, const uint8_
         fired(s, r, what, bytes, len);
         session_emit(s, EV_REPLY, DIR_S2C, local, local_len, NULL, true);
         reply_send(s, local, local_len);
-        end_if_421(s, r->reply_code);
+        end_if_closing(s, r->reply_code, SMTP_VERB_UNKNOWN);
         return;
     }
     case FAULT_STRIP: strip(s, r, bytes, len); return;

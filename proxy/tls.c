@@ -104,13 +104,11 @@ static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
     return ok ? 0 : -1;
 }
 
-static int set_cn(X509 *cert, const char *cn)
+static int add_cn(X509_NAME *name, const char *cn)
 {
-    X509_NAME *name = X509_get_subject_name(cert);
-    return X509_NAME_add_entry_by_NID(name, NID_commonName, MBSTRING_UTF8,
-                                      (const unsigned char *)cn, -1, -1, 0)
-               ? 0
-               : -1;
+    const unsigned char *bytes = (const unsigned char *)cn;
+    int ok = X509_NAME_add_entry_by_NID(name, NID_commonName, MBSTRING_UTF8, bytes, -1, -1, 0);
+    return ok ? 0 : -1;
 }
 
 /* "smtptap CA <hostname>", within the 64 characters a CN may hold. */
@@ -129,9 +127,7 @@ static X509 *ca_cert_new(EVP_PKEY *key)
     char cn[CN_MAX + 1];
     ca_common_name(cn);
     X509_NAME *name = X509_NAME_new();
-    int ok = name && X509_NAME_add_entry_by_NID(name, NID_commonName, MBSTRING_UTF8,
-                                                (const unsigned char *)cn, -1, -1, 0);
-    X509 *cert = ok ? cert_skeleton(key, name, CA_DAYS) : NULL;
+    X509 *cert = name && add_cn(name, cn) == 0 ? cert_skeleton(key, name, CA_DAYS) : NULL;
     X509_NAME_free(name);
     if (cert && X509_set_subject_name(cert, X509_get_issuer_name(cert)) &&
         add_ext(cert, cert, NID_basic_constraints, "critical,CA:TRUE") == 0 &&
@@ -163,7 +159,7 @@ void tls_default_ca_dir(char *out, size_t size)
 /* mkdir -p with mode 0700 for every directory it creates. */
 static int make_dirs(const char *dir, char *err, size_t err_size)
 {
-    char path[sizeof((struct tls_ca *)0)->dir];
+    char path[sizeof((struct tls_ca *)0)->dir]; /* tls_ca_open checked that dir fits */
     snprintf(path, sizeof path, "%s", dir);
     for (char *p = path + 1; *p; p++) {
         if (*p != '/') continue;
@@ -198,7 +194,10 @@ static FILE *create_file(const char *path, mode_t mode, char *err, size_t err_si
     FILE *f = fd >= 0 && fchmod(fd, mode) == 0 ? fdopen(fd, "w") : NULL;
     if (f) return f;
     snprintf(err, err_size, "cannot create %s: %s", path, strerror(errno));
-    if (fd >= 0) close(fd), unlink(path);
+    if (fd >= 0) {
+        close(fd);
+        unlink(path);
+    }
     return NULL;
 }
 
@@ -419,7 +418,7 @@ static int set_leaf_subject(X509 *leaf, const char *name, X509 *upstream)
 {
     X509_NAME *up = upstream ? X509_get_subject_name(upstream) : NULL;
     if (up && X509_NAME_entry_count(up) > 0) return X509_set_subject_name(leaf, up) ? 0 : -1;
-    return set_cn(leaf, strlen(name) <= CN_MAX ? name : "smtptap");
+    return add_cn(X509_get_subject_name(leaf), strlen(name) <= CN_MAX ? name : "smtptap");
 }
 
 static X509 *leaf_new(struct tls_ca *ca, const char *name, X509 *upstream)
@@ -488,8 +487,8 @@ X509 *tls_ca_leaf(struct tls_ca *ca, const char *name, X509 *upstream, char *err
 
 int tls_use_leaf(SSL *ssl, const struct tls_ca *ca, X509 *leaf)
 {
-    return SSL_use_certificate(ssl, leaf) == 1 && SSL_use_PrivateKey(ssl, ca->leaf_key) == 1 ? 0
-                                                                                             : -1;
+    if (SSL_use_certificate(ssl, leaf) != 1) return -1;
+    return SSL_use_PrivateKey(ssl, ca->leaf_key) == 1 ? 0 : -1;
 }
 
 /* ---- key log -------------------------------------------------------------------------- */
@@ -715,7 +714,10 @@ void tls_describe(SSL *ssl, bool with_verify, char *out, size_t size)
     SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
     if (alpn_len) append(out, size, ", ALPN %.*s", (int)alpn_len, (const char *)alpn);
     X509 *cert = peer_cert(ssl);
-    if (cert) append(out, size, ", "), append_cert(out, size, cert);
+    if (cert) {
+        append(out, size, ", ");
+        append_cert(out, size, cert);
+    }
     if (!with_verify) return;
     long v = SSL_get_verify_result(ssl);
     if (!cert)
@@ -746,7 +748,9 @@ static void verify_failure(SSL *ssl, char *out, size_t size)
     append(out, size, "certificate verify failed: %s", X509_verify_cert_error_string(v));
     append_expected(out, size, ssl, v);
     X509 *cert = peer_cert(ssl);
-    if (cert) append(out, size, "; peer certificate "), append_cert(out, size, cert);
+    if (!cert) return;
+    append(out, size, "; peer certificate ");
+    append_cert(out, size, cert);
 }
 
 /* An alert the peer sent shows up as an SSL error whose reason is the alert plus 1000. */
@@ -779,10 +783,10 @@ static void describe_error(SSL *ssl, unsigned long first, unsigned long alert, b
     else if (eof)
         append(out, size, "the %s closed the connection during the handshake",
                server ? "client" : "server");
+    else if (first && ERR_reason_error_string(first))
+        append(out, size, "%s", ERR_reason_error_string(first));
     else if (first)
-        append(out, size, "%s",
-               ERR_reason_error_string(first) ? ERR_reason_error_string(first)
-                                              : "unknown OpenSSL error");
+        append(out, size, "OpenSSL error %lu", first);
     else
         append(out, size, "TLS failed without an error from OpenSSL");
 }

@@ -68,9 +68,11 @@ SSL_CTX *tls_client_ctx(const char *extra_ca_file, bool insecure, const char *ke
 /* Sets SNI (for a host name, not an IP) and the host name or IP to verify. 0 or -1. */
 int tls_expect_host(SSL *ssl, const char *host);
 
-/* One line about a finished handshake: "TLSv1.3 TLS_AES_256_GCM_SHA384, SNI x, ALPN y",
- * and, when there is a peer certificate, "subject ..., issuer ..., sha256 AB:CD:...",
- * and the verification result ("verified" or the X509 error string). */
+/* One line about a finished handshake: "TLSv1.3 TLS_AES_256_GCM_SHA384, SNI x, ALPN y"
+ * ("no SNI" when none was sent; ALPN only when negotiated), and, when there is a peer
+ * certificate, "subject ..., issuer ..., sha256 AB:CD:...", and with with_verify the
+ * verification result ("verified", "not verified: <X509 error string>" or "no peer
+ * certificate"). */
 void tls_describe(SSL *ssl, bool with_verify, char *out, size_t size);
 /* Subject, issuer and SHA-256 fingerprint of a certificate, for failure messages. */
 void tls_describe_cert(X509 *cert, char *out, size_t size);
