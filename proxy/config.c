@@ -23,7 +23,9 @@ static const char usage[] =
     "  -c, --config FILE              INI file; command line flags override it\n"
     "  -d, --capture-dir DIR          write one transcript file per session into DIR\n"
     "      --format LIST              capture formats: text (default: text)\n"
-    "      --client-starttls MODE     passthrough (offer and strip: not supported yet)\n"
+    "      --client-starttls MODE     offer: smtptap answers STARTTLS and decrypts;\n"
+    "                                 strip: STARTTLS removed, answered 502;\n"
+    "                                 passthrough (default): relayed, TLS not visible\n"
     "      --max-sessions N           concurrent sessions (default 1000)\n"
     "      --idle-timeout DURATION    close a session silent this long (default 300s)\n"
     "      --connect-timeout DURATION upstream connect and greeting timeout (default 10s)\n"
@@ -48,8 +50,7 @@ static const char usage[] =
     "      --print-ca                 print the CA certificate (create it if missing), exit\n"
     "      --keylog FILE              write NSS key log lines for both legs\n"
     "\n"
-    "Not supported yet (refused with a message): starttls: upstreams and\n"
-    "--client-starttls offer|strip.\n"
+    "Not supported yet (refused with a message): starttls: upstreams.\n"
     "\n"
     "Exit status: 0 clean shutdown, 64 usage error, 78 configuration error.\n";
 
@@ -129,10 +130,12 @@ static const char *apply(struct config *c, enum setting_id id, const char *name,
     case S_CLIENT_STARTTLS:
         if (strcasecmp(v, "passthrough") == 0)
             c->client_starttls = CLIENT_STARTTLS_PASSTHROUGH;
-        else if (strcasecmp(v, "offer") == 0 || strcasecmp(v, "strip") == 0)
-            bad = "passthrough (offer and strip are not supported yet)";
+        else if (strcasecmp(v, "offer") == 0)
+            c->client_starttls = CLIENT_STARTTLS_OFFER;
+        else if (strcasecmp(v, "strip") == 0)
+            c->client_starttls = CLIENT_STARTTLS_STRIP;
         else
-            bad = "offer, strip or passthrough (only passthrough is supported yet)";
+            bad = "offer, strip or passthrough";
         break;
     case S_MAX_SESSIONS:
         if (!(bad = parse_uint(v, 1, 1000000, &n)))

@@ -241,6 +241,7 @@ static int client_hello_cb(SSL *ssl, int *alert, void *arg)
 
 static bool needs_client_tls(const struct config *cfg)
 {
+    if (cfg->client_starttls == CLIENT_STARTTLS_OFFER) return true;
     for (unsigned i = 0; i < cfg->nlisten; i++)
         if (cfg->listen[i].implicit_tls) return true;
     return false;

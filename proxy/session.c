@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "smtptap/capture.h"
+#include "smtptap/ehlo.h"
 #include "smtptap/server.h"
 #include "smtptap/tls.h"
 #include "smtptap/upstream.h"
@@ -324,15 +325,33 @@ static const struct fault_rule *command_fault(struct session *s, const struct sm
     return r;
 }
 
+/* --client-starttls offer or strip: smtptap answers the client's STARTTLS itself. */
+static const struct fault_rule *own_starttls(struct session *s, const struct smtp_in_item *it,
+                                             const struct fault_rule *fault)
+{
+    enum client_starttls mode = s->server->cfg->client_starttls;
+    if (it->verb != SMTP_VERB_STARTTLS || it->sasl || mode == CLIENT_STARTTLS_PASSTHROUGH)
+        return NULL;
+    if (reply_fault_is_local(fault, it->verb)) return NULL; /* a fault answers instead */
+    if (mode == CLIENT_STARTTLS_STRIP || s->client.ssl) return &reply_starttls_refused;
+    return &reply_starttls_ready;
+}
+
 static void client_line(struct session *s, const struct smtp_in_item *it)
 {
     const struct fault_rule *fault = command_fault(s, it);
     bool local = false;
     if (it->first) {
+        const struct fault_rule *own = it->complete ? own_starttls(s, it, fault) : NULL;
+        if (own) fault = own;
         if (!it->sasl) s->commands++;
         if (!push_pending(s, it->sasl ? SMTP_PENDING_SASL : SMTP_PENDING_COMMAND, it->verb, fault))
             return;
-        local = reply_fault_is_local(fault, it->verb);
+        if (own) {
+            struct smtp_pending *tail = smtp_fifo_tail(&s->fifo);
+            tail->local = true;
+        }
+        local = own || reply_fault_is_local(fault, it->verb);
     }
     emit_client_line(s, it);
     if (s->observed && it->first && it->complete)
@@ -341,7 +360,10 @@ static void client_line(struct session *s, const struct smtp_in_item *it)
         session_emitf(s, EV_LINT, DIR_C2S,
                       "lint: command line longer than %zu octets, relayed in pieces",
                       s->cin.max_line);
-    if (local) {
+    if (local && (fault == &reply_starttls_ready || fault == &reply_starttls_refused)) {
+        session_emitf(s, EV_INFO, DIR_C2S, "STARTTLS answered by smtptap (--client-starttls %s)",
+                      fault == &reply_starttls_ready ? "offer" : "strip");
+    } else if (local) {
         session_emitf(s, EV_FAULT, DIR_S2C, "fault %s: %s answered by smtptap, not forwarded",
                       fault->name, smtp_verb_name(it->verb));
         if (it->verb == SMTP_VERB_BDAT) s->bdat_local = s->cin.mode == SMTP_IN_BDAT;
@@ -478,6 +500,30 @@ static void unpaired_reply(struct session *s, const struct smtp_reply *r)
     }
 }
 
+/* What the client is told it may do about TLS: STARTTLS is offered while the client is not
+ * in TLS (offer), never (strip), or as the server says (passthrough). */
+static bool edit_ehlo(struct session *s, const struct smtp_pending *p, const struct smtp_reply *r,
+                      struct buf *out)
+{
+    enum client_starttls mode = s->server->cfg->client_starttls;
+    if (p->verb != SMTP_VERB_EHLO || r->code != 250 || mode == CLIENT_STARTTLS_PASSTHROUGH)
+        return false;
+    bool has = ehlo_has(r->bytes, r->len, "STARTTLS");
+    bool want = mode == CLIENT_STARTTLS_OFFER && !s->client.ssl;
+    if (has == want) return false;
+    if (want) {
+        ehlo_add(r->bytes, r->len, "STARTTLS", out);
+        session_emitf(s, EV_INFO, DIR_S2C,
+                      "smtptap offers STARTTLS to the client (added to the "
+                      "EHLO reply)");
+    } else {
+        fault_strip_caps(r->bytes, r->len, "STARTTLS", out);
+        session_emitf(s, EV_INFO, DIR_S2C, "smtptap removed STARTTLS from the EHLO reply (%s)",
+                      s->client.ssl ? "the client is in TLS already" : "--client-starttls strip");
+    }
+    return true;
+}
+
 static void handle_reply(struct session *s, const struct smtp_reply *r)
 {
     struct smtp_pending p;
@@ -497,10 +543,16 @@ static void handle_reply(struct session *s, const struct smtp_reply *r)
                 "lint: malformed reply (every line must start with the same 3-digit code)");
         lint_reply(r->bytes, r->len, on_lint, s);
     }
+    struct buf edited;
+    buf_init(&edited);
+    const uint8_t *bytes = r->bytes;
+    size_t len = r->len;
+    if (paired && edit_ehlo(s, &p, r, &edited)) bytes = buf_head(&edited), len = buf_size(&edited);
     if (paired && p.fault)
-        reply_faulted(s, &p, r->bytes, r->len, r->code);
+        reply_faulted(s, &p, bytes, len, r->code);
     else
-        reply_send(s, r->bytes, r->len);
+        reply_send(s, bytes, len);
+    buf_free(&edited);
     if (!paired || s->state == SESSION_ENDING) return;
     auth_reply(s, &p, r);
     if (p.kind == SMTP_PENDING_GREETING) {
@@ -748,6 +800,25 @@ static bool start_client_tls(struct session *s)
     session_emitf(s, EV_ERROR, DIR_C2S, "client TLS could not start: %s", s->client.tls_error);
     session_end(s);
     return false;
+}
+
+void session_client_starttls(struct session *s)
+{
+    if (s->state == SESSION_ENDING || s->client.ssl) return;
+    size_t dropped = smtp_in_reset(&s->cin);
+    if (dropped)
+        session_emitf(s, EV_LINT, DIR_C2S,
+                      "lint: client sent %zu bytes after STARTTLS before the 220: discarded, not "
+                      "relayed into TLS (command injection, CVE-2011-0411 class)",
+                      dropped);
+    const struct upstream_spec *u = &s->server->cfg->upstream;
+    snprintf(s->client.tls_name, sizeof s->client.tls_name, "%s",
+             u->kind == UPSTREAM_FIXED ? u->target.host : "localhost");
+    if (!s->server->tls_server ||
+        tcp_leg_start_tls(&s->client, s->server->tls_server, true, NULL, on_client_tls) < 0) {
+        session_emitf(s, EV_ERROR, DIR_C2S, "client TLS could not start: %s", s->client.tls_error);
+        session_end(s);
+    }
 }
 
 static void on_upstream_connected(struct tcp_leg *t, int status)

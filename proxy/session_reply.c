@@ -190,6 +190,22 @@ static void end_if_closing(struct session *s, int code, enum smtp_verb verb)
     if (code == 421 || verb == SMTP_VERB_QUIT) session_end(s);
 }
 
+const struct fault_rule reply_starttls_ready = {
+    .name = "client-starttls",
+    .action = FAULT_REPLY,
+    .has_action = true,
+    .reply = "220 2.0.0 Ready to start TLS\r\n",
+    .reply_code = 220,
+};
+
+const struct fault_rule reply_starttls_refused = {
+    .name = "client-starttls",
+    .action = FAULT_REPLY,
+    .has_action = true,
+    .reply = "502 5.5.1 STARTTLS not offered\r\n",
+    .reply_code = 502,
+};
+
 void reply_local(struct session *s, const struct smtp_pending *p, bool from_client_path)
 {
     const struct fault_rule *r = p->fault;
@@ -197,6 +213,10 @@ void reply_local(struct session *s, const struct smtp_pending *p, bool from_clie
     size_t len = strlen(r->reply);
     session_emit(s, EV_REPLY, DIR_S2C, bytes, len, NULL, true);
     reply_send(s, bytes, len);
+    if (r == &reply_starttls_ready) {
+        session_client_starttls(s);
+        return;
+    }
     session_resume_client(s, p, r->reply_code, from_client_path);
     end_if_closing(s, r->reply_code, p->verb);
 }

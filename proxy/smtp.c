@@ -235,6 +235,16 @@ void smtp_in_next(struct smtp_in *p, struct smtp_in_item *it)
     }
 }
 
+size_t smtp_in_reset(struct smtp_in *p)
+{
+    smtp_in_settle(p);
+    size_t dropped = buf_size(&p->in);
+    buf_reset(&p->in);
+    p->mode = SMTP_IN_COMMAND;
+    p->in_long_line = false;
+    return dropped;
+}
+
 enum smtp_in_mode smtp_in_resume(struct smtp_in *p, int code)
 {
     if (p->mode != SMTP_IN_WAIT) return p->mode;
@@ -415,6 +425,11 @@ bool smtp_fifo_pop(struct smtp_fifo *f, struct smtp_pending *out)
         f->head = 0;
     }
     return true;
+}
+
+struct smtp_pending *smtp_fifo_tail(struct smtp_fifo *f)
+{
+    return f->count ? &f->items[(f->head + f->count - 1) % f->cap] : NULL;
 }
 
 const struct smtp_pending *smtp_fifo_peek(const struct smtp_fifo *f)

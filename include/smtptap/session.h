@@ -95,7 +95,12 @@ void session_end(struct session *s);
 void session_resume_client(struct session *s, const struct smtp_pending *p, int code,
                            bool from_client_path);
 
+/* STARTTLS answered by smtptap (--client-starttls offer): the 220 is out, TLS starts. */
+void session_client_starttls(struct session *s);
+
 /* session_reply.c: bytes to the client, in order, shaped by faults. */
+extern const struct fault_rule reply_starttls_ready;   /* 220, then the handshake */
+extern const struct fault_rule reply_starttls_refused; /* 502 (--client-starttls strip) */
 void reply_send(struct session *s, const uint8_t *bytes, size_t len);
 /* The rule that fires for a command (or the greeting, or DATA-END), or NULL. */
 const struct fault_rule *reply_fault_for(struct session *s, enum fault_stage stage,

@@ -92,6 +92,9 @@ void smtp_in_next(struct smtp_in *p, struct smtp_in_item *item);
 /* Tells a framer in WAIT the code of the reply it waits for. Returns the new mode:
  * DATA after 354, SASL after 334, OPAQUE after 2xx to STARTTLS, else COMMAND. */
 enum smtp_in_mode smtp_in_resume(struct smtp_in *p, int code);
+/* STARTTLS handled by the owner: drops every buffered byte (returns how many: they were
+ * sent before the TLS handshake, so they are injection) and goes back to command mode. */
+size_t smtp_in_reset(struct smtp_in *p);
 /* Bytes buffered and not yet returned (held while BLOCKED, or a partial line). */
 static inline size_t smtp_in_buffered(const struct smtp_in *p)
 {
@@ -164,6 +167,8 @@ void smtp_fifo_free(struct smtp_fifo *f);
 /* Returns false when the FIFO holds `max` items already. */
 bool smtp_fifo_push(struct smtp_fifo *f, struct smtp_pending item);
 bool smtp_fifo_pop(struct smtp_fifo *f, struct smtp_pending *out);
+/* The newest item, or NULL; valid until the next push or pop. */
+struct smtp_pending *smtp_fifo_tail(struct smtp_fifo *f);
 /* The oldest item, or NULL; valid until the next push or pop. */
 const struct smtp_pending *smtp_fifo_peek(const struct smtp_fifo *f);
 static inline size_t smtp_fifo_count(const struct smtp_fifo *f)

@@ -238,7 +238,6 @@ static void bad_numbers_and_words_are_refused_with_what_is_accepted(void **state
         {"--max-sessions", "1000001", "a whole number from 1 to 1000000"},
         {"--color", "sometimes", "auto, always or never"},
         {"--format", "pcap", "text (jsonl, pcap and eml are not supported yet)"},
-        {"--client-starttls", "offer", "passthrough (offer and strip are not supported yet)"},
         {"--client-starttls", "maybe", "offer, strip or passthrough"},
         {"--upstream", "nowhere", "sink, transparent, or [tls:|starttls:|plain:]HOST:PORT"},
         {"--upstream", "starttls:smtp.example.com:587", "not supported yet"},
@@ -319,8 +318,12 @@ static void tls_flags_fill_the_config(void **state)
     assert_true(f->cfg.insecure);
     assert_int_equal(f->cfg.upstream.tls, TLS_IMPLICIT); /* port 465 without a prefix */
     assert_int_equal(RUN(f, "--print-ca"), CONFIG_PRINT_CA);
-    assert_int_equal(RUN(f, "--client-starttls", "offer"), CONFIG_ERR_USAGE);
-    MESSAGE_HAS(f->err_text, "--client-starttls", "not supported yet");
+    assert_int_equal(RUN(f, "--client-starttls", "offer"), CONFIG_OK);
+    assert_int_equal(f->cfg.client_starttls, CLIENT_STARTTLS_OFFER);
+    assert_int_equal(RUN(f, "--client-starttls", "strip"), CONFIG_OK);
+    assert_int_equal(f->cfg.client_starttls, CLIENT_STARTTLS_STRIP);
+    assert_int_equal(RUN(f, "-u", "starttls:mail.example:587"), CONFIG_ERR_USAGE);
+    MESSAGE_HAS(f->err_text, "--upstream", "starttls: is not supported yet");
 }
 
 /* ---- --help and --version
