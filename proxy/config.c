@@ -96,6 +96,18 @@ enum setting_id {
     S_LATER,
 };
 
+/* Maps one of a few words (any case) to its value; false when v is none of them. */
+static bool parse_choice(const char *v, const char *const *words, const int *values, size_t n,
+                         int *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcasecmp(v, words[i]) != 0) continue;
+        *out = values[i];
+        return true;
+    }
+    return false;
+}
+
 /* Applies one value. `name` is how the user wrote it (flag or section.key) for messages. */
 static const char *apply(struct config *c, enum setting_id id, const char *name, const char *v,
                          bool *listen_reset, struct buf *err)
@@ -127,16 +139,14 @@ static const char *apply(struct config *c, enum setting_id id, const char *name,
     case S_FORMAT:
         if (strcasecmp(v, "text") != 0) bad = "text (jsonl, pcap and eml are not supported yet)";
         break;
-    case S_CLIENT_STARTTLS:
-        if (strcasecmp(v, "passthrough") == 0)
-            c->client_starttls = CLIENT_STARTTLS_PASSTHROUGH;
-        else if (strcasecmp(v, "offer") == 0)
-            c->client_starttls = CLIENT_STARTTLS_OFFER;
-        else if (strcasecmp(v, "strip") == 0)
-            c->client_starttls = CLIENT_STARTTLS_STRIP;
-        else
+    case S_CLIENT_STARTTLS: {
+        static const char *const words[] = {"offer", "strip", "passthrough"};
+        static const int values[] = {CLIENT_STARTTLS_OFFER, CLIENT_STARTTLS_STRIP,
+                                     CLIENT_STARTTLS_PASSTHROUGH};
+        if (!parse_choice(v, words, values, 3, (int *)&c->client_starttls))
             bad = "offer, strip or passthrough";
         break;
+    }
     case S_MAX_SESSIONS:
         if (!(bad = parse_uint(v, 1, 1000000, &n)))
             c->max_sessions = n;
@@ -148,16 +158,12 @@ static const char *apply(struct config *c, enum setting_id id, const char *name,
         if (!(bad = parse_duration_ms(v, &n)) && n == 0) bad = "a duration above zero";
         if (!bad) *(id == S_IDLE_TIMEOUT ? &c->idle_timeout_ms : &c->connect_timeout_ms) = n;
         break;
-    case S_COLOR:
-        if (strcasecmp(v, "auto") == 0)
-            c->color = COLOR_AUTO;
-        else if (strcasecmp(v, "always") == 0)
-            c->color = COLOR_ALWAYS;
-        else if (strcasecmp(v, "never") == 0)
-            c->color = COLOR_NEVER;
-        else
-            bad = "auto, always or never";
+    case S_COLOR: {
+        static const char *const words[] = {"auto", "always", "never"};
+        static const int values[] = {COLOR_AUTO, COLOR_ALWAYS, COLOR_NEVER};
+        if (!parse_choice(v, words, values, 3, (int *)&c->color)) bad = "auto, always or never";
         break;
+    }
     case S_DECODE_AUTH:
     case S_REDACT:
         if (!(bad = parse_bool(v, &b))) *(id == S_REDACT ? &c->redact : &c->decode_auth) = b;

@@ -241,6 +241,31 @@ static void strip(struct session *s, const struct fault_rule *r, const uint8_t *
     buf_free(&out);
 }
 
+/* For the actions that hold the real reply: the words of the "!!" line, and the parameter
+ * the held bytes need. */
+static uint64_t hold_words(const struct fault_rule *r, char *what, size_t size)
+{
+    switch (r->action) {
+    case FAULT_DELAY:
+        snprintf(what, size, "delay %llums on", (unsigned long long)r->delay_ms);
+        return r->delay_ms;
+    case FAULT_SLOW:
+        snprintf(what, size, "slow %llu bytes/s for", (unsigned long long)r->rate_bps);
+        return r->rate_bps;
+    case FAULT_TRUNCATE:
+        snprintf(what, size, "truncate after %llu bytes, then close, of",
+                 (unsigned long long)r->truncate_bytes);
+        return r->truncate_bytes;
+    case FAULT_STALL: snprintf(what, size, "stall: never sending"); return 0;
+    case FAULT_DROP:
+        snprintf(what, size, "drop: closing the client connection instead of sending");
+        return 0;
+    default:
+        snprintf(what, size, "reset: aborting the client connection (RST) instead of sending");
+        return 0;
+    }
+}
+
 void reply_faulted(struct session *s, const struct smtp_pending *p, const uint8_t *bytes,
                    size_t len, int code)
 {
@@ -264,34 +289,12 @@ void reply_faulted(struct session *s, const struct smtp_pending *p, const uint8_
         return;
     }
     case FAULT_STRIP: strip(s, r, bytes, len); return;
-    case FAULT_DELAY:
-        snprintf(what, sizeof what, "delay %llums on", (unsigned long long)r->delay_ms);
+    default: {
+        uint64_t param = hold_words(r, what, sizeof what);
         fired(s, r, what, bytes, len);
-        hold(s, FAULT_DELAY, r->delay_ms, bytes, len);
+        hold(s, r->action, param, bytes, len);
         return;
-    case FAULT_STALL:
-        fired(s, r, "stall: never sending", bytes, len);
-        hold(s, FAULT_STALL, 0, bytes, len);
-        return;
-    case FAULT_SLOW:
-        snprintf(what, sizeof what, "slow %llu bytes/s for", (unsigned long long)r->rate_bps);
-        fired(s, r, what, bytes, len);
-        hold(s, FAULT_SLOW, r->rate_bps, bytes, len);
-        return;
-    case FAULT_TRUNCATE:
-        snprintf(what, sizeof what, "truncate after %llu bytes, then close, of",
-                 (unsigned long long)r->truncate_bytes);
-        fired(s, r, what, bytes, len);
-        hold(s, FAULT_TRUNCATE, r->truncate_bytes, bytes, len);
-        return;
-    case FAULT_DROP:
-        fired(s, r, "drop: closing the client connection instead of sending", bytes, len);
-        hold(s, FAULT_DROP, 0, bytes, len);
-        return;
-    case FAULT_RESET:
-        fired(s, r, "reset: aborting the client connection (RST) instead of sending", bytes, len);
-        hold(s, FAULT_RESET, 0, bytes, len);
-        return;
+    }
     }
     (void)code;
 }
