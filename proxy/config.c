@@ -93,7 +93,7 @@ enum setting_id {
     S_KEYLOG,
     S_UPSTREAM_CA,
     S_INSECURE,
-    S_LATER,
+    S_NONE, /* a flag handled by config_from_args itself */
 };
 
 /* Maps one of a few words (any case) to its value; false when v is none of them. */
@@ -187,9 +187,7 @@ static const char *apply(struct config *c, enum setting_id id, const char *name,
     case S_INSECURE:
         if (!(bad = parse_bool(v, &b))) c->insecure = b;
         break;
-    case S_LATER:
-        buf_printf(err, "%s: not supported yet in this version of smtptap", name);
-        return "";
+    case S_NONE: break;
     }
     if (bad) buf_printf(err, "%s: invalid value \"%s\"; expected %s", name, v, bad);
     return bad;
@@ -389,8 +387,6 @@ enum {
     O_UPSTREAM_CA,
     O_CA_DIR,
     O_KEYLOG,
-    O_LATER_ARG,
-    O_LATER_FLAG
 };
 
 static const struct option long_opts[] = {
@@ -436,7 +432,7 @@ static enum setting_id setting_of(int opt)
     case O_UPSTREAM_CA: return S_UPSTREAM_CA;
     case O_CA_DIR: return S_CA_DIR;
     case O_KEYLOG: return S_KEYLOG;
-    default: return S_LATER;
+    default: return S_NONE;
     }
 }
 

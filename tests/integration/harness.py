@@ -1216,3 +1216,118 @@ def cert_sha256(cert_path: str) -> str:
     der = ssl.PEM_cert_to_DER_cert(Path(cert_path).read_text())
     h = hashlib.sha256(der).hexdigest().upper()
     return ":".join(h[i:i + 2] for i in range(0, len(h), 2))
+
+
+# --------------------------------------------------------------------------- recording relay
+
+
+class RecordingRelay:
+    """A TCP relay on 127.0.0.1:free port to TARGET_HOST:TARGET_PORT that keeps a copy of
+    every byte it forwards, so that a test can see exactly what a real server (e.g. an
+    AiosmtpdServer) was sent, and what it sent back.
+
+        with AiosmtpdServer() as srv, RecordingRelay(srv.host, srv.port) as rec:
+            ... smtptap -u rec.hostport ...
+            rec.to_server(1)      # bytes the server got on the 1st connection
+            rec.to_client(1)      # bytes the server sent on it
+
+    Each direction is forwarded as it arrives; a half-close is passed on (shutdown)."""
+
+    def __init__(self, target_host: str, target_port: int, *, host: str = "127.0.0.1"):
+        self.target = (target_host, target_port)
+        self.host = host
+        self.port: Optional[int] = None
+        self.connections = 0
+        self._c2s = collections.defaultdict(bytearray)   # connection number -> bytes
+        self._s2c = collections.defaultdict(bytearray)
+        self._cond = threading.Condition()
+        self._lsock: Optional[socket.socket] = None
+        self._stop = threading.Event()
+        self._threads: List[threading.Thread] = []
+        self._socks: List[socket.socket] = []
+
+    @property
+    def hostport(self) -> str:
+        return fmt_hostport(self.host, self.port)
+
+    def to_server(self, conn: int = 1) -> bytes:
+        with self._cond:
+            return bytes(self._c2s[conn])
+
+    def to_client(self, conn: int = 1) -> bytes:
+        with self._cond:
+            return bytes(self._s2c[conn])
+
+    def start(self) -> "RecordingRelay":
+        s = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        s.bind((self.host, 0))
+        s.listen(16)
+        s.settimeout(0.1)
+        self._lsock = s
+        self.port = s.getsockname()[1]
+        t = threading.Thread(target=self._accept_loop, daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def _accept_loop(self):
+        while not self._stop.is_set():
+            try:
+                c, _ = self._lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            c.settimeout(None)
+            try:
+                u = socket.create_connection(self.target, timeout=5)
+                u.settimeout(None)
+            except OSError:
+                c.close()
+                continue
+            with self._cond:
+                self.connections += 1
+                n = self.connections
+                self._socks += [c, u]
+                self._cond.notify_all()
+            for src, dst, rec in ((c, u, self._c2s[n]), (u, c, self._s2c[n])):
+                t = threading.Thread(target=self._pipe, args=(src, dst, rec), daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, rec: bytearray):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                with self._cond:
+                    rec.extend(data)
+                    self._cond.notify_all()
+                dst.sendall(data)
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            socks = list(self._socks)
+        for c in socks:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                c.close()
+        for t in self._threads:
+            t.join(5)
+        if self._lsock is not None:
+            self._lsock.close()
+            self._lsock = None
+
+    def __enter__(self) -> "RecordingRelay":
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
