@@ -360,9 +360,12 @@ static void client_line(struct session *s, const struct smtp_in_item *it)
         session_emitf(s, EV_LINT, DIR_C2S,
                       "lint: command line longer than %zu octets, relayed in pieces",
                       s->cin.max_line);
-    if (local && (fault == &reply_starttls_ready || fault == &reply_starttls_refused)) {
-        session_emitf(s, EV_INFO, DIR_C2S, "STARTTLS answered by smtptap (--client-starttls %s)",
-                      fault == &reply_starttls_ready ? "offer" : "strip");
+    if (local && fault == &reply_starttls_ready) {
+        session_emitf(s, EV_INFO, DIR_C2S,
+                      "STARTTLS answered by smtptap (--client-starttls offer)");
+    } else if (local && fault == &reply_starttls_refused) {
+        session_emitf(s, EV_INFO, DIR_C2S, "STARTTLS refused by smtptap: %s",
+                      s->client.ssl ? "the client is in TLS already" : "--client-starttls strip");
     } else if (local) {
         session_emitf(s, EV_FAULT, DIR_S2C, "fault %s: %s answered by smtptap, not forwarded",
                       fault->name, smtp_verb_name(it->verb));
