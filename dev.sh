@@ -36,7 +36,11 @@ install_missing() {
 build() { # build DIR [meson options]
     local dir=$1
     shift
-    [ -f "$dir/build.ninja" ] || meson setup "$dir" "$@" >&2
+    if [ -f "$dir/build.ninja" ]; then
+        meson configure "$dir" "$@" >&2 # e.g. tests enabled after a ./dev.sh run
+    else
+        meson setup "$dir" "$@" >&2
+    fi
     ninja -C "$dir" >&2
 }
 
