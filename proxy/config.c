@@ -50,7 +50,8 @@ static const char usage[] =
     "      --print-ca                 print the CA certificate (create it if missing), exit\n"
     "      --keylog FILE              write NSS key log lines for both legs\n"
     "\n"
-    "Not supported yet (refused with a message): starttls: upstreams.\n"
+    "A HOST:PORT upstream without a prefix is reached in plain text for now (use tls: or\n"
+    "starttls: to encrypt it).\n"
     "\n"
     "Exit status: 0 clean shutdown, 64 usage error, 78 configuration error.\n";
 
@@ -125,11 +126,7 @@ static const char *apply(struct config *c, enum setting_id id, const char *name,
         }
         if (!(bad = parse_listen(v, &c->listen[c->nlisten]))) c->nlisten++;
         break;
-    case S_UPSTREAM:
-        if (!(bad = parse_upstream(v, &c->upstream)) && c->upstream.kind == UPSTREAM_FIXED &&
-            c->upstream.tls == TLS_STARTTLS)
-            bad = "sink, transparent or [tls:|plain:]HOST:PORT (starttls: is not supported yet)";
-        break;
+    case S_UPSTREAM: bad = parse_upstream(v, &c->upstream); break;
     case S_CAPTURE_DIR:
         if (strlen(v) >= sizeof c->capture_dir)
             bad = "a shorter path";

@@ -163,6 +163,7 @@ static void timer_closed_cb(uv_handle_t *h)
     struct session *s = h->data;
     if (--s->timers_open > 0) return;
     reply_free_held(s);
+    buf_free(&s->upgrade_ehlo);
     if (s->fault_set) fault_session_free(&s->faults);
     if (s->in_message && s->observed) message_view_abort(&s->msg);
     smtp_in_free(&s->cin);
@@ -374,6 +375,7 @@ static void client_line(struct session *s, const struct smtp_in_item *it)
         leg_write(s->upstream, it->bytes, it->len);
     }
     if (it->first && it->complete && it->verb == SMTP_VERB_BDAT) after_bdat_command(s, it);
+    if (!local) upgrade_starts(s, it);
     if (local) flush_local_heads(s, true);
 }
 
@@ -404,7 +406,7 @@ static void relay_raw(struct session *s, enum event_dir dir, const uint8_t *byte
 
 static void pump_client(struct session *s)
 {
-    while (s->state == SESSION_RELAYING || s->state == SESSION_DRAINING) {
+    while ((s->state == SESSION_RELAYING || s->state == SESSION_DRAINING) && !upgrade_busy(s)) {
         struct smtp_in_item it;
         smtp_in_next(&s->cin, &it);
         switch (it.kind) {
@@ -546,6 +548,7 @@ static void handle_reply(struct session *s, const struct smtp_reply *r)
                 "lint: malformed reply (every line must start with the same 3-digit code)");
         lint_reply(r->bytes, r->len, on_lint, s);
     }
+    if (paired && upgrade_on_reply(s, &p, r)) return;
     struct buf edited;
     buf_init(&edited);
     const uint8_t *bytes = r->bytes;
@@ -703,11 +706,17 @@ static bool room(size_t queued, bool reading)
     return reading ? queued < HIGH_WATER : queued <= HIGH_WATER / 2;
 }
 
+void session_update_flow(struct session *s)
+{
+    update_flow(s);
+    pump_client(s); /* what the client sent while the upstream was being upgraded */
+}
+
 static void update_flow(struct session *s)
 {
     if (s->state != SESSION_RELAYING && s->state != SESSION_DRAINING) return;
     struct leg *c = &s->client.base, *u = s->upstream;
-    bool read_client = !s->client_eof && room(u->queued, c->reading) &&
+    bool read_client = !s->client_eof && !upgrade_busy(s) && room(u->queued, c->reading) &&
                        smtp_fifo_count(&s->fifo) < FIFO_HIGH &&
                        smtp_in_buffered(&s->cin) < HIGH_WATER;
     bool read_upstream = !s->upstream_eof && room(c->queued + s->held_size, u->reading);

@@ -72,7 +72,9 @@ struct session {
     uv_timer_t reply_timer;
     const struct fault_set *fault_set; /* the rules this session matches against */
     struct fault_session faults;
-    bool bdat_local; /* the current BDAT chunk was answered locally: not forwarded */
+    bool bdat_local;         /* the current BDAT chunk was answered locally: not forwarded */
+    int upgrade;             /* enum upstream_upgrade (session_upgrade.c) */
+    struct buf upgrade_ehlo; /* owned: the client's EHLO, sent again inside TLS */
     uint64_t last_activity_ms;
     uv_getaddrinfo_t gai;
     struct addrinfo *addrs, *next_addr; /* owned: resolution result being tried */
@@ -94,6 +96,20 @@ void session_end(struct session *s);
 /* After a reply (real or local) to a command that blocks the framer. */
 void session_resume_client(struct session *s, const struct smtp_pending *p, int code,
                            bool from_client_path);
+
+enum upstream_upgrade {
+    UPGRADE_NONE,
+    UPGRADE_PROBING,       /* the client's EHLO went up; its reply says if STARTTLS is there */
+    UPGRADE_STARTTLS_SENT, /* smtptap's own STARTTLS went up */
+    UPGRADE_HANDSHAKING,
+    UPGRADE_DONE,
+};
+/* session_upgrade.c: STARTTLS towards a starttls: upstream. */
+bool upgrade_starts(struct session *s, const struct smtp_in_item *it);
+bool upgrade_busy(const struct session *s);
+/* True when the reply belongs to the upgrade and must not reach the client. */
+bool upgrade_on_reply(struct session *s, const struct smtp_pending *p, const struct smtp_reply *r);
+void session_update_flow(struct session *s);
 
 /* STARTTLS answered by smtptap (--client-starttls offer): the 220 is out, TLS starts. */
 void session_client_starttls(struct session *s);

@@ -154,6 +154,7 @@ struct smtp_pending {
     uint64_t seq;      /* running number of the command in the session */
     const void *fault; /* the owner's annotation (smtptap: the fault rule that fired) */
     bool local;        /* answered by the owner, not by the server: pairs with no reply */
+    bool internal;     /* sent by the owner itself: its reply is not the client's */
 };
 
 /* A bounded ring; the owner decides what to do when it is full. */

@@ -240,7 +240,6 @@ static void bad_numbers_and_words_are_refused_with_what_is_accepted(void **state
         {"--format", "pcap", "text (jsonl, pcap and eml are not supported yet)"},
         {"--client-starttls", "maybe", "offer, strip or passthrough"},
         {"--upstream", "nowhere", "sink, transparent, or [tls:|starttls:|plain:]HOST:PORT"},
-        {"--upstream", "starttls:smtp.example.com:587", "not supported yet"},
     };
     for (size_t i = 0; i < NELEM(cases); i++) {
         enum config_result r = RUN(f, cases[i].flag, cases[i].value);
@@ -322,8 +321,8 @@ static void tls_flags_fill_the_config(void **state)
     assert_int_equal(f->cfg.client_starttls, CLIENT_STARTTLS_OFFER);
     assert_int_equal(RUN(f, "--client-starttls", "strip"), CONFIG_OK);
     assert_int_equal(f->cfg.client_starttls, CLIENT_STARTTLS_STRIP);
-    assert_int_equal(RUN(f, "-u", "starttls:mail.example:587"), CONFIG_ERR_USAGE);
-    MESSAGE_HAS(f->err_text, "--upstream", "starttls: is not supported yet");
+    assert_int_equal(RUN(f, "-u", "starttls:mail.example:587"), CONFIG_OK);
+    assert_int_equal(f->cfg.upstream.tls, TLS_STARTTLS);
 }
 
 /* ---- --help and --version
