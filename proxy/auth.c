@@ -202,6 +202,14 @@ static size_t b64_decode(const uint8_t *p, size_t n, uint8_t *out)
     return (size_t)got - pad;
 }
 
+long auth_b64_decode(const uint8_t *p, size_t n, uint8_t *out, size_t out_size)
+{
+    char why[64];
+    if (n == 1 && p[0] == '=') return 0;
+    if (b64_check(p, n, why, sizeof why) || n / 4 * 3 > out_size) return -1;
+    return (long)b64_decode(p, n, out);
+}
+
 /* Stores the user name shown in the summary, escaped and bounded. */
 static void set_user(struct auth_decoder *a, const uint8_t *p, size_t n)
 {

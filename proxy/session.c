@@ -230,11 +230,12 @@ static void begin_message(struct session *s, bool bdat)
     lint_content_begin(&s->lint, bdat);
 }
 
+/* local: smtptap answers it (fault's reply, or its own STARTTLS answer). */
 static bool push_pending(struct session *s, enum smtp_pending_kind kind, enum smtp_verb verb,
-                         const struct fault_rule *fault)
+                         const struct fault_rule *fault, bool local)
 {
-    struct smtp_pending p = {.kind = kind, .verb = verb, .seq = s->commands, .fault = fault};
-    p.local = reply_fault_is_local(fault, verb) && kind == SMTP_PENDING_COMMAND;
+    struct smtp_pending p = {
+        .kind = kind, .verb = verb, .seq = s->commands, .fault = fault, .local = local};
     if (smtp_fifo_push(&s->fifo, p)) return true;
     session_emitf(s, EV_ERROR, DIR_C2S, "client sent %d commands without reading a reply: closing",
                   FIFO_MAX);
@@ -346,13 +347,10 @@ static void client_line(struct session *s, const struct smtp_in_item *it)
         const struct fault_rule *own = it->complete ? own_starttls(s, it, fault) : NULL;
         if (own) fault = own;
         if (!it->sasl) s->commands++;
-        if (!push_pending(s, it->sasl ? SMTP_PENDING_SASL : SMTP_PENDING_COMMAND, it->verb, fault))
+        local = !it->sasl && (own || reply_fault_is_local(fault, it->verb));
+        if (!push_pending(s, it->sasl ? SMTP_PENDING_SASL : SMTP_PENDING_COMMAND, it->verb, fault,
+                          local))
             return;
-        if (own) {
-            struct smtp_pending *tail = smtp_fifo_tail(&s->fifo);
-            tail->local = true;
-        }
-        local = own || reply_fault_is_local(fault, it->verb);
     }
     emit_client_line(s, it);
     if (s->observed && it->first && it->complete)
@@ -390,7 +388,7 @@ static void client_content(struct session *s, const struct smtp_in_item *it)
     if (!it->end) return;
     if (it->bdat) s->bdat_local = false;
     if (!it->bdat && !push_pending(s, SMTP_PENDING_DATA_END, SMTP_VERB_DATA,
-                                   reply_fault_for(s, FAULT_DATA_END, NULL, 0)))
+                                   reply_fault_for(s, FAULT_DATA_END, NULL, 0), false))
         return;
     if (!it->bdat || s->cin.bdat_last) finish_message(s);
 }

@@ -71,19 +71,3 @@ bool sink_users_cram_ok(const struct sink_users *u, const char *name, const char
     for (unsigned i = 0; i < md_len; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
     return strcasecmp(hex, hex_digest) == 0;
 }
-
-long sink_b64_decode(const uint8_t *b64, size_t len, uint8_t *out, size_t out_size)
-{
-    if (len == 1 && b64[0] == '=') return 0;
-    if (len % 4 || len / 4 * 3 > out_size) return -1;
-    for (size_t i = 0; i < len; i++) {
-        uint8_t c = b64[i];
-        bool ok = isalnum(c) || c == '+' || c == '/' || (c == '=' && i >= len - 2);
-        if (!ok || (c != '=' && i > 0 && b64[i - 1] == '=')) return -1;
-    }
-    int n = EVP_DecodeBlock(out, b64, (int)len);
-    if (n < 0) return -1;
-    if (len && b64[len - 1] == '=') n--; /* EVP_DecodeBlock counts padding as output */
-    if (len > 1 && b64[len - 2] == '=') n--;
-    return n;
-}

@@ -2,6 +2,8 @@
  * stream with the same framer the relay uses and answers like a permissive ESMTP server. */
 #include "smtptap/sink_smtp.h"
 
+#include "smtptap/auth.h"
+
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
@@ -230,7 +232,7 @@ static void auth_step(struct sink_smtp *s, char *d, long n)
 static void auth_payload(struct sink_smtp *s, const uint8_t *b64, size_t len)
 {
     char d[12288]; /* RFC 4954 4: a response line may be 12288 octets */
-    long n = sink_b64_decode(b64, len, (uint8_t *)d, sizeof d - 1);
+    long n = auth_b64_decode(b64, len, (uint8_t *)d, sizeof d - 1);
     if (n < 0) {
         s->auth = SINK_AUTH_NONE;
         return reply(s, "501 5.5.2 Cannot decode response");

@@ -427,11 +427,6 @@ bool smtp_fifo_pop(struct smtp_fifo *f, struct smtp_pending *out)
     return true;
 }
 
-struct smtp_pending *smtp_fifo_tail(struct smtp_fifo *f)
-{
-    return f->count ? &f->items[(f->head + f->count - 1) % f->cap] : NULL;
-}
-
 const struct smtp_pending *smtp_fifo_peek(const struct smtp_fifo *f)
 {
     return f->count ? &f->items[f->head] : NULL;

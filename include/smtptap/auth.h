@@ -60,6 +60,11 @@ void auth_on_client_line(struct auth_decoder *a, const uint8_t *line, size_t len
 void auth_on_reply(struct auth_decoder *a, int code, const uint8_t *reply, size_t len,
                    struct auth_view *out);
 
+/* Decodes strict RFC 4648 base64 (padded, no blanks) into out; "=" alone is an empty
+ * response (RFC 4954). Returns the decoded length, or -1 when p is not such base64 or does
+ * not fit in out_size bytes. */
+long auth_b64_decode(const uint8_t *p, size_t n, uint8_t *out, size_t out_size);
+
 /* Writes raw with raw[off..off+len) replaced by "<redacted N bytes>" into out (size
  * out_size, NUL-terminated; the terminator of raw is kept). Returns the bytes written. */
 size_t auth_redact_line(const uint8_t *raw, size_t raw_len, size_t off, size_t len, char *out,

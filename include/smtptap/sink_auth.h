@@ -30,8 +30,4 @@ bool sink_users_password_ok(const struct sink_users *u, const char *name, const 
 bool sink_users_cram_ok(const struct sink_users *u, const char *name, const char *challenge,
                         const char *hex_digest);
 
-/* Decodes standard base64 (RFC 4648, padding required) into out; returns the decoded length
- * or -1 when b64 is not valid base64 or does not fit. "=" alone decodes to 0 bytes. */
-long sink_b64_decode(const uint8_t *b64, size_t len, uint8_t *out, size_t out_size);
-
 #endif

@@ -168,8 +168,6 @@ void smtp_fifo_free(struct smtp_fifo *f);
 /* Returns false when the FIFO holds `max` items already. */
 bool smtp_fifo_push(struct smtp_fifo *f, struct smtp_pending item);
 bool smtp_fifo_pop(struct smtp_fifo *f, struct smtp_pending *out);
-/* The newest item, or NULL; valid until the next push or pop. */
-struct smtp_pending *smtp_fifo_tail(struct smtp_fifo *f);
 /* The oldest item, or NULL; valid until the next push or pop. */
 const struct smtp_pending *smtp_fifo_peek(const struct smtp_fifo *f);
 static inline size_t smtp_fifo_count(const struct smtp_fifo *f)

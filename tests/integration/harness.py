@@ -1331,3 +1331,14 @@ class RecordingRelay:
     def __exit__(self, *exc):
         self.stop()
         return False
+
+
+def smtptap_ca(tmp_path):
+    """(ca_dir, ca_pem_path): smtptap's CA created in tmp_path/tapca via --print-ca."""
+    ca_dir = tmp_path / "tapca"
+    rc, out, err = run([smtptap_bin(), "--ca-dir", str(ca_dir), "--print-ca"])
+    assert rc == 0, f"smtptap --print-ca failed (rc {rc}):\n{err}"
+    assert out.startswith("-----BEGIN CERTIFICATE-----"), out
+    pem = tmp_path / "tapca.pem"
+    pem.write_text(out)
+    return str(ca_dir), str(pem)

@@ -42,15 +42,7 @@ ANY_LINE = r"[^\n]*"
 # --------------------------------------------------------------------------- helpers
 
 
-def smtptap_ca(tmp_path):
-    """(ca_dir, ca_pem_path): smtptap's CA created in tmp_path/ca via --print-ca."""
-    ca_dir = tmp_path / "tapca"
-    rc, out, err = harness.run([harness.smtptap_bin(), "--ca-dir", str(ca_dir), "--print-ca"])
-    assert rc == 0, f"smtptap --print-ca failed (rc {rc}):\n{err}"
-    assert out.startswith("-----BEGIN CERTIFICATE-----"), out
-    pem = tmp_path / "tapca.pem"
-    pem.write_text(out)
-    return str(ca_dir), str(pem)
+smtptap_ca = harness.smtptap_ca
 
 
 def tls_tap(tap, ca_dir, *args, **kw):
