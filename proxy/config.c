@@ -18,14 +18,14 @@ static const char usage[] =
     "\n"
     "  -l, --listen [tls:]ADDR:PORT   listen address, repeatable (default 127.0.0.1:2525);\n"
     "                                 tls: for implicit TLS (SMTPS, port 465 style)\n"
-    "  -u, --upstream SPEC            [tls:|plain:]HOST:PORT | sink | transparent\n"
+    "  -u, --upstream SPEC            [tls:|starttls:|plain:]HOST:PORT | sink | transparent\n"
     "                                 (default sink; port 465 means tls:)\n"
     "  -c, --config FILE              INI file; command line flags override it\n"
     "  -d, --capture-dir DIR          write one transcript file per session into DIR\n"
     "      --format LIST              capture formats: text (default: text)\n"
-    "      --client-starttls MODE     offer: smtptap answers STARTTLS and decrypts;\n"
+    "      --client-starttls MODE     offer (default): smtptap answers STARTTLS and decrypts;\n"
     "                                 strip: STARTTLS removed, answered 502;\n"
-    "                                 passthrough (default): relayed, TLS not visible\n"
+    "                                 passthrough: relayed, TLS not visible\n"
     "      --max-sessions N           concurrent sessions (default 1000)\n"
     "      --idle-timeout DURATION    close a session silent this long (default 300s)\n"
     "      --connect-timeout DURATION upstream connect and greeting timeout (default 10s)\n"
@@ -50,8 +50,9 @@ static const char usage[] =
     "      --print-ca                 print the CA certificate (create it if missing), exit\n"
     "      --keylog FILE              write NSS key log lines for both legs\n"
     "\n"
-    "A HOST:PORT upstream without a prefix is reached in plain text for now (use tls: or\n"
-    "starttls: to encrypt it).\n"
+    "Upstream prefixes: tls: implicit TLS; starttls: STARTTLS required (421 to the client\n"
+    "without it); plain: never TLS; none: STARTTLS when the server offers it, else plain\n"
+    "with a warning (with --client-starttls passthrough the client's own STARTTLS decides).\n"
     "\n"
     "Exit status: 0 clean shutdown, 64 usage error, 78 configuration error.\n";
 
@@ -66,7 +67,7 @@ void config_defaults(struct config *c)
     parse_listen("127.0.0.1:2525", &c->listen[0]);
     c->nlisten = 1;
     c->upstream.kind = UPSTREAM_SINK;
-    c->client_starttls = CLIENT_STARTTLS_PASSTHROUGH;
+    c->client_starttls = CLIENT_STARTTLS_OFFER;
     c->max_sessions = 1000;
     c->idle_timeout_ms = 300000;
     c->connect_timeout_ms = 10000;

@@ -79,7 +79,8 @@ static void pump(struct tcp_leg *t)
         int rc = SSL_do_handshake(t->ssl);
         if (rc != 1) {
             int e = SSL_get_error(t->ssl, rc);
-            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ||
+                e == SSL_ERROR_WANT_CLIENT_HELLO_CB) { /* the last: a parked ClientHello */
                 drain(t);
                 return;
             }
@@ -123,10 +124,20 @@ void leg_tls_close_notify(struct tcp_leg *t)
     drain(t);
 }
 
+void leg_tls_release_hello(struct tcp_leg *t, X509 *model)
+{
+    if (!t->tls_hold_hello) return;
+    t->tls_hold_hello = false;
+    if (model && !t->tls_model && X509_up_ref(model)) t->tls_model = model;
+    if (t->tls == LEG_TLS_HANDSHAKING) pump(t);
+}
+
 void leg_tls_free(struct tcp_leg *t)
 {
     if (t->ssl) SSL_free(t->ssl);
     t->ssl = NULL;
+    X509_free(t->tls_model);
+    t->tls_model = NULL;
     buf_free(&t->tls_out);
 }
 

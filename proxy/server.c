@@ -225,8 +225,9 @@ static int client_hello_cb(SSL *ssl, int *alert, void *arg)
         size_t n = (size_t)ext[3] << 8 | ext[4];
         if (n > 0 && n < sizeof sni && 5 + n <= len) memcpy(sni, ext + 5, n);
     }
+    if (t && t->tls_hold_hello) return SSL_CLIENT_HELLO_RETRY; /* the upstream's cert first */
     const char *name = sni[0] ? sni : t && t->tls_name[0] ? t->tls_name : "localhost";
-    X509 *leaf = tls_ca_leaf(&srv->ca, name, NULL, err, sizeof err);
+    X509 *leaf = tls_ca_leaf(&srv->ca, name, t ? t->tls_model : NULL, err, sizeof err);
     if (!leaf || SSL_use_certificate(ssl, leaf) != 1 ||
         SSL_use_PrivateKey(ssl, srv->ca.leaf_key) != 1 ||
         SSL_add1_chain_cert(ssl, srv->ca.cert) != 1) {

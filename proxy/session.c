@@ -32,11 +32,12 @@ static void flush_local_heads(struct session *s, bool from_client_path);
 
 /* ---- events ---------------------------------------------------------------------------- */
 
-void session_emit(struct session *s, enum event_kind kind, enum event_dir dir, const uint8_t *bytes,
-                  size_t len, const char *text, bool local)
+static void emit(struct session *s, enum event_kind kind, enum event_dir dir, const uint8_t *bytes,
+                 size_t len, const char *text, bool local, bool to_smtptap)
 {
     if (!s->observed) return;
     struct event ev = {
+        .to_smtptap = to_smtptap,
         .session = s->id,
         .t_ns = uv_hrtime() - s->start_ns,
         .kind = kind,
@@ -49,6 +50,12 @@ void session_emit(struct session *s, enum event_kind kind, enum event_dir dir, c
     };
     if (s->server->live) s->server->live->write(s->server->live, &ev);
     if (s->capture) s->capture->write(s->capture, &ev);
+}
+
+void session_emit(struct session *s, enum event_kind kind, enum event_dir dir, const uint8_t *bytes,
+                  size_t len, const char *text, bool local)
+{
+    emit(s, kind, dir, bytes, len, text, local, false);
 }
 
 void session_emitf(struct session *s, enum event_kind kind, enum event_dir dir, const char *fmt,
@@ -163,7 +170,7 @@ static void timer_closed_cb(uv_handle_t *h)
     struct session *s = h->data;
     if (--s->timers_open > 0) return;
     reply_free_held(s);
-    buf_free(&s->upgrade_ehlo);
+    buf_free(&s->upgrade_hello);
     if (s->fault_set) fault_session_free(&s->faults);
     if (s->in_message && s->observed) message_view_abort(&s->msg);
     smtp_in_free(&s->cin);
@@ -369,11 +376,10 @@ static void client_line(struct session *s, const struct smtp_in_item *it)
         session_emitf(s, EV_FAULT, DIR_S2C, "fault %s: %s answered by smtptap, not forwarded",
                       fault->name, smtp_verb_name(it->verb));
         if (it->verb == SMTP_VERB_BDAT) s->bdat_local = s->cin.mode == SMTP_IN_BDAT;
-    } else {
+    } else if (!upgrade_intercepts(s, it)) {
         leg_write(s->upstream, it->bytes, it->len);
     }
     if (it->first && it->complete && it->verb == SMTP_VERB_BDAT) after_bdat_command(s, it);
-    if (!local) upgrade_starts(s, it);
     if (local) flush_local_heads(s, true);
 }
 
@@ -448,22 +454,21 @@ static void start_passthrough(struct session *s)
     session_emitf(s, EV_INFO, DIR_NONE,
                   "STARTTLS accepted by the server: TLS passes through, the rest of the session is "
                   "encrypted end to end and not visible");
-    size_t held = smtp_in_buffered(&s->cin);
+    /* Plain text sent after STARTTLS, by either side, would be taken as the peer's first
+     * words inside TLS by a careless TLS stack: it goes nowhere. */
+    size_t held = smtp_in_reset(&s->cin);
     if (held)
-        session_emitf(
-            s, EV_LINT, DIR_C2S,
-            "lint: client sent %zu bytes after STARTTLS before the server's reply (command "
-            "injection, CVE-2011-0411 class)",
-            held);
-    pump_client(s); /* the framer now hands out the held bytes as raw */
+        session_emitf(s, EV_LINT, DIR_C2S,
+                      "lint: client sent %zu bytes after STARTTLS before the server's reply: "
+                      "discarded, not relayed (command injection, CVE-2011-0411 class)",
+                      held);
     const uint8_t *rest;
     size_t n = smtp_reply_take_rest(&s->sin, &rest);
-    if (n) {
+    if (n)
         session_emitf(s, EV_LINT, DIR_S2C,
-                      "lint: server sent %zu bytes after its 220 to STARTTLS (response injection)",
+                      "lint: server sent %zu bytes after its 220 to STARTTLS: discarded, not "
+                      "relayed (response injection)",
                       n);
-        relay_raw(s, DIR_S2C, rest, n);
-    }
 }
 
 void session_resume_client(struct session *s, const struct smtp_pending *p, int code,
@@ -530,6 +535,7 @@ static bool edit_ehlo(struct session *s, const struct smtp_pending *p, const str
 static void handle_reply(struct session *s, const struct smtp_reply *r)
 {
     struct smtp_pending p;
+    bool was_upgrading = upgrade_busy(s);
     bool paired = !r->partial && smtp_fifo_pop(&s->fifo, &p);
     if (r->partial && !s->reply_in_pieces)
         session_emitf(s, EV_LINT, DIR_S2C, "lint: reply longer than %zu octets, relayed in pieces",
@@ -538,7 +544,8 @@ static void handle_reply(struct session *s, const struct smtp_reply *r)
         unpaired_reply(s, r);
     s->reply_in_pieces = r->partial;
     if (paired && r->code == 421) s->saw_421 = true;
-    session_emit(s, EV_REPLY, DIR_S2C, r->bytes, r->len, NULL, false);
+    bool for_upgrade = paired && upgrade_takes(s, &p, r);
+    emit(s, EV_REPLY, DIR_S2C, r->bytes, r->len, NULL, false, for_upgrade);
     if (s->observed) {
         if (r->malformed && !r->partial)
             session_emitf(
@@ -546,7 +553,11 @@ static void handle_reply(struct session *s, const struct smtp_reply *r)
                 "lint: malformed reply (every line must start with the same 3-digit code)");
         lint_reply(r->bytes, r->len, on_lint, s);
     }
-    if (paired && upgrade_on_reply(s, &p, r)) return;
+    if (for_upgrade) {
+        upgrade_on_reply(s, &p, r);
+        return;
+    }
+    if (paired) upgrade_on_reply(s, &p, r); /* a no-prefix probe the client gets */
     struct buf edited;
     buf_init(&edited);
     const uint8_t *bytes = r->bytes;
@@ -565,6 +576,7 @@ static void handle_reply(struct session *s, const struct smtp_reply *r)
     }
     session_resume_client(s, &p, r->code, false);
     flush_local_heads(s, false);
+    if (was_upgrading && !upgrade_busy(s)) pump_client(s); /* held while the upstream was asked */
 }
 
 static void on_upstream_read(struct leg *leg, const uint8_t *bytes, size_t len)
@@ -572,7 +584,6 @@ static void on_upstream_read(struct leg *leg, const uint8_t *bytes, size_t len)
     struct session *s = leg->owner;
     if (s->state != SESSION_RELAYING && s->state != SESSION_DRAINING) return;
     touch(s);
-    s->bytes_down += len;
     if (s->opaque) {
         relay_raw(s, DIR_S2C, bytes, len);
     } else {
@@ -751,6 +762,8 @@ static void on_upstream_tls(struct tcp_leg *t, int status)
     tls_describe(t->ssl, true, facts, sizeof facts);
     if (status == 0) {
         session_emitf(s, EV_INFO, DIR_S2C, "upstream TLS: %s", facts);
+        leg_tls_release_hello(&s->client, SSL_get0_peer_certificate(t->ssl));
+        if (s->state != SESSION_CONNECTING) return;
         start_relaying(s);
         return;
     }
@@ -780,6 +793,11 @@ static void on_client_tls(struct tcp_leg *t, int status)
     tls_describe(t->ssl, false, facts, sizeof facts);
     if (status == 0) {
         session_emitf(s, EV_INFO, DIR_C2S, "client TLS: %s", facts);
+        const struct upstream_spec *u = &s->server->cfg->upstream;
+        if (u->kind == UPSTREAM_TRANSPARENT || (u->kind == UPSTREAM_FIXED && u->tls == TLS_NONE) ||
+            s->upgrade == UPGRADE_DECLINED)
+            session_emitf(s, EV_INFO, DIR_NONE,
+                          "the client's TLS ends at smtptap: the upstream leg is plain text");
         return;
     }
     session_emitf(s, EV_ERROR, DIR_C2S, "client TLS handshake failed: %s", t->tls_error);
@@ -787,8 +805,16 @@ static void on_client_tls(struct tcp_leg *t, int status)
     session_end(s);
 }
 
+/* The upstream's certificate once its TLS is up (the client's leaf copies its names). */
+static X509 *upstream_cert(const struct session *s)
+{
+    if (s->server->cfg->upstream.kind != UPSTREAM_FIXED || s->up.tcp.tls != LEG_TLS_ON) return NULL;
+    return SSL_get0_peer_certificate(s->up.tcp.ssl);
+}
+
 /* Implicit TLS from the client (a tls: listener): the handshake starts at once; what the
- * session writes meanwhile waits in the leg until it completes. */
+ * session writes meanwhile waits in the leg until it completes. With an implicit-TLS
+ * upstream the ClientHello waits for the upstream's certificate, so the leaf can copy it. */
 static bool start_client_tls(struct session *s)
 {
     const struct upstream_spec *u = &s->server->cfg->upstream;
@@ -803,6 +829,7 @@ static bool start_client_tls(struct session *s)
     } else {
         snprintf(s->client.tls_name, sizeof s->client.tls_name, "%s", name);
     }
+    s->client.tls_hold_hello = u->kind == UPSTREAM_FIXED && u->tls == TLS_IMPLICIT;
     if (tcp_leg_start_tls(&s->client, s->server->tls_server, true, NULL, on_client_tls) == 0) {
         leg_read_start(&s->client.base);
         return true;
@@ -824,6 +851,8 @@ void session_client_starttls(struct session *s)
     const struct upstream_spec *u = &s->server->cfg->upstream;
     snprintf(s->client.tls_name, sizeof s->client.tls_name, "%s",
              u->kind == UPSTREAM_FIXED ? u->target.host : "localhost");
+    X509 *model = upstream_cert(s);
+    if (model && X509_up_ref(model)) s->client.tls_model = model;
     if (!s->server->tls_server ||
         tcp_leg_start_tls(&s->client, s->server->tls_server, true, NULL, on_client_tls) < 0) {
         session_emitf(s, EV_ERROR, DIR_C2S, "client TLS could not start: %s", s->client.tls_error);

@@ -70,7 +70,12 @@ void reply_free_held(struct session *s)
 
 static void write_client(struct session *s, const uint8_t *bytes, size_t len)
 {
-    if (!s->client_eof) leg_write(&s->client.base, bytes, len);
+    /* A ClientHello parked for the upstream's certificate (which will not come now: the
+     * first bytes for the client are smtptap's own) gets a leaf of smtptap's naming. */
+    if (s->client.tls_hold_hello) leg_tls_release_hello(&s->client, NULL);
+    if (s->client_eof) return;
+    s->bytes_down += len; /* what the client is sent: edits and local replies included */
+    leg_write(&s->client.base, bytes, len);
 }
 
 /* Sends one trickle of a slow reply; returns true when it is all sent. */

@@ -1,7 +1,9 @@
-/* session_upgrade.c - STARTTLS towards the upstream (-u starttls:HOST:PORT): after the
- * client's first EHLO, smtptap sends STARTTLS itself, handshakes, sends the client's EHLO
- * again, and the client sees one EHLO reply, from inside TLS. The client is not read while
- * this happens. An upstream that does not offer STARTTLS gets the client a 421. */
+/* session_upgrade.c - STARTTLS towards the upstream, done by smtptap itself: required for
+ * -u starttls:HOST:PORT, opportunistic for a HOST:PORT without prefix (unless the client's own
+ * STARTTLS is passed through). At the client's first EHLO (or HELO: smtptap then probes with
+ * EHLO) smtptap stops reading the client, sends STARTTLS itself, handshakes, and sends the
+ * client's command again inside TLS; the client sees one reply, from inside TLS. Without
+ * STARTTLS on offer: starttls: gets the client a 421, no prefix stays plain with a warning. */
 #include <stdio.h>
 #include <string.h>
 
@@ -18,28 +20,83 @@ bool upgrade_busy(const struct session *s)
            s->upgrade == UPGRADE_HANDSHAKING;
 }
 
-bool upgrade_starts(struct session *s, const struct smtp_in_item *it)
+static bool required(const struct session *s)
 {
-    if (s->server->cfg->upstream.kind != UPSTREAM_FIXED ||
-        s->server->cfg->upstream.tls != TLS_STARTTLS || s->upgrade != UPGRADE_NONE ||
-        it->verb != SMTP_VERB_EHLO || !it->first || !it->complete)
+    return s->server->cfg->upstream.tls == TLS_STARTTLS;
+}
+
+/* starttls: always; no prefix unless the client's STARTTLS is meant for the server. */
+static bool wanted(const struct session *s)
+{
+    const struct config *cfg = s->server->cfg;
+    if (cfg->upstream.kind != UPSTREAM_FIXED) return false;
+    if (cfg->upstream.tls == TLS_STARTTLS) return true;
+    return cfg->upstream.tls == TLS_STARTTLS_IF_OFFERED &&
+           cfg->client_starttls != CLIENT_STARTTLS_PASSTHROUGH;
+}
+
+bool upgrade_intercepts(struct session *s, const struct smtp_in_item *it)
+{
+    if (s->upgrade != UPGRADE_NONE || it->sasl || !it->first || !it->complete ||
+        (it->verb != SMTP_VERB_EHLO && it->verb != SMTP_VERB_HELO) || !wanted(s))
         return false;
-    buf_append(&s->upgrade_ehlo, it->bytes, it->len);
+    buf_append(&s->upgrade_hello, it->bytes, it->len);
     s->upgrade = UPGRADE_PROBING;
+    if (it->verb == SMTP_VERB_EHLO) {
+        leg_write(&s->up.tcp.base, it->bytes, it->len); /* its reply is the probe */
+        return true;
+    }
+    /* HELO: the client's own line waits; an EHLO with its domain asks about STARTTLS. */
+    const uint8_t *arg;
+    size_t arg_len;
+    smtp_verb_parse(it->bytes, it->len, &arg, &arg_len);
+    char line[600];
+    int n = snprintf(line, sizeof line, "EHLO %.*s\r\n",
+                     arg_len ? (int)(arg_len > 500 ? 500 : arg_len) : 7,
+                     arg_len ? (const char *)arg : "smtptap");
+    session_emitf(s, EV_INFO, DIR_C2S,
+                  "smtptap holds the client's HELO and asks the upstream with EHLO whether it "
+                  "offers STARTTLS");
+    /* The client's HELO entry, already in the FIFO, pairs with this EHLO's reply. */
+    session_emit(s, EV_COMMAND, DIR_C2S, (const uint8_t *)line, (size_t)n, NULL, true);
+    leg_write(&s->up.tcp.base, (const uint8_t *)line, (size_t)n);
     return true;
 }
 
 static void refuse(struct session *s, const char *why)
 {
     char line[600];
-    session_emitf(s, EV_ERROR, DIR_S2C, "upstream %s: %s (starttls: requires TLS)",
-                  s->upstream_name, why);
+    const char *hint =
+        required(s) ? "starttls: requires TLS"
+                    : "the server offers STARTTLS, so smtptap requires it to work; use "
+                      "plain:HOST:PORT to stay in plain text, or --insecure to skip verification";
+    session_emitf(s, EV_ERROR, DIR_S2C, "upstream %s: %s (%s)", s->upstream_name, why, hint);
     int n = snprintf(line, sizeof line, "421 4.7.0 smtptap: upstream %s: %s\r\n", s->upstream_name,
                      why);
     if (n > (int)sizeof line - 1) n = (int)sizeof line - 1;
     session_emit(s, EV_REPLY, DIR_S2C, (const uint8_t *)line, (size_t)n, NULL, true);
     reply_send(s, (const uint8_t *)line, (size_t)n);
     session_end(s);
+}
+
+/* The client's EHLO/HELO goes up (again): its reply is the one the client gets. */
+static void send_client_hello(struct session *s, enum upstream_upgrade next)
+{
+    smtp_fifo_push(&s->fifo, s->upgrade_of);
+    session_emit(s, EV_COMMAND, DIR_C2S, buf_head(&s->upgrade_hello), buf_size(&s->upgrade_hello),
+                 NULL, true);
+    leg_write(&s->up.tcp.base, buf_head(&s->upgrade_hello), buf_size(&s->upgrade_hello));
+    buf_free(&s->upgrade_hello);
+    s->upgrade = next;
+    session_update_flow(s);
+}
+
+static void stay_plain(struct session *s, const char *why)
+{
+    session_emitf(s, EV_LINT, DIR_S2C,
+                  "lint: upstream %s: %s: the upstream leg stays in plain text (use starttls: to "
+                  "require TLS)",
+                  s->upstream_name, why);
 }
 
 static void on_upstream_starttls(struct tcp_leg *t, int status)
@@ -55,23 +112,15 @@ static void on_upstream_starttls(struct tcp_leg *t, int status)
     char facts[1024];
     tls_describe(t->ssl, true, facts, sizeof facts);
     session_emitf(s, EV_INFO, DIR_S2C, "upstream TLS: %s", facts);
-    /* The client's EHLO again, now inside TLS: its reply is the one the client gets. */
-    struct smtp_pending p = {.kind = SMTP_PENDING_COMMAND, .verb = SMTP_VERB_EHLO};
-    smtp_fifo_push(&s->fifo, p);
-    session_emit(s, EV_COMMAND, DIR_C2S, buf_head(&s->upgrade_ehlo), buf_size(&s->upgrade_ehlo),
-                 NULL, true);
-    leg_write(&s->up.tcp.base, buf_head(&s->upgrade_ehlo), buf_size(&s->upgrade_ehlo));
-    buf_free(&s->upgrade_ehlo);
-    s->upgrade = UPGRADE_DONE;
-    session_update_flow(s);
+    send_client_hello(s, UPGRADE_DONE);
 }
 
 static void send_starttls(struct session *s)
 {
+    session_emitf(s, EV_INFO, DIR_S2C, "smtptap upgrades the upstream leg: STARTTLS");
     struct smtp_pending p = {
         .kind = SMTP_PENDING_COMMAND, .verb = SMTP_VERB_STARTTLS, .internal = true};
     smtp_fifo_push(&s->fifo, p);
-    session_emitf(s, EV_INFO, DIR_S2C, "smtptap upgrades the upstream leg: STARTTLS");
     session_emit(s, EV_COMMAND, DIR_C2S, (const uint8_t *)starttls_line, sizeof starttls_line - 1,
                  NULL, true);
     leg_write(&s->up.tcp.base, (const uint8_t *)starttls_line, sizeof starttls_line - 1);
@@ -84,8 +133,8 @@ static void start_handshake(struct session *s)
     size_t n = smtp_reply_take_rest(&s->sin, &rest);
     if (n)
         session_emitf(s, EV_LINT, DIR_S2C,
-                      "lint: server sent %zu bytes after its 220 to STARTTLS: discarded (response "
-                      "injection)",
+                      "lint: server sent %zu bytes after its 220 to STARTTLS: discarded, not "
+                      "taken as the server's words inside TLS (response injection)",
                       n);
     s->upgrade = UPGRADE_HANDSHAKING;
     const char *host = s->server->cfg->upstream.target.host;
@@ -93,22 +142,69 @@ static void start_handshake(struct session *s)
         refuse(s, s->up.tcp.tls_error);
 }
 
-bool upgrade_on_reply(struct session *s, const struct smtp_pending *p, const struct smtp_reply *r)
+/* The reply to smtptap's STARTTLS. */
+static void starttls_reply(struct session *s, const struct smtp_reply *r)
 {
-    if (p->internal) { /* the reply to smtptap's own STARTTLS */
-        if (r->code == 220) {
-            start_handshake(s);
-        } else {
-            char why[300];
-            snprintf(why, sizeof why, "refused STARTTLS (%d)", r->code);
-            refuse(s, why);
-        }
-        return true;
+    if (r->code == 220) {
+        start_handshake(s);
+        return;
     }
-    if (s->upgrade != UPGRADE_PROBING || p->verb != SMTP_VERB_EHLO) return false;
-    if (r->code == 250 && ehlo_has(r->bytes, r->len, "STARTTLS"))
+    char why[300];
+    snprintf(why, sizeof why, "refused STARTTLS (%d)", r->code);
+    if (required(s)) {
+        refuse(s, why);
+        return;
+    }
+    stay_plain(s, why);
+    send_client_hello(s, UPGRADE_DECLINED);
+}
+
+static bool offers_starttls(const struct smtp_reply *r)
+{
+    return r->code == 250 && ehlo_has(r->bytes, r->len, "STARTTLS");
+}
+
+static bool is_probe_reply(const struct session *s, const struct smtp_pending *p)
+{
+    return s->upgrade == UPGRADE_PROBING && p->kind == SMTP_PENDING_COMMAND;
+}
+
+bool upgrade_takes(const struct session *s, const struct smtp_pending *p,
+                   const struct smtp_reply *r)
+{
+    if (p->internal && p->verb == SMTP_VERB_STARTTLS) return true;
+    if (!is_probe_reply(s, p)) return false;
+    /* Only a no-prefix upstream's EHLO reply without STARTTLS goes on to the client. */
+    return offers_starttls(r) || required(s) || p->verb == SMTP_VERB_HELO;
+}
+
+void upgrade_on_reply(struct session *s, const struct smtp_pending *p, const struct smtp_reply *r)
+{
+    if (p->internal && p->verb == SMTP_VERB_STARTTLS) {
+        starttls_reply(s, r);
+        return;
+    }
+    if (!is_probe_reply(s, p)) return;
+    /* The probe's reply: to the client's EHLO, or to smtptap's EHLO standing for a HELO. */
+    s->upgrade_of = *p;
+    if (offers_starttls(r)) {
         send_starttls(s);
+        return;
+    }
+    char why[300];
+    if (r->code == 250)
+        snprintf(why, sizeof why, "does not offer STARTTLS");
     else
-        refuse(s, "does not offer STARTTLS");
-    return true;
+        snprintf(why, sizeof why, "answered EHLO with %d, so no STARTTLS", r->code);
+    if (required(s)) {
+        refuse(s, why);
+        return;
+    }
+    stay_plain(s, why);
+    if (p->verb == SMTP_VERB_HELO) { /* the client gets the reply to its own HELO */
+        send_client_hello(s, UPGRADE_DECLINED);
+        return;
+    }
+    buf_free(&s->upgrade_hello);
+    s->upgrade = UPGRADE_DECLINED; /* this reply is the client's; reading resumes after it */
 }

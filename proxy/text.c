@@ -137,6 +137,7 @@ static void one_line(const struct event *ev, const uint8_t *line, size_t n, bool
     else
         text_sanitize(line, n, out);
     if (ev->local) buf_append_str(out, "  [smtptap]");
+    if (ev->to_smtptap) buf_append_str(out, "  [to smtptap]");
     if (col) buf_append_str(out, C_RESET);
     buf_append_str(out, "\n");
 }

@@ -33,6 +33,7 @@ struct event {
     enum event_dir dir;
     bool tls;             /* the leg it travelled on was in TLS */
     bool local;           /* produced by smtptap itself, not relayed */
+    bool to_smtptap;      /* a server reply to smtptap's own command: not relayed */
     const uint8_t *bytes; /* borrowed for the duration of the call */
     size_t len;
     const char *text; /* borrowed; for text kinds */

@@ -95,6 +95,9 @@ struct tcp_leg {
     bool tls_peer_closed; /* close_notify received */
     bool tls_truncated;   /* TCP EOF without close_notify */
     char tls_name[256];   /* server side: leaf name when the client sends no SNI */
+    X509 *tls_model;      /* owned reference, may be NULL: the upstream certificate whose
+                             subject and SANs the client's leaf copies */
+    bool tls_hold_hello;  /* server side: park the ClientHello until leg_tls_release_hello */
     char tls_error[512];
     uv_shutdown_t shutdown_req;
     uv_connect_t connect_req;
@@ -123,6 +126,9 @@ int tcp_leg_connect(struct tcp_leg *t, const struct sockaddr *addr,
  * Returns 0, or -1 with a reason in t->tls_error. */
 int tcp_leg_start_tls(struct tcp_leg *t, SSL_CTX *ctx, bool server, const char *expect_host,
                       leg_tls_cb on_tls);
+/* Server side with tls_hold_hello: the ClientHello waits (the leaf is not chosen yet) until
+ * this is called; model (may be NULL) is the certificate the leaf copies. */
+void leg_tls_release_hello(struct tcp_leg *t, X509 *model);
 /* For leg.c: ciphertext received; plaintext to send; close_notify before FIN; cleanup. */
 void leg_tls_received(struct tcp_leg *t, const uint8_t *bytes, size_t len);
 void leg_tls_write(struct tcp_leg *t, const uint8_t *bytes, size_t len);

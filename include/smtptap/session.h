@@ -72,17 +72,19 @@ struct session {
     uv_timer_t reply_timer;
     const struct fault_set *fault_set; /* the rules this session matches against */
     struct fault_session faults;
-    bool bdat_local;         /* the current BDAT chunk was answered locally: not forwarded */
-    int upgrade;             /* enum upstream_upgrade (session_upgrade.c) */
-    struct buf upgrade_ehlo; /* owned: the client's EHLO, sent again inside TLS */
+    bool bdat_local;                /* the current BDAT chunk was answered locally: not forwarded */
+    int upgrade;                    /* enum upstream_upgrade (session_upgrade.c) */
+    struct buf upgrade_hello;       /* owned: the client's EHLO/HELO, sent again inside TLS */
+    struct smtp_pending upgrade_of; /* the client's FIFO entry for that command */
     uint64_t last_activity_ms;
     uv_getaddrinfo_t gai;
     struct addrinfo *addrs, *next_addr; /* owned: resolution result being tried */
     int last_connect_error;
     struct sockaddr_storage upstream_local; /* our end of the upstream connection */
 
-    uint64_t commands, messages, bytes_up, bytes_down;
-    struct event_writer *capture; /* owned: per-session capture file, or NULL */
+    uint64_t commands, messages;
+    uint64_t bytes_up, bytes_down; /* plain text from the client, and sent to it */
+    struct event_writer *capture;  /* owned: per-session capture file, or NULL */
     char client_name[80], local_name[80], upstream_name[300];
 };
 
@@ -99,16 +101,22 @@ void session_resume_client(struct session *s, const struct smtp_pending *p, int 
 
 enum upstream_upgrade {
     UPGRADE_NONE,
-    UPGRADE_PROBING,       /* the client's EHLO went up; its reply says if STARTTLS is there */
+    UPGRADE_PROBING,       /* an EHLO went up; its reply says if STARTTLS is there */
     UPGRADE_STARTTLS_SENT, /* smtptap's own STARTTLS went up */
     UPGRADE_HANDSHAKING,
-    UPGRADE_DONE,
+    UPGRADE_DONE,     /* the upstream leg is in TLS */
+    UPGRADE_DECLINED, /* no-prefix upstream without STARTTLS: it stays plain */
 };
-/* session_upgrade.c: STARTTLS towards a starttls: upstream. */
-bool upgrade_starts(struct session *s, const struct smtp_in_item *it);
+/* session_upgrade.c: STARTTLS towards a starttls: or no-prefix upstream. Called for a
+ * client command about to go upstream; true when it took the command over (it sent what
+ * the upgrade needs instead). */
+bool upgrade_intercepts(struct session *s, const struct smtp_in_item *it);
 bool upgrade_busy(const struct session *s);
 /* True when the reply belongs to the upgrade and must not reach the client. */
-bool upgrade_on_reply(struct session *s, const struct smtp_pending *p, const struct smtp_reply *r);
+bool upgrade_takes(const struct session *s, const struct smtp_pending *p,
+                   const struct smtp_reply *r);
+/* Every paired reply goes here before the client path (which it skips when upgrade_takes). */
+void upgrade_on_reply(struct session *s, const struct smtp_pending *p, const struct smtp_reply *r);
 void session_update_flow(struct session *s);
 
 /* STARTTLS answered by smtptap (--client-starttls offer): the 220 is out, TLS starts. */

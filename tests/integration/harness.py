@@ -482,8 +482,10 @@ def _aiosmtpd_classes():
         handle_DATA like DATA would (no dot-unstuffing: BDAT content is raw)."""
 
         def __init__(self, handler, *, bdat: bool = False, line_length_limit: int = 1001,
-                     command_size_limit: int = 512, **kw):
+                     command_size_limit: int = 512, inject_after_starttls: bytes = b"", **kw):
             self.line_length_limit = line_length_limit  # read by SMTP.__init__ (StreamReader limit)
+            self.inject_after_starttls = inject_after_starttls
+            self._inject_pending = False
             self.command_size_limit = command_size_limit
             self.bdat_enabled = bdat
             self._bdat_chunks: Optional[List[bytes]] = None
@@ -495,6 +497,28 @@ def _aiosmtpd_classes():
             super()._set_post_data_state()
             self._bdat_chunks = None
             self._bdat_size = 0
+
+        # Response injection (inject_after_starttls): the 220 to STARTTLS and the extra
+        # bytes leave in one transport write, i.e. one TCP segment on loopback, before the
+        # handshake starts (the shape of the CVE-2011-0411 class attack, server side).
+        @syntax("STARTTLS", when="tls_context")
+        async def smtp_STARTTLS(self, arg):
+            self._inject_pending = bool(self.inject_after_starttls and not arg
+                                        and self.tls_context and not self._tls_protocol)
+            try:
+                return await super().smtp_STARTTLS(arg)
+            finally:
+                self._inject_pending = False
+
+        async def push(self, status):
+            if self._inject_pending:
+                response = status.encode("ascii") if isinstance(status, str) else status
+                if response.startswith(b"220"):
+                    self._inject_pending = False
+                    self._writer.write(response + b"\r\n" + self.inject_after_starttls)
+                    await self._writer.drain()
+                    return
+            return await super().push(status)
 
         @syntax("DATA")
         async def smtp_DATA(self, arg):
@@ -547,9 +571,11 @@ def _aiosmtpd_classes():
             await self.push("250 OK" if status is MISSING else status)
 
     class TapController(Controller):
-        def __init__(self, handler, *, bdat, line_length_limit, command_size_limit, **kw):
+        def __init__(self, handler, *, bdat, line_length_limit, command_size_limit,
+                     inject_after_starttls=b"", **kw):
             self._tap = dict(bdat=bdat, line_length_limit=line_length_limit,
-                             command_size_limit=command_size_limit)
+                             command_size_limit=command_size_limit,
+                             inject_after_starttls=inject_after_starttls)
             super().__init__(handler, **kw)
 
         def factory(self):
@@ -609,13 +635,15 @@ class AiosmtpdServer:
     `250 2.0.0 OK queued as aioN` (N = 1, 2, ... per server).
     bdat=True adds CHUNKING; line_length_limit is raised so that long body lines are
     accepted; auth=True advertises AUTH PLAIN LOGIN over plain TCP, any credentials.
-    silent=True is instead a TCP server that accepts and never says anything."""
+    silent=True is instead a TCP server that accepts and never says anything.
+    inject_after_starttls=b"250 injected\\r\\n" (with tls_context=...): the 220 to STARTTLS
+    and these bytes go out in one write, before the handshake (response injection)."""
 
     def __init__(self, *, host: str = "127.0.0.1", bdat: bool = False, silent: bool = False,
                  hostname: Optional[str] = None, ident: str = "ESMTP aiosmtpd-fixture",
                  line_length_limit: int = 1 << 20, command_size_limit: int = 4096,
                  data_size_limit: int = 64 << 20, auth: bool = False, pipelining: bool = True,
-                 **smtp_kwargs):
+                 inject_after_starttls: bytes = b"", **smtp_kwargs):
         self.host = host
         self.pipelining = pipelining
         self.bdat = bdat
@@ -626,6 +654,7 @@ class AiosmtpdServer:
         self.command_size_limit = command_size_limit
         self.data_size_limit = data_size_limit
         self.auth = auth
+        self.inject_after_starttls = inject_after_starttls
         self.smtp_kwargs = smtp_kwargs
         self.port: Optional[int] = None
         self.messages: List[Received] = []
@@ -698,6 +727,7 @@ class AiosmtpdServer:
             ctl = TapController(_Recorder(self), bdat=self.bdat,
                                 line_length_limit=self.line_length_limit,
                                 command_size_limit=self.command_size_limit,
+                                inject_after_starttls=self.inject_after_starttls,
                                 hostname=self.host, port=self.port,
                                 server_hostname=self.hostname, ready_timeout=10, **kw)
             try:

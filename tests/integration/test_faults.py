@@ -399,7 +399,9 @@ def test_strip_starttls_swaks_tls_fails(tap, need, tmp_path):
     need("swaks", "openssl")
     ctx = harness.server_tls_context(str(tmp_path))
     with harness.AiosmtpdServer(tls_context=ctx, require_starttls=False) as srv:
-        t = tap(["-u", srv.hostport, "--fault", "EHLO strip.test: strip STARTTLS"])
+        # passthrough: the server's own STARTTLS is what the fault strips
+        t = tap(["-u", srv.hostport, "--client-starttls", "passthrough",
+                 "--fault", "EHLO strip.test: strip STARTTLS"])
         # Control: another EHLO name is not matched, STARTTLS is offered and works.
         rc, out, err = harness.swaks(t.hostport, "--from", FROM, "--to", "bob@example.net",
                                      "--helo", "other.test", "--tls")

@@ -140,6 +140,13 @@ def test_client_through_smtptap(client, upstream, tap, need, tmp_path):
             [r for r in harness.swaks_replies(out) if "STARTTLS" not in r]
 
 
+def without_offer(replies):
+    """What the client received, less the STARTTLS smtptap adds to the EHLO reply by default
+    (the transcript shows the server's words and says what smtptap added)."""
+    assert "250-STARTTLS" in replies, replies
+    return [r for r in replies if r != "250-STARTTLS"]
+
+
 def test_two_messages_one_session(upstream, tap):
     t = tap(["-u", upstream.hostport])
     msgs = [make_message(f"number {i}", to=RCPTS) for i in (1, 2)]
@@ -183,7 +190,7 @@ def test_swaks_pipeline_replies_in_command_order(tap, need, tmp_path):
             (f"550 5.1.1 Recipient <{r}> rejected" if r.startswith("reject")
              else f"250 2.1.5 Recipient <{r}> ok") for r in rcpts]
         assert rep[:-1] == want and rep[-1].startswith("354"), rep
-        assert [l.text for l in lines if l.is_reply] == harness.swaks_replies(out)
+        assert [l.text for l in lines if l.is_reply] == without_offer(harness.swaks_replies(out))
 
 
 def test_swaks_pipeline_through_to_smtp_sink(tap, need, smtp_sink, tmp_path):
@@ -197,7 +204,7 @@ def test_swaks_pipeline_through_to_smtp_sink(tap, need, smtp_sink, tmp_path):
     assert got.rcpt_args == [f"<{r}>" for r in rcpts]
     assert got.content == msg.replace(b"\r\n", b"\n")
     t.wait_session_end(1)
-    assert [l.text for l in t.lines(1) if l.is_reply] == harness.swaks_replies(out)
+    assert [l.text for l in t.lines(1) if l.is_reply] == without_offer(harness.swaks_replies(out))
 
 
 def test_pipelined_burst_in_one_write(tap):

@@ -374,15 +374,15 @@ def test_offer_plain_client_still_delivers(tap, need, tmp_path, upstream):
 
 
 def test_offer_upstream_offering_starttls(tap, need, tmp_path):
-    """An upstream that offers STARTTLS itself (aiosmtpd with tls_context): nothing to add
-    before the handshake, STARTTLS removed from the EHLO reply inside TLS, the upstream
-    never asked for STARTTLS (its own TLS stays unused: the upstream leg is plain)."""
+    """An upstream that offers STARTTLS itself (aiosmtpd with tls_context) behind plain:
+    nothing to add before the handshake, STARTTLS removed from the EHLO reply inside TLS,
+    the upstream never asked for STARTTLS (its own TLS stays unused: the leg is plain)."""
     need("swaks")
     ca_dir, ca_pem = smtptap_ca(tmp_path)
     sctx = harness.server_tls_context(str(tmp_path))
     with harness.AiosmtpdServer(tls_context=sctx) as srv, \
             harness.RecordingRelay(srv.host, srv.port) as rec:
-        up = Upstream("aiosmtpd", ["-u", rec.hostport], srv, rec)
+        up = Upstream("aiosmtpd", ["-u", "plain:" + rec.hostport], srv, rec)
         t = starttls_tap(tap, ca_dir, "offer", *up.args)
         msg = make_message("upstream offers STARTTLS too", to=RCPTS)
         rc, out, err = harness.swaks_send(t.hostport, FROM, RCPTS, msg, str(tmp_path), "--tls",
@@ -637,7 +637,7 @@ def test_strip_swaks_tls_fails(tap, need, tmp_path):
     sctx = harness.server_tls_context(str(tmp_path))
     with harness.AiosmtpdServer(tls_context=sctx) as srv, \
             harness.RecordingRelay(srv.host, srv.port) as rec:
-        t = starttls_tap(tap, ca_dir, "strip", "-u", rec.hostport)
+        t = starttls_tap(tap, ca_dir, "strip", "-u", "plain:" + rec.hostport)
         rc, out, err = harness.swaks(t.hostport, "--tls", "--from", FROM, "--to", RCPTS[0])
         assert rc != 0, f"swaks --tls succeeded although STARTTLS was stripped:\n{out}"
         assert not re.search(r"^<-  250[- ]STARTTLS", out, re.M), out
@@ -659,7 +659,7 @@ def test_strip_raw_starttls_gets_502(tap, tmp_path):
     msg = make_message("plain after a refused STARTTLS", to=RCPTS)
     with harness.AiosmtpdServer(tls_context=sctx) as srv, \
             harness.RecordingRelay(srv.host, srv.port) as rec:
-        t = starttls_tap(tap, ca_dir, "strip", "-u", rec.hostport)
+        t = starttls_tap(tap, ca_dir, "strip", "-u", "plain:" + rec.hostport)
         with RawSmtpClient("127.0.0.1", t.port) as c:
             assert c.reply()[0].startswith(b"220 ")
             ehlo = c.cmd(b"EHLO client.test")
@@ -684,10 +684,11 @@ def test_strip_raw_starttls_gets_502(tap, tmp_path):
 # --------------------------------------------------------------------------- passthrough
 
 
-@pytest.mark.parametrize("mode", [None, "passthrough"])
+@pytest.mark.parametrize("mode", ["passthrough"])
 def test_passthrough_server_starttls(tap, need, tmp_path, test_ca, mode):
-    """Default / passthrough: STARTTLS goes to aiosmtpd, whose 220 starts TLS between the
-    client and the server; smtptap sees only ciphertext afterwards."""
+    """passthrough: STARTTLS goes to aiosmtpd (smtptap does not upgrade a no-prefix upstream
+    itself then), whose 220 starts TLS between the client and the server; smtptap sees only
+    ciphertext afterwards."""
     need("swaks")
     ca_dir, _ = smtptap_ca(tmp_path)
     sctx = test_ca.server_context(["localhost", "127.0.0.1"])
@@ -724,11 +725,11 @@ def test_passthrough_server_starttls(tap, need, tmp_path, test_ca, mode):
 
 
 def test_passthrough_leaves_ehlo_alone(tap, tmp_path, aiosmtpd):
-    """Default mode against a server without STARTTLS: nothing added, the EHLO reply is
+    """passthrough against a server without STARTTLS: nothing added, the EHLO reply is
     relayed as the server sent it, and a STARTTLS goes to the server (which refuses it)."""
     ca_dir, _ = smtptap_ca(tmp_path)
     with harness.RecordingRelay(aiosmtpd.host, aiosmtpd.port) as rec:
-        t = starttls_tap(tap, ca_dir, None, "-u", rec.hostport)
+        t = starttls_tap(tap, ca_dir, "passthrough", "-u", rec.hostport)
         with RawSmtpClient("127.0.0.1", t.port) as c:
             c.reply()
             ehlo = c.cmd(b"EHLO client.test")

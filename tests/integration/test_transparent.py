@@ -139,7 +139,20 @@ def nobody():
 
 
 @pytest.fixture
-def transparent_tap(netns, tap, tmp_path):
+def nobody_dir():
+    """A directory of nobody's (tmp_path is under root's 0700 pytest directory)."""
+    import tempfile
+    import shutil
+    uid, gid = nobody()
+    d = tempfile.mkdtemp(prefix="smtptap-nobody-")
+    os.chmod(d, 0o700)
+    os.chown(d, uid, gid)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def transparent_tap(netns, tap, tmp_path, nobody_dir):
     """smtptap -u transparent in the namespace, as uid nobody, on 127.0.0.1 and [::1]."""
     uid, gid = nobody()
     wrapper = tmp_path / "smtptap-in-netns"
@@ -149,7 +162,9 @@ def transparent_tap(netns, tap, tmp_path):
         f"setpriv --reuid={uid} --regid={gid} --clear-groups "
         f"{shlex.quote(harness.smtptap_bin())} \"$@\"\n")
     wrapper.chmod(0o755)
-    t = tap(["--listen", "[::1]:0", "-u", "transparent"], binary=str(wrapper))
+    # smtptap offers STARTTLS by default, so it needs its CA, in a directory nobody may create
+    t = tap(["--listen", "[::1]:0", "-u", "transparent", "--ca-dir", f"{nobody_dir}/ca"],
+            binary=str(wrapper))
     m = t.wait_for(harness.LISTEN_RE, count=2)
     t.ports = {"ipv4": t.port, "ipv6": int(m.group(2))}
     assert m.group(1) == "[::1]", m.group(0)

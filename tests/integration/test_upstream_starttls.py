@@ -23,7 +23,8 @@ def test_starttls_upstream_is_upgraded_and_the_client_sees_one_ehlo_reply(tap, n
     need("swaks")
     ca, ctx = tls_upstream(tmp_path)
     with harness.AiosmtpdServer(tls_context=ctx, auth=True, auth_require_tls=True) as srv:
-        t = tap(["-u", f"starttls:localhost:{srv.port}", "--upstream-ca", ca.cert_path])
+        t = tap(["-u", f"starttls:localhost:{srv.port}", "--upstream-ca", ca.cert_path,
+                     "--client-starttls", "passthrough"])
         rc, out, err = harness.run([harness.tool_path("swaks"), "--server", t.hostport, "--from",
                                     FROM, "--to", RCPTS[0], "--ehlo", "client.test"], timeout=30)
         assert rc == 0, out + err

@@ -120,7 +120,7 @@ static void no_arguments_gives_the_documented_defaults(void **state)
     assert_int_equal(c->grace_ms, 5000);
     assert_int_equal(c->verbosity, 0);
     assert_int_equal(c->color, COLOR_AUTO);
-    assert_int_equal(c->client_starttls, CLIENT_STARTTLS_PASSTHROUGH);
+    assert_int_equal(c->client_starttls, CLIENT_STARTTLS_OFFER);
     assert_int_equal(c->formats, FORMAT_TEXT);
     assert_string_equal(c->capture_dir, "");
     assert_string_equal(c->config_file, "");
