@@ -100,6 +100,8 @@ static void pump(struct tcp_leg *t)
 
 void leg_tls_received(struct tcp_leg *t, const uint8_t *bytes, size_t len)
 {
+    for (size_t i = 0; i < len && t->tls_first_len < sizeof t->tls_first; i++)
+        t->tls_first[t->tls_first_len++] = bytes[i];
     if (t->tls == LEG_TLS_FAILED) return;
     BIO_write(SSL_get_rbio(t->ssl), bytes, (int)len);
     pump(t);
@@ -122,6 +124,19 @@ void leg_tls_close_notify(struct tcp_leg *t)
     flush_plaintext(t);
     SSL_shutdown(t->ssl);
     drain(t);
+}
+
+bool leg_tls_peer_spoke_plain(const struct tcp_leg *t)
+{
+    /* A TLS record starts with its content type, 20..24; text starts with a digit or a
+     * letter. */
+    if (t->tls_first_len < sizeof t->tls_first) return false;
+    for (size_t i = 0; i < 3; i++) {
+        uint8_t c = t->tls_first[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')))
+            return false;
+    }
+    return true;
 }
 
 void leg_tls_release_hello(struct tcp_leg *t, X509 *model)

@@ -123,6 +123,11 @@ static void on_idle_expired(struct session *s)
     }
     char d[32];
     format_duration(idle, d, sizeof d);
+    if (s->client.tls == LEG_TLS_HANDSHAKING && s->client.tls_first_len == 0)
+        session_emitf(s, EV_ERROR, DIR_C2S,
+                      "client sent nothing in %s, no TLS handshake: a plain SMTP client waits "
+                      "for a greeting that an implicit-TLS listener never sends",
+                      d);
     session_emitf(s, EV_INFO, DIR_NONE, "session idle for %s: closing", d);
     local_reply(s, "421 4.4.2 smtptap: session idle for %s, closing", d);
     session_end(s);
@@ -138,8 +143,12 @@ static void on_connect_expired(struct session *s)
         local_reply(s, "421 4.4.2 smtptap: upstream %s unreachable (connect timed out after %s)",
                     s->upstream_name, d);
     } else {
-        session_emitf(s, EV_ERROR, DIR_S2C, "upstream %s timed out: no greeting within %s",
-                      s->upstream_name, d);
+        bool plain = s->server->cfg->upstream.tls != TLS_IMPLICIT;
+        session_emitf(s, EV_ERROR, DIR_S2C, "upstream %s timed out: no greeting within %s%s",
+                      s->upstream_name, d,
+                      plain ? " (an implicit-TLS port says nothing until the client's TLS "
+                              "handshake: if that is what it is, use tls:HOST:PORT)"
+                            : "");
         local_reply(s, "421 4.4.2 smtptap: upstream %s timed out (no greeting within %s)",
                     s->upstream_name, d);
     }
@@ -423,9 +432,24 @@ static void pump_client(struct session *s)
     }
 }
 
+/* A TLS record (handshake, TLS 1.x) as the very first bytes on a plain listener. */
+static bool client_hello_on_plain(const struct session *s, const uint8_t *bytes, size_t len)
+{
+    return !s->client.ssl && !s->opaque && s->bytes_up == 0 && len >= 2 && bytes[0] == 0x16 &&
+           bytes[1] == 0x03;
+}
+
 static void on_client_read(struct leg *leg, const uint8_t *bytes, size_t len)
 {
     struct session *s = leg->owner;
+    if (client_hello_on_plain(s, bytes, len)) {
+        session_emitf(s, EV_ERROR, DIR_C2S,
+                      "client started a TLS handshake on this plain listener: it expects implicit "
+                      "TLS (SMTPS); give it --listen tls:ADDR:PORT, or make it use STARTTLS");
+        s->client_eof = true; /* nothing it could read can be said to it */
+        session_end(s);
+        return;
+    }
     if (s->state == SESSION_CONNECTING) { /* an impatient client (read for its TLS handshake) */
         s->bytes_up += len;
         smtp_in_feed(&s->cin, bytes, len);
@@ -767,8 +791,12 @@ static void on_upstream_tls(struct tcp_leg *t, int status)
         start_relaying(s);
         return;
     }
-    session_emitf(s, EV_ERROR, DIR_S2C, "upstream %s TLS handshake failed: %s", s->upstream_name,
-                  t->tls_error);
+    session_emitf(s, EV_ERROR, DIR_S2C, "upstream %s TLS handshake failed: %s%s", s->upstream_name,
+                  t->tls_error,
+                  leg_tls_peer_spoke_plain(t)
+                      ? " (the server speaks plain SMTP on this port, it sent \"220\": use "
+                        "starttls:HOST:PORT, or HOST:PORT without a prefix)"
+                      : "");
     local_reply(s, "421 4.4.0 smtptap: upstream %s unreachable (TLS failed: %s)", s->upstream_name,
                 t->tls_error);
     session_end(s);
@@ -800,7 +828,12 @@ static void on_client_tls(struct tcp_leg *t, int status)
                           "the client's TLS ends at smtptap: the upstream leg is plain text");
         return;
     }
-    session_emitf(s, EV_ERROR, DIR_C2S, "client TLS handshake failed: %s", t->tls_error);
+    session_emitf(s, EV_ERROR, DIR_C2S, "client TLS handshake failed: %s%s", t->tls_error,
+                  !leg_tls_peer_spoke_plain(t) ? ""
+                  : s->client_tls_via_starttls
+                      ? " (the client went on in plain text after the 220 to STARTTLS)"
+                      : " (the client speaks plain SMTP: it expects a plain or STARTTLS port, "
+                        "not implicit TLS)");
     s->client_eof = true; /* nothing more can be said to it */
     session_end(s);
 }
@@ -842,6 +875,7 @@ static bool start_client_tls(struct session *s)
 void session_client_starttls(struct session *s)
 {
     if (s->state == SESSION_ENDING || s->client.ssl) return;
+    s->client_tls_via_starttls = true;
     size_t dropped = smtp_in_reset(&s->cin);
     if (dropped)
         session_emitf(s, EV_LINT, DIR_C2S,

@@ -98,6 +98,8 @@ struct tcp_leg {
     X509 *tls_model;      /* owned reference, may be NULL: the upstream certificate whose
                              subject and SANs the client's leaf copies */
     bool tls_hold_hello;  /* server side: park the ClientHello until leg_tls_release_hello */
+    uint8_t tls_first[4]; /* the first bytes the peer sent once TLS started (for hints) */
+    uint8_t tls_first_len;
     char tls_error[512];
     uv_shutdown_t shutdown_req;
     uv_connect_t connect_req;
@@ -129,6 +131,9 @@ int tcp_leg_start_tls(struct tcp_leg *t, SSL_CTX *ctx, bool server, const char *
 /* Server side with tls_hold_hello: the ClientHello waits (the leaf is not chosen yet) until
  * this is called; model (may be NULL) is the certificate the leaf copies. */
 void leg_tls_release_hello(struct tcp_leg *t, X509 *model);
+/* True when the peer's first bytes after TLS started were plain text, not a TLS record:
+ * "220 " from a server (a plain SMTP port) or letters from a client (an SMTP command). */
+bool leg_tls_peer_spoke_plain(const struct tcp_leg *t);
 /* For leg.c: ciphertext received; plaintext to send; close_notify before FIN; cleanup. */
 void leg_tls_received(struct tcp_leg *t, const uint8_t *bytes, size_t len);
 void leg_tls_write(struct tcp_leg *t, const uint8_t *bytes, size_t len);

@@ -73,6 +73,7 @@ struct session {
     const struct fault_set *fault_set; /* the rules this session matches against */
     struct fault_session faults;
     bool bdat_local;                /* the current BDAT chunk was answered locally: not forwarded */
+    bool client_tls_via_starttls;   /* the client's TLS began with STARTTLS, not on connect */
     int upgrade;                    /* enum upstream_upgrade (session_upgrade.c) */
     struct buf upgrade_hello;       /* owned: the client's EHLO/HELO, sent again inside TLS */
     struct smtp_pending upgrade_of; /* the client's FIFO entry for that command */
