@@ -848,20 +848,29 @@ static X509 *upstream_cert(const struct session *s)
 /* Implicit TLS from the client (a tls: listener): the handshake starts at once; what the
  * session writes meanwhile waits in the leg until it completes. With an implicit-TLS
  * upstream the ClientHello waits for the upstream's certificate, so the leaf can copy it. */
+/* The leaf's name when the client sends no SNI: the upstream host, else the address the
+ * client meant (transparent: its original destination, set when it is known), else the
+ * address it connected to. */
+static void choose_leaf_name(struct session *s)
+{
+    const struct upstream_spec *u = &s->server->cfg->upstream;
+    if (u->kind == UPSTREAM_FIXED) {
+        snprintf(s->client.tls_name, sizeof s->client.tls_name, "%s", u->target.host);
+        return;
+    }
+    if (s->client.tls_name[0]) return;
+    struct sockaddr_storage sa;
+    int len = sizeof sa;
+    char ip[80] = "localhost";
+    if (uv_tcp_getsockname(&s->client.tcp, (struct sockaddr *)&sa, &len) == 0)
+        uv_ip_name((struct sockaddr *)&sa, ip, sizeof ip);
+    snprintf(s->client.tls_name, sizeof s->client.tls_name, "%s", ip);
+}
+
 static bool start_client_tls(struct session *s)
 {
     const struct upstream_spec *u = &s->server->cfg->upstream;
-    const char *name = u->kind == UPSTREAM_FIXED ? u->target.host : NULL;
-    if (!name) {
-        struct sockaddr_storage sa;
-        int len = sizeof sa;
-        char ip[80] = "localhost";
-        if (uv_tcp_getsockname(&s->client.tcp, (struct sockaddr *)&sa, &len) == 0)
-            uv_ip_name((struct sockaddr *)&sa, ip, sizeof ip);
-        snprintf(s->client.tls_name, sizeof s->client.tls_name, "%s", ip);
-    } else {
-        snprintf(s->client.tls_name, sizeof s->client.tls_name, "%s", name);
-    }
+    choose_leaf_name(s);
     s->client.tls_hold_hello = u->kind == UPSTREAM_FIXED && u->tls == TLS_IMPLICIT;
     if (tcp_leg_start_tls(&s->client, s->server->tls_server, true, NULL, on_client_tls) == 0) {
         leg_read_start(&s->client.base);
@@ -882,9 +891,7 @@ void session_client_starttls(struct session *s)
                       "lint: client sent %zu bytes after STARTTLS before the 220: discarded, not "
                       "relayed into TLS (command injection, CVE-2011-0411 class)",
                       dropped);
-    const struct upstream_spec *u = &s->server->cfg->upstream;
-    snprintf(s->client.tls_name, sizeof s->client.tls_name, "%s",
-             u->kind == UPSTREAM_FIXED ? u->target.host : "localhost");
+    choose_leaf_name(s);
     X509 *model = upstream_cert(s);
     if (model && X509_up_ref(model)) s->client.tls_model = model;
     if (!s->server->tls_server ||
@@ -1036,6 +1043,7 @@ static void connect_transparent(struct session *s)
         return;
     }
     sockaddr_format((struct sockaddr *)&dst, s->upstream_name, sizeof s->upstream_name);
+    uv_ip_name((struct sockaddr *)&dst, s->client.tls_name, sizeof s->client.tls_name);
     arm_timer(s, TIMER_CONNECT, s->server->cfg->connect_timeout_ms);
     connect_to(s, (struct sockaddr *)&dst);
 }

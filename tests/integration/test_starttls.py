@@ -470,10 +470,10 @@ def test_offer_on_implicit_tls_listener_does_not_offer(tap, tmp_path):
     assert not [l.raw for l in lines if l.is_command and l.marker == " ->"], t.transcript()
 
 
-@pytest.mark.parametrize("how", ["sni", "upstream-name", "default-localhost"])
+@pytest.mark.parametrize("how", ["sni", "upstream-name", "listener-address"])
 def test_starttls_leaf_names(tap, tmp_path, how):
-    """The STARTTLS leaf is minted for the SNI, else the upstream host name, else
-    "localhost", and chains to the printed CA."""
+    """The STARTTLS leaf is minted for the SNI, else the upstream host name, else the
+    address the client connected to (as for implicit TLS), and chains to the printed CA."""
     ca_dir, ca_pem = smtptap_ca(tmp_path)
     with harness.AiosmtpdServer() as srv:
         args = ["-u", f"127.0.0.1:{srv.port}"] if how == "upstream-name" else []
@@ -488,7 +488,7 @@ def test_starttls_leaf_names(tap, tmp_path, how):
         t.wait_session_end()
     sans = cert.get("subjectAltName", ())
     want = {"sni": ("DNS", "mail.test"), "upstream-name": ("IP Address", "127.0.0.1"),
-            "default-localhost": ("DNS", "localhost")}[how]
+            "listener-address": ("IP Address", "127.0.0.1")}[how]
     assert want in sans, f"leaf SANs {sans}, expected {want}; cert {cert}"
     issuer = dict(x[0] for x in cert["issuer"])
     rc, out, _ = harness.run(["openssl", "x509", "-in", ca_pem, "-noout", "-subject",

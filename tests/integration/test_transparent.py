@@ -278,3 +278,34 @@ def test_a_rule_that_redirects_smtptap_itself_is_caught_not_looped(netns, transp
     t.wait_session_end(1)
     t.wait_session_end(2)
     assert t.sessions() == [1, 2], f"smtptap looped:\n{t.transcript()}"
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_redirected_client_starttls_verifies_against_the_original_destination(
+        netns, transparent_tap, nobody_dir, family):
+    """smtptap offers STARTTLS by default; a client that dialled the real server by its
+    address and verifies it (smtptap's CA trusted, IP checked) gets a leaf for that
+    original destination, not for smtptap's own loopback address."""
+    t = transparent_tap
+    srv = NsServer(netns, SERVER[family], SMTP_PORT)
+    redirect(netns, t, family)
+    ca_pem = f"{nobody_dir}/ca/ca.pem"  # created by smtptap (as nobody) at start
+    code = ("import smtplib, ssl, sys\n"
+            "ctx = ssl.create_default_context(cafile=sys.argv[3])\n"
+            "s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=15)\n"
+            "s.ehlo('client.test')\n"
+            "s.starttls(context=ctx)\n"
+            "print(s.sock.getpeercert()['subjectAltName'])\n"
+            "s.sendmail('alice@example.org', ['bob@example.net'], b'Subject: via TLS\\r\\n\\r\\nhi\\r\\n')\n"
+            "s.quit()\n")
+    rc, out, err = harness.run(netns.cmd([harness.PYTHON, "-c", code, SERVER[family],
+                                          str(SMTP_PORT), ca_pem]), timeout=30)
+    assert rc == 0, f"STARTTLS to {SERVER[family]} through smtptap failed:\n{out}\n{err}"
+    assert f"('IP Address', '{SERVER[family].upper() if family == 'ipv6' else SERVER[family]}')" \
+        in out.replace("2001:DB8:0:0:0:0:0:25", "2001:DB8::25"), out
+    msg = srv.wait_for_messages(1)[0]
+    assert msg["mail_from"] == "alice@example.org"
+    t.wait_session_end()
+    text = t.transcript()
+    assert "== client TLS:" in text and "~> mail FROM:<alice@example.org>" in text, text
+    assert "the client's TLS ends at smtptap: the upstream leg is plain text" in text, text
