@@ -482,9 +482,12 @@ def _aiosmtpd_classes():
         handle_DATA like DATA would (no dot-unstuffing: BDAT content is raw)."""
 
         def __init__(self, handler, *, bdat: bool = False, line_length_limit: int = 1001,
-                     command_size_limit: int = 512, inject_after_starttls: bytes = b"", **kw):
+                     command_size_limit: int = 512, inject_after_starttls: bytes = b"",
+                     refuse_starttls: str = "", **kw):
             self.line_length_limit = line_length_limit  # read by SMTP.__init__ (StreamReader limit)
             self.inject_after_starttls = inject_after_starttls
+            self.refuse_starttls = refuse_starttls
+            self.tap_ehlo_count = 0  # EHLO commands on this connection (number_ehlo)
             self._inject_pending = False
             self.command_size_limit = command_size_limit
             self.bdat_enabled = bdat
@@ -503,6 +506,9 @@ def _aiosmtpd_classes():
         # handshake starts (the shape of the CVE-2011-0411 class attack, server side).
         @syntax("STARTTLS", when="tls_context")
         async def smtp_STARTTLS(self, arg):
+            if self.refuse_starttls and not arg:
+                # Offered (tls_context) but refused: the reply, no handshake, still plain.
+                return await self.push(self.refuse_starttls)
             self._inject_pending = bool(self.inject_after_starttls and not arg
                                         and self.tls_context and not self._tls_protocol)
             try:
@@ -572,10 +578,11 @@ def _aiosmtpd_classes():
 
     class TapController(Controller):
         def __init__(self, handler, *, bdat, line_length_limit, command_size_limit,
-                     inject_after_starttls=b"", **kw):
+                     inject_after_starttls=b"", refuse_starttls="", **kw):
             self._tap = dict(bdat=bdat, line_length_limit=line_length_limit,
                              command_size_limit=command_size_limit,
-                             inject_after_starttls=inject_after_starttls)
+                             inject_after_starttls=inject_after_starttls,
+                             refuse_starttls=refuse_starttls)
             super().__init__(handler, **kw)
 
         def factory(self):
@@ -595,6 +602,9 @@ class _Recorder:
             extra.append("250-PIPELINING")
         if getattr(server, "bdat_enabled", False):
             extra.append("250-CHUNKING")
+        if self.owner.number_ehlo:
+            server.tap_ehlo_count = getattr(server, "tap_ehlo_count", 0) + 1
+            extra.append(f"250-X-EHLO-{server.tap_ehlo_count}")
         return responses[:1] + extra + responses[1:]
 
     # Replies that name their argument, so that a test can tell which reply answered
@@ -637,14 +647,21 @@ class AiosmtpdServer:
     accepted; auth=True advertises AUTH PLAIN LOGIN over plain TCP, any credentials.
     silent=True is instead a TCP server that accepts and never says anything.
     inject_after_starttls=b"250 injected\\r\\n" (with tls_context=...): the 220 to STARTTLS
-    and these bytes go out in one write, before the handshake (response injection)."""
+    and these bytes go out in one write, before the handshake (response injection).
+    refuse_starttls="454 4.7.0 TLS not available" (with tls_context=...): STARTTLS is
+    offered but answered with this reply; no handshake, the connection stays plain.
+    number_ehlo=True: each EHLO reply carries `250-X-EHLO-<n>`, n counting the EHLO
+    commands of the connection (1, 2, ...), so a test can tell which EHLO reply it got."""
 
     def __init__(self, *, host: str = "127.0.0.1", bdat: bool = False, silent: bool = False,
                  hostname: Optional[str] = None, ident: str = "ESMTP aiosmtpd-fixture",
                  line_length_limit: int = 1 << 20, command_size_limit: int = 4096,
                  data_size_limit: int = 64 << 20, auth: bool = False, pipelining: bool = True,
-                 inject_after_starttls: bytes = b"", **smtp_kwargs):
+                 inject_after_starttls: bytes = b"", refuse_starttls: str = "",
+                 number_ehlo: bool = False, **smtp_kwargs):
         self.host = host
+        self.refuse_starttls = refuse_starttls
+        self.number_ehlo = number_ehlo
         self.pipelining = pipelining
         self.bdat = bdat
         self.silent = silent
@@ -728,6 +745,7 @@ class AiosmtpdServer:
                                 line_length_limit=self.line_length_limit,
                                 command_size_limit=self.command_size_limit,
                                 inject_after_starttls=self.inject_after_starttls,
+                                refuse_starttls=self.refuse_starttls,
                                 hostname=self.host, port=self.port,
                                 server_hostname=self.hostname, ready_timeout=10, **kw)
             try:
@@ -1156,7 +1174,8 @@ class CertAuthority:
         cert, key = ca.issue(["localhost"], not_before=past, not_after=past2)  # expired
         ctx = ca.server_context(["localhost"])      # ssl.SSLContext for a test server,
                                                     # e.g. AiosmtpdServer(ssl_context=ctx)
-    NAMES become subjectAltNames (IP literals as IP SANs); the first is the CN."""
+    NAMES become subjectAltNames (IP literals as IP SANs); the first is the CN.
+    issue(..., organization="Upstream Test Org") adds O= to the leaf's subject."""
 
     def __init__(self, workdir: str, name: str = "smtptap integration test CA"):
         import datetime
@@ -1184,10 +1203,11 @@ class CertAuthority:
         self.cert_path = os.path.join(workdir, f"testca-{secrets.token_hex(3)}.pem")
         Path(self.cert_path).write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, names: Sequence[str], *, not_before=None, not_after=None
-              ) -> Tuple[str, str]:
+    def issue(self, names: Sequence[str], *, not_before=None, not_after=None,
+              organization: Optional[str] = None) -> Tuple[str, str]:
         """A server certificate for NAMES signed by this CA; returns (cert_path, key_path).
-        not_before / not_after: datetimes (default: yesterday, in 30 days)."""
+        not_before / not_after: datetimes (default: yesterday, in 30 days); organization:
+        an O= attribute after the CN in the subject."""
         import datetime
         import ipaddress
         from cryptography import x509
@@ -1204,8 +1224,11 @@ class CertAuthority:
                 sans.append(x509.IPAddress(ipaddress.ip_address(n)))
             except ValueError:
                 sans.append(x509.DNSName(n))
+        subject = [x509.NameAttribute(NameOID.COMMON_NAME, names[0])]
+        if organization:
+            subject.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
         cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+                .subject_name(x509.Name(subject))
                 .issuer_name(self.name)
                 .public_key(key.public_key())
                 .serial_number(x509.random_serial_number())
