@@ -69,6 +69,11 @@ bench)
     build build-release --buildtype=release -Dtests=disabled
     exec tests/bench/bench.sh "$@"
     ;;
+bench-tls)
+    install_missing "${BUILD_PKGS[@]}" "${BENCH_PKGS[@]}" stunnel4 sslsplit openssl
+    build build-release --buildtype=release -Dtests=disabled
+    exec tests/bench/bench_tls.sh "$@"
+    ;;
 *)
     echo "usage: ./dev.sh run|test|test-asan|bench [ARGS]" >&2
     exit 64
