@@ -5,6 +5,7 @@
 #   ./dev.sh test [MESON TEST ARGS]  build and run the whole test suite
 #   ./dev.sh test-asan               the same suite on an ASan+UBSan build
 #   ./dev.sh bench                   the benchmark in tests/bench (not a test)
+#   ./dev.sh bench-tls               the TLS benchmark in tests/bench (not a test)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -75,7 +76,7 @@ bench-tls)
     exec tests/bench/bench_tls.sh "$@"
     ;;
 *)
-    echo "usage: ./dev.sh run|test|test-asan|bench [ARGS]" >&2
+    echo "usage: ./dev.sh run|test|test-asan|bench|bench-tls [ARGS]" >&2
     exit 64
     ;;
 esac

@@ -30,6 +30,7 @@ struct server {
     unsigned nlisteners;
     struct session *sessions; /* doubly linked through session->prev/next */
     uint64_t nsessions;
+    uint64_t sessions_peak; /* since the heap was last trimmed (server.c) */
     uint64_t next_id;
     struct event_writer *live; /* NULL with --quiet */
     bool stopping;
