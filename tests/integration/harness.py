@@ -1055,6 +1055,19 @@ def swaks_commands(out: str) -> List[str]:
     return [l[4:] for l in out.splitlines() if l.startswith(" -> ")]
 
 
+def read_reply(next_line) -> List[bytes]:
+    """One complete (multi-line) reply from next_line() (a line without its CRLF, or None
+    at EOF); raises ConnectionError on EOF."""
+    lines = []
+    while True:
+        ln = next_line()
+        if ln is None:
+            raise ConnectionError(f"connection closed after {lines!r}")
+        lines.append(ln)
+        if len(ln) < 4 or ln[3:4] != b"-":
+            return lines
+
+
 class RawSmtpClient:
     """A byte-exact SMTP client on a plain socket; counts every byte both ways.
 
@@ -1090,14 +1103,7 @@ class RawSmtpClient:
 
     def reply(self) -> List[bytes]:
         """One complete (multi-line) reply; raises ConnectionError on EOF."""
-        lines = []
-        while True:
-            ln = self.line()
-            if ln is None:
-                raise ConnectionError(f"connection closed after {lines!r}")
-            lines.append(ln)
-            if len(ln) < 4 or ln[3:4] != b"-":
-                return lines
+        return read_reply(self.line)
 
     def code(self) -> int:
         return int(self.reply()[-1][:3])

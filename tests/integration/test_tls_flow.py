@@ -356,14 +356,7 @@ class Wire:
         return ln.rstrip(b"\r")
 
     def reply(self) -> List[bytes]:
-        lines = []
-        while True:
-            ln = self.line()
-            if ln is None:
-                raise ConnectionError(f"connection closed after {lines!r}")
-            lines.append(ln)
-            if len(ln) < 4 or ln[3:4] != b"-":
-                return lines
+        return harness.read_reply(self.line)
 
     def cmd(self, line: bytes) -> List[bytes]:
         self.send(line + b"\r\n")

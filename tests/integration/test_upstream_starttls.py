@@ -515,49 +515,37 @@ def test_implicit_tls_both_ways_client_leaf_copies_the_upstream_certificate(tap,
     t.wait_session_end(1)
 
 
-def test_client_starttls_after_upstream_upgrade_leaf_copies_the_upstream_certificate(tap, tmp_path):
+@pytest.mark.parametrize("prefix", ["starttls", "plain"])
+def test_client_starttls_leaf_copies_the_upstream_certificate_when_known(tap, tmp_path, prefix):
+    """starttls: the upstream is upgraded before the client's STARTTLS, so the client's leaf
+    copies the upstream certificate's subject and SANs. Control, plain: the upstream
+    certificate is never seen; the leaf is smtptap's own for the name, without the
+    upstream's subject or its alt.upstream.test SAN."""
     ca_dir, ca_pem = harness.smtptap_ca(tmp_path)
     test_ca, up_cert, ctx = distinct_upstream(tmp_path)
-    msg = make_message("leaf copies the upstream certificate (STARTTLS)", to=RCPTS)
+    msg = make_message(f"leaf and the upstream certificate ({prefix})", to=RCPTS)
     with harness.AiosmtpdServer(tls_context=ctx) as srv:
-        t = tap(["-u", f"starttls:localhost:{srv.port}", "--upstream-ca", test_ca.cert_path,
+        t = tap(["-u", f"{prefix}:localhost:{srv.port}", "--upstream-ca", test_ca.cert_path,
                  "--ca-dir", ca_dir])
         with HeloSMTP("localhost", t.port, local_hostname="client.test", timeout=10) as s:
             s.ehlo()
             assert s.has_extn("starttls"), s.esmtp_features
             code, _ = s.starttls(context=ssl.create_default_context(cafile=ca_pem))
             assert code == 220
-            check_leaf(s.sock, upstream_cert=up_cert, tap_ca_pem=ca_pem, copied=True)
+            check_leaf(s.sock, upstream_cert=up_cert, tap_ca_pem=ca_pem,
+                       copied=prefix == "starttls")
             assert s.sendmail(FROM, RCPTS, msg) == {}
             s.quit()
         got = srv.wait_for_messages(1)
         assert got[0].content == msg
-    lines = smtptap_lines(t)
-    up = index_of(lines, lambda l: l.marker == "==" and l.text.startswith("upstream TLS:"),
-                  "'== upstream TLS:'")
-    client = index_of(lines, lambda l: l.marker == "==" and l.text.startswith("client TLS:"),
-                      "'== client TLS:'")
-    assert up < client
-
-
-def test_plain_upstream_client_leaf_is_minted_by_name_not_copied(tap, tmp_path):
-    """Control: with plain: the upstream certificate is never seen; the leaf is smtptap's
-    own for the name, without the upstream's subject or its alt.upstream.test SAN."""
-    ca_dir, ca_pem = harness.smtptap_ca(tmp_path)
-    test_ca, up_cert, ctx = distinct_upstream(tmp_path)
-    msg = make_message("leaf minted by name", to=RCPTS)
-    with harness.AiosmtpdServer(tls_context=ctx) as srv:
-        t = tap(["-u", f"plain:localhost:{srv.port}", "--upstream-ca", test_ca.cert_path,
-                 "--ca-dir", ca_dir])
-        with HeloSMTP("localhost", t.port, local_hostname="client.test", timeout=10) as s:
-            s.ehlo()
-            code, _ = s.starttls(context=ssl.create_default_context(cafile=ca_pem))
-            assert code == 220
-            check_leaf(s.sock, upstream_cert=up_cert, tap_ca_pem=ca_pem, copied=False)
-            assert s.sendmail(FROM, RCPTS, msg) == {}
-            s.quit()
-        srv.wait_for_messages(1)
     t.wait_session_end(1)
+    if prefix == "starttls":
+        lines = smtptap_lines(t)
+        up = index_of(lines, lambda l: l.marker == "==" and l.text.startswith("upstream TLS:"),
+                      "'== upstream TLS:'")
+        client = index_of(lines, lambda l: l.marker == "==" and l.text.startswith("client TLS:"),
+                          "'== client TLS:'")
+        assert up < client
 
 
 # --------------------------------------------------------------------------- 5. bytes down
