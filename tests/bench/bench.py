@@ -987,25 +987,33 @@ class Bench:
             self.part_4()
 
 
-def main():
-    if len(sys.argv) > 1 and sys.argv[1] == "helper":
-        helper_main(sys.argv[2:])
-        return 0
-    ap = argparse.ArgumentParser(prog="bench.sh", description="smtptap benchmark (loopback)")
+def parse_args(prog, description, parts, quick_sessions):
+    """The command line both benchmarks share; --only takes PARTS (e.g. "1,2,3,4")."""
+    ap = argparse.ArgumentParser(prog=prog, description=description)
     ap.add_argument("--smtptap", default=os.environ.get("SMTPTAP_BIN")
                     or str(REPO / "build-release" / "smtptap"))
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="1,2,3,4")
+    ap.add_argument("--only", default=parts)
     ap.add_argument("--sessions", type=int, default=None)
     a = ap.parse_args()
     a.only = [x.strip() for x in a.only.split(",") if x.strip()]
+    if not set(a.only) <= set(parts.split(",")):
+        ap.error(f"--only takes a list of {parts}")
     if a.sessions is None:
-        a.sessions = 1000 if a.quick else 10000
+        a.sessions = quick_sessions if a.quick else 10000
     if a.quick and a.reps == 3:
         a.reps = 1
+    if a.reps < 1 or a.sessions < 1:
+        ap.error("--reps and --sessions must be at least 1")
+    return a
+
+
+def run_bench(prog, a, make_bench, tmp_prefix, report, targets):
+    """Runs make_bench(a, tmp, settings, fd_limit).run() with clean-up on any exit, then
+    prints report(bench), the targets line, notes and problems. Returns the exit status."""
     if not os.access(a.smtptap, os.X_OK):
-        print(f"bench.sh: no smtptap binary at {a.smtptap}; build it with\n"
+        print(f"{prog}: no smtptap binary at {a.smtptap}; build it with\n"
               "  meson setup build-release --buildtype=release -Dtests=disabled && "
               "ninja -C build-release smtptap\nor pass --smtptap PATH", file=sys.stderr)
         return 2
@@ -1016,22 +1024,22 @@ def main():
     for s in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, on_signal)
 
-    tmp = Path(tempfile.mkdtemp(prefix="smtptap-bench-"))
+    tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix))
     bench = None
     rc = 0
     try:
         settings = []
         fd_limit = raise_limits(a.sessions, settings)
-        bench = Bench(a, tmp, settings, fd_limit)
+        bench = make_bench(a, tmp, settings, fd_limit)
         bench.run()
     except BenchError as e:
         if bench:
             bench.problems.append(str(e))
         else:
-            print(f"bench.sh: {e}", file=sys.stderr)
+            print(f"{prog}: {e}", file=sys.stderr)
             rc = 1
     except KeyboardInterrupt:
-        print("bench.sh: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         rc = 130
     finally:
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
@@ -1040,11 +1048,8 @@ def main():
             bench.procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
     if bench and rc == 0:
-        print("\n## Results\n")
-        print(bench.table())
-        print("\nTargets are from the issue (smtptap -q against direct; memory per idle "
-              "session; peak RSS under backpressure). A MISS is a finding, not a failure "
-              "of this script.")
+        report(bench)
+        print("\n" + targets)
         if bench.notes:
             print("\n## Notes\n")
             print("\n".join(f"- {n}" for n in bench.notes))
@@ -1054,6 +1059,21 @@ def main():
             rc = 1
         print(f"\nTotal time: {time.monotonic() - T0:.0f}s")
     return rc
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "helper":
+        helper_main(sys.argv[2:])
+        return 0
+    a = parse_args("bench.sh", "smtptap benchmark (loopback)", "1,2,3,4", 1000)
+
+    def report(bench):
+        print("\n## Results\n")
+        print(bench.table())
+    return run_bench("bench.sh", a, Bench, "smtptap-bench-", report,
+                     "Targets are from the issue (smtptap -q against direct; memory per idle "
+                     "session; peak RSS under backpressure). A MISS is a finding, not a failure "
+                     "of this script.")
 
 
 if __name__ == "__main__":

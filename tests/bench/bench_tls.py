@@ -41,7 +41,6 @@ import ssl
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -1151,74 +1150,16 @@ def main():
     if len(sys.argv) > 1 and sys.argv[1] == "helper":
         helper_main(sys.argv[2:])
         return 0
-    ap = argparse.ArgumentParser(prog="bench_tls.sh",
-                                 description="smtptap TLS benchmark (loopback)")
-    ap.add_argument("--smtptap", default=os.environ.get("SMTPTAP_BIN")
-                    or str(REPO / "build-release" / "smtptap"))
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="1,2,3")
-    ap.add_argument("--sessions", type=int, default=None)
-    a = ap.parse_args()
-    a.only = [x.strip() for x in a.only.split(",") if x.strip()]
-    if not set(a.only) <= {"1", "2", "3"}:
-        ap.error("--only takes a list of 1, 2, 3")
-    if a.sessions is None:
-        a.sessions = 500 if a.quick else 10000
-    if a.quick and a.reps == 3:
-        a.reps = 1
-    if a.reps < 1 or a.sessions < 1:
-        ap.error("--reps and --sessions must be at least 1")
-    if not os.access(a.smtptap, os.X_OK):
-        print(f"bench_tls.sh: no smtptap binary at {a.smtptap}; build it with\n"
-              "  meson setup build-release --buildtype=release -Dtests=disabled && "
-              "ninja -C build-release smtptap\nor pass --smtptap PATH", file=sys.stderr)
-        return 2
-    a.smtptap = str(Path(a.smtptap).resolve())
+    a = B.parse_args("bench_tls.sh", "smtptap TLS benchmark (loopback)", "1,2,3", 500)
 
-    def on_signal(signum, _frame):
-        raise SystemExit(128 + signum)
-    for s in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, on_signal)
-
-    tmp = Path(tempfile.mkdtemp(prefix="smtptap-bench-tls-"))
-    bench = None
-    rc = 0
-    try:
-        settings = []
-        fd_limit = B.raise_limits(a.sessions, settings)
-        bench = Bench(a, tmp, settings, fd_limit)
-        bench.run()
-    except BenchError as e:
-        if bench:
-            bench.problems.append(str(e))
-        else:
-            print(f"bench_tls.sh: {e}", file=sys.stderr)
-            rc = 1
-    except KeyboardInterrupt:
-        print("bench_tls.sh: interrupted", file=sys.stderr)
-        rc = 130
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-            signal.signal(sig, signal.SIG_IGN)
-        if bench:
-            bench.procs.stop_all()
-        shutil.rmtree(tmp, ignore_errors=True)
-    if bench and rc == 0:
+    def report(bench):
         print("\n## Results")
         bench.report()
-        print("\nTargets are from the issue (TLS on both legs >= 0.5x the plain relay for 20 MB "
-              "messages; <= 64 KiB RSS per idle TLS session pair). A MISS is a finding, not a "
-              "failure of this script; so is a third-party peer that fails (PEER FAILED).")
-        if bench.notes:
-            print("\n## Notes\n")
-            print("\n".join(f"- {n}" for n in bench.notes))
-        if bench.problems:
-            print("\n## Problems (the run broke somewhere)\n")
-            print("\n".join(f"- {p}" for p in bench.problems))
-            rc = 1
-        print(f"\nTotal time: {time.monotonic() - T0:.0f}s")
-    return rc
+    return B.run_bench("bench_tls.sh", a, Bench, "smtptap-bench-tls-", report,
+                       "Targets are from the issue (TLS on both legs >= 0.5x the plain relay for "
+                       "20 MB messages; <= 64 KiB RSS per idle TLS session pair). A MISS is a "
+                       "finding, not a failure of this script; so is a third-party peer that "
+                       "fails (PEER FAILED).")
 
 
 if __name__ == "__main__":
