@@ -845,9 +845,6 @@ static X509 *upstream_cert(const struct session *s)
     return SSL_get0_peer_certificate(s->up.tcp.ssl);
 }
 
-/* Implicit TLS from the client (a tls: listener): the handshake starts at once; what the
- * session writes meanwhile waits in the leg until it completes. With an implicit-TLS
- * upstream the ClientHello waits for the upstream's certificate, so the leaf can copy it. */
 /* The leaf's name when the client sends no SNI: the upstream host, else the address the
  * client meant (transparent: its original destination, set when it is known), else the
  * address it connected to. */
@@ -867,6 +864,9 @@ static void choose_leaf_name(struct session *s)
     snprintf(s->client.tls_name, sizeof s->client.tls_name, "%s", ip);
 }
 
+/* Implicit TLS from the client (a tls: listener): the handshake starts at once; what the
+ * session writes meanwhile waits in the leg until it completes. With an implicit-TLS
+ * upstream the ClientHello waits for the upstream's certificate, so the leaf can copy it. */
 static bool start_client_tls(struct session *s)
 {
     const struct upstream_spec *u = &s->server->cfg->upstream;
