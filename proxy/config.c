@@ -51,10 +51,11 @@ static const char usage[] =
     "      --keylog FILE              write NSS key log lines for both legs\n"
     "\n"
     "Upstream prefixes: tls: implicit TLS; starttls: STARTTLS required (421 to the client\n"
-    "without it); plain: never TLS; none: STARTTLS when the server offers it, else plain\n"
-    "with a warning (with --client-starttls passthrough the client's own STARTTLS decides).\n"
+    "without it); plain: never TLS; no prefix: STARTTLS when the server offers it, else\n"
+    "plain with a warning (with --client-starttls passthrough the client's own STARTTLS\n"
+    "decides). Every upstream certificate is verified (--upstream-ca, --insecure).\n"
     "\n"
-    "Exit status: 0 clean shutdown, 64 usage error, 78 configuration error.\n";
+    "Exit status: 0 clean shutdown, 64 usage error, 69 cannot listen, 78 configuration error.\n";
 
 const char *config_usage(void)
 {

@@ -139,9 +139,22 @@ static void tcp_close(struct leg *l)
     uv_close((uv_handle_t *)&t->tcp, tcp_close_cb);
 }
 
+void tcp_leg_end_now(struct tcp_leg *t)
+{
+    t->end_after_handshake = false;
+    t->base.ops->end(&t->base);
+}
+
 static void tcp_end(struct leg *l)
 {
     struct tcp_leg *t = (struct tcp_leg *)l;
+    if (t->ssl && t->tls == LEG_TLS_HANDSHAKING && buf_size(&t->tls_out)) {
+        /* What is queued (a 421, say) needs the handshake: read on until it is done
+         * (leg_tls.c ends the leg then) or fails; the owner's linger timer bounds it. */
+        t->end_after_handshake = true;
+        if (!l->reading) tcp_read_start(l);
+        return;
+    }
     uv_read_stop((uv_stream_t *)&t->tcp);
     l->reading = false;
     /* A socket still connecting would hold a shutdown until the connect ends: close it. */

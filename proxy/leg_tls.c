@@ -7,7 +7,7 @@
 #include "smtptap/leg.h"
 #include "smtptap/tls.h"
 
-enum { PLAIN_CHUNK = 16 * 1024 };
+enum { PLAIN_CHUNK = 16 * 1024, PARKED_MAX = 64 * 1024 };
 
 /* Moves every byte OpenSSL produced (records, alerts, tickets) to the socket. */
 static void drain(struct tcp_leg *t)
@@ -24,6 +24,10 @@ static void fail(struct tcp_leg *t)
     drain(t); /* the alert, if any, tells the peer why */
     bool handshaking = t->tls == LEG_TLS_HANDSHAKING;
     t->tls = LEG_TLS_FAILED;
+    if (t->end_after_handshake) { /* the owner is gone already: nothing left to deliver */
+        leg_close(&t->base);
+        return;
+    }
     if (handshaking && t->on_tls)
         t->on_tls(t, -1);
     else
@@ -94,6 +98,11 @@ static void pump(struct tcp_leg *t)
     }
     if (t->tls != LEG_TLS_ON) return;
     if (!flush_plaintext(t)) return;
+    if (t->end_after_handshake) { /* what was owed is out: now the end leg_end asked for */
+        drain(t);
+        tcp_leg_end_now(t);
+        return;
+    }
     if (!read_plaintext(t)) return;
     drain(t);
 }
@@ -103,7 +112,17 @@ void leg_tls_received(struct tcp_leg *t, const uint8_t *bytes, size_t len)
     for (size_t i = 0; i < len && t->tls_first_len < sizeof t->tls_first; i++)
         t->tls_first[t->tls_first_len++] = bytes[i];
     if (t->tls == LEG_TLS_FAILED) return;
-    BIO_write(SSL_get_rbio(t->ssl), bytes, (int)len);
+    BIO *rbio = SSL_get_rbio(t->ssl);
+    BIO_write(rbio, bytes, (int)len);
+    if (t->tls_hold_hello && BIO_ctrl_pending(rbio) > PARKED_MAX) {
+        /* A parked ClientHello is not read on; a client has nothing more to say before the
+         * ServerHello, so this much is not a client: stop it growing. */
+        snprintf(t->tls_error, sizeof t->tls_error,
+                 "client sent over %d KiB while its ClientHello waited", PARKED_MAX / 1024);
+        t->tls = LEG_TLS_FAILED;
+        if (t->on_tls) t->on_tls(t, -1);
+        return;
+    }
     pump(t);
 }
 

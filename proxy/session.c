@@ -123,7 +123,8 @@ static void on_idle_expired(struct session *s)
     }
     char d[32];
     format_duration(idle, d, sizeof d);
-    if (s->client.tls == LEG_TLS_HANDSHAKING && s->client.tls_first_len == 0)
+    if (s->client.tls == LEG_TLS_HANDSHAKING && s->client.tls_first_len == 0 &&
+        !s->client_tls_via_starttls)
         session_emitf(s, EV_ERROR, DIR_C2S,
                       "client sent nothing in %s, no TLS handshake: a plain SMTP client waits "
                       "for a greeting that an implicit-TLS listener never sends",
@@ -361,6 +362,7 @@ static void client_line(struct session *s, const struct smtp_in_item *it)
     bool local = false;
     if (it->first) {
         const struct fault_rule *own = it->complete ? own_starttls(s, it, fault) : NULL;
+        if (!own) own = upgrade_guard(s, it, fault);
         if (own) fault = own;
         if (!it->sasl) s->commands++;
         local = !it->sasl && (own || reply_fault_is_local(fault, it->verb));
@@ -378,6 +380,11 @@ static void client_line(struct session *s, const struct smtp_in_item *it)
     if (local && fault == &reply_starttls_ready) {
         session_emitf(s, EV_INFO, DIR_C2S,
                       "STARTTLS answered by smtptap (--client-starttls offer)");
+    } else if (local && fault == &reply_hello_first) {
+        session_emitf(s, EV_INFO, DIR_C2S,
+                      "%s answered by smtptap: a starttls: upstream gets nothing before the EHLO "
+                      "that starts TLS",
+                      smtp_verb_name(it->verb));
     } else if (local && fault == &reply_starttls_refused) {
         session_emitf(s, EV_INFO, DIR_C2S, "STARTTLS refused by smtptap: %s",
                       s->client.ssl ? "the client is in TLS already" : "--client-starttls strip");
@@ -446,7 +453,7 @@ static void on_client_read(struct leg *leg, const uint8_t *bytes, size_t len)
         session_emitf(s, EV_ERROR, DIR_C2S,
                       "client started a TLS handshake on this plain listener: it expects implicit "
                       "TLS (SMTPS); give it --listen tls:ADDR:PORT, or make it use STARTTLS");
-        s->client_eof = true; /* nothing it could read can be said to it */
+        s->client_eof = s->client_dead = true; /* nothing it could read can be said to it */
         session_end(s);
         return;
     }
@@ -560,6 +567,10 @@ static void handle_reply(struct session *s, const struct smtp_reply *r)
 {
     struct smtp_pending p;
     bool was_upgrading = upgrade_busy(s);
+    if (r->partial && upgrade_waits_for_head(s) && upgrade_reply_too_long(s)) {
+        emit(s, EV_REPLY, DIR_S2C, r->bytes, r->len, NULL, false, true);
+        return;
+    }
     bool paired = !r->partial && smtp_fifo_pop(&s->fifo, &p);
     if (r->partial && !s->reply_in_pieces)
         session_emitf(s, EV_LINT, DIR_S2C, "lint: reply longer than %zu octets, relayed in pieces",
@@ -592,7 +603,11 @@ static void handle_reply(struct session *s, const struct smtp_reply *r)
     else
         reply_send(s, bytes, len);
     buf_free(&edited);
-    if (!paired || s->state == SESSION_ENDING) return;
+    bool resume = was_upgrading && !upgrade_busy(s); /* the client was held for the upgrade */
+    if (!paired || s->state == SESSION_ENDING) {
+        if (resume && s->state != SESSION_ENDING) pump_client(s);
+        return;
+    }
     auth_reply(s, &p, r);
     if (p.kind == SMTP_PENDING_GREETING) {
         s->greeted = true;
@@ -600,7 +615,7 @@ static void handle_reply(struct session *s, const struct smtp_reply *r)
     }
     session_resume_client(s, &p, r->code, false);
     flush_local_heads(s, false);
-    if (was_upgrading && !upgrade_busy(s)) pump_client(s); /* held while the upstream was asked */
+    if (resume) pump_client(s);
 }
 
 static void on_upstream_read(struct leg *leg, const uint8_t *bytes, size_t len)
@@ -648,6 +663,9 @@ static void upstream_gone(struct session *s, const char *how)
     if (s->upstream_eof || s->state == SESSION_ENDING) return;
     s->upstream_eof = true;
     bool owed = smtp_fifo_count(&s->fifo) > 0 || s->in_message;
+    owed = owed || upgrade_busy(s); /* the client's EHLO/HELO waits for the upgrade */
+    /* smtptap's own 421 only for a client still talking; a client that went away (even
+     * half-closed) is only sent what the server itself answers. */
     if (owed && !s->opaque && !s->client_eof && !s->saw_421) {
         session_emitf(s, EV_ERROR, DIR_S2C, "upstream %s%s", how,
                       s->in_message ? " during DATA"
@@ -665,6 +683,7 @@ static void upstream_gone(struct session *s, const char *how)
 static const char *closed_words(struct leg *leg)
 {
     const struct tcp_leg *t = (const struct tcp_leg *)leg;
+    if (t->tls == LEG_TLS_HANDSHAKING) return "closed the connection during the TLS handshake";
     return t->tls_truncated ? "closed the connection without a TLS close_notify (truncated)"
                             : "closed the connection";
 }
@@ -696,6 +715,7 @@ static void on_client_error(struct leg *leg, int err)
     struct session *s = leg->owner;
     char how[600];
     failure_words(leg, err, how, sizeof how);
+    s->client_dead = true;
     client_gone(s, how);
     session_end(s);
 }
@@ -834,7 +854,7 @@ static void on_client_tls(struct tcp_leg *t, int status)
                       ? " (the client went on in plain text after the 220 to STARTTLS)"
                       : " (the client speaks plain SMTP: it expects a plain or STARTTLS port, "
                         "not implicit TLS)");
-    s->client_eof = true; /* nothing more can be said to it */
+    s->client_eof = s->client_dead = true; /* nothing more can be said to it */
     session_end(s);
 }
 

@@ -73,7 +73,7 @@ static void write_client(struct session *s, const uint8_t *bytes, size_t len)
     /* A ClientHello parked for the upstream's certificate (which will not come now: the
      * first bytes for the client are smtptap's own) gets a leaf of smtptap's naming. */
     if (s->client.tls_hold_hello) leg_tls_release_hello(&s->client, NULL);
-    if (s->client_eof) return;
+    if (s->client_dead) return;
     s->bytes_down += len; /* what the client is sent: edits and local replies included */
     leg_write(&s->client.base, bytes, len);
 }
@@ -201,6 +201,14 @@ const struct fault_rule reply_starttls_ready = {
     .has_action = true,
     .reply = "220 2.0.0 Ready to start TLS\r\n",
     .reply_code = 220,
+};
+
+const struct fault_rule reply_hello_first = {
+    .name = "starttls-upstream",
+    .action = FAULT_REPLY,
+    .has_action = true,
+    .reply = "503 5.5.1 smtptap: EHLO first (starttls: upstream, nothing goes to it in clear)\r\n",
+    .reply_code = 503,
 };
 
 const struct fault_rule reply_starttls_refused = {

@@ -42,6 +42,7 @@ bool upgrade_intercepts(struct session *s, const struct smtp_in_item *it)
         return false;
     buf_append(&s->upgrade_hello, it->bytes, it->len);
     s->upgrade = UPGRADE_PROBING;
+    s->upgrade_seq = s->commands; /* the number client_line gave its FIFO entry */
     if (it->verb == SMTP_VERB_EHLO) {
         leg_write(&s->up.tcp.base, it->bytes, it->len); /* its reply is the probe */
         return true;
@@ -166,13 +167,56 @@ static bool offers_starttls(const struct smtp_reply *r)
 
 static bool is_probe_reply(const struct session *s, const struct smtp_pending *p)
 {
-    return s->upgrade == UPGRADE_PROBING && p->kind == SMTP_PENDING_COMMAND;
+    return s->upgrade == UPGRADE_PROBING && p->kind == SMTP_PENDING_COMMAND && !p->internal &&
+           p->seq == s->upgrade_seq;
+}
+
+static bool is_starttls_reply(const struct smtp_pending *p)
+{
+    return p->internal && p->verb == SMTP_VERB_STARTTLS;
+}
+
+const struct fault_rule *upgrade_guard(const struct session *s, const struct smtp_in_item *it,
+                                       const struct fault_rule *fault)
+{
+    if (!required(s) || s->upgrade != UPGRADE_NONE || it->sasl || !it->first || !it->complete ||
+        reply_fault_is_local(fault, it->verb))
+        return NULL;
+    switch (it->verb) {
+    case SMTP_VERB_EHLO:
+    case SMTP_VERB_HELO:
+    case SMTP_VERB_NOOP:
+    case SMTP_VERB_RSET:
+    case SMTP_VERB_QUIT: return NULL;
+    default: return &reply_hello_first;
+    }
+}
+
+bool upgrade_waits_for_head(const struct session *s)
+{
+    const struct smtp_pending *head = smtp_fifo_peek(&s->fifo);
+    return head && (is_starttls_reply(head) || is_probe_reply(s, head));
+}
+
+bool upgrade_reply_too_long(struct session *s)
+{
+    const struct smtp_pending *head = smtp_fifo_peek(&s->fifo);
+    if (required(s) || is_starttls_reply(head)) {
+        refuse(s, "sent a reply over 64 KiB while smtptap was upgrading the connection");
+        return true;
+    }
+    /* No prefix: whether STARTTLS is in there cannot be told; the reply goes on as it is. */
+    stay_plain(s, "its EHLO reply is over 64 KiB, STARTTLS cannot be looked for");
+    buf_free(&s->upgrade_hello);
+    s->upgrade = UPGRADE_DECLINED;
+    return false;
 }
 
 bool upgrade_takes(const struct session *s, const struct smtp_pending *p,
                    const struct smtp_reply *r)
 {
-    if (p->internal && p->verb == SMTP_VERB_STARTTLS) return true;
+    if (r->code == 421) return false; /* the server is closing: the client hears it */
+    if (is_starttls_reply(p)) return true;
     if (!is_probe_reply(s, p)) return false;
     /* Only a no-prefix upstream's EHLO reply without STARTTLS goes on to the client. */
     return offers_starttls(r) || required(s) || p->verb == SMTP_VERB_HELO;
@@ -180,11 +224,19 @@ bool upgrade_takes(const struct session *s, const struct smtp_pending *p,
 
 void upgrade_on_reply(struct session *s, const struct smtp_pending *p, const struct smtp_reply *r)
 {
-    if (p->internal && p->verb == SMTP_VERB_STARTTLS) {
+    if (!is_starttls_reply(p) && !is_probe_reply(s, p)) return;
+    if (r->code == 421) { /* goes on to the client as the reply to its EHLO/HELO */
+        session_emitf(s, EV_INFO, DIR_S2C,
+                      "upstream %s answered 421 during the STARTTLS upgrade: the client gets it",
+                      s->upstream_name);
+        buf_free(&s->upgrade_hello);
+        s->upgrade = UPGRADE_DECLINED;
+        return;
+    }
+    if (is_starttls_reply(p)) {
         starttls_reply(s, r);
         return;
     }
-    if (!is_probe_reply(s, p)) return;
     /* The probe's reply: to the client's EHLO, or to smtptap's EHLO standing for a HELO. */
     s->upgrade_of = *p;
     if (offers_starttls(r)) {

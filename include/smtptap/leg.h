@@ -91,14 +91,15 @@ struct tcp_leg {
     SSL *ssl; /* owned */
     enum leg_tls_state tls;
     leg_tls_cb on_tls;
-    struct buf tls_out;   /* owned: plaintext written before the handshake finished */
-    bool tls_peer_closed; /* close_notify received */
-    bool tls_truncated;   /* TCP EOF without close_notify */
-    char tls_name[256];   /* server side: leaf name when the client sends no SNI */
-    X509 *tls_model;      /* owned reference, may be NULL: the upstream certificate whose
-                             subject and SANs the client's leaf copies */
-    bool tls_hold_hello;  /* server side: park the ClientHello until leg_tls_release_hello */
-    uint8_t tls_first[4]; /* the first bytes the peer sent once TLS started (for hints) */
+    struct buf tls_out;       /* owned: plaintext written before the handshake finished */
+    bool tls_peer_closed;     /* close_notify received */
+    bool tls_truncated;       /* TCP EOF without close_notify */
+    char tls_name[256];       /* server side: leaf name when the client sends no SNI */
+    X509 *tls_model;          /* owned reference, may be NULL: the upstream certificate whose
+                                 subject and SANs the client's leaf copies */
+    bool tls_hold_hello;      /* server side: park the ClientHello until leg_tls_release_hello */
+    bool end_after_handshake; /* leg_end came while plaintext waited for the handshake */
+    uint8_t tls_first[4];     /* the first bytes the peer sent once TLS started (for hints) */
     uint8_t tls_first_len;
     char tls_error[512];
     uv_shutdown_t shutdown_req;
@@ -139,6 +140,8 @@ void leg_tls_received(struct tcp_leg *t, const uint8_t *bytes, size_t len);
 void leg_tls_write(struct tcp_leg *t, const uint8_t *bytes, size_t len);
 void leg_tls_close_notify(struct tcp_leg *t);
 void leg_tls_free(struct tcp_leg *t);
+/* The end leg_end asked for, once the handshake it waited for is over (leg_tls.c). */
+void tcp_leg_end_now(struct tcp_leg *t);
 /* The raw socket write underneath (leg.c). */
 void tcp_leg_raw_write(struct tcp_leg *t, const uint8_t *bytes, size_t len);
 

@@ -72,11 +72,14 @@ struct session {
     uv_timer_t reply_timer;
     const struct fault_set *fault_set; /* the rules this session matches against */
     struct fault_session faults;
-    bool bdat_local;                /* the current BDAT chunk was answered locally: not forwarded */
-    bool client_tls_via_starttls;   /* the client's TLS began with STARTTLS, not on connect */
-    int upgrade;                    /* enum upstream_upgrade (session_upgrade.c) */
+    bool bdat_local;              /* the current BDAT chunk was answered locally: not forwarded */
+    bool client_tls_via_starttls; /* the client's TLS began with STARTTLS, not on connect */
+    bool client_dead; /* nothing can be written to the client any more (an error, a failed TLS
+                         handshake); a FIN alone still lets replies out */
+    int upgrade;      /* enum upstream_upgrade (session_upgrade.c) */
     struct buf upgrade_hello;       /* owned: the client's EHLO/HELO, sent again inside TLS */
     struct smtp_pending upgrade_of; /* the client's FIFO entry for that command */
+    uint64_t upgrade_seq;           /* its running number: the probe's reply pairs with it */
     uint64_t last_activity_ms;
     uv_getaddrinfo_t gai;
     struct addrinfo *addrs, *next_addr; /* owned: resolution result being tried */
@@ -113,6 +116,16 @@ enum upstream_upgrade {
  * the upgrade needs instead). */
 bool upgrade_intercepts(struct session *s, const struct smtp_in_item *it);
 bool upgrade_busy(const struct session *s);
+/* starttls: before the upgrade began: a local 503 for a command that would go in clear
+ * (anything but EHLO HELO NOOP RSET QUIT), else NULL. */
+const struct fault_rule *upgrade_guard(const struct session *s, const struct smtp_in_item *it,
+                                       const struct fault_rule *fault);
+/* True when the next reply belongs to the upgrade (the probe's, or to smtptap's STARTTLS). */
+bool upgrade_waits_for_head(const struct session *s);
+/* A reply relayed in pieces while the upgrade waits for a whole one: true when the client
+ * got 421 for it (starttls:, or the reply to smtptap's STARTTLS); false when a no-prefix
+ * upstream stays plain and the reply goes on to the client. */
+bool upgrade_reply_too_long(struct session *s);
 /* True when the reply belongs to the upgrade and must not reach the client. */
 bool upgrade_takes(const struct session *s, const struct smtp_pending *p,
                    const struct smtp_reply *r);
@@ -126,6 +139,7 @@ void session_client_starttls(struct session *s);
 /* session_reply.c: bytes to the client, in order, shaped by faults. */
 extern const struct fault_rule reply_starttls_ready;   /* 220, then the handshake */
 extern const struct fault_rule reply_starttls_refused; /* 502 (--client-starttls strip) */
+extern const struct fault_rule reply_hello_first;      /* 503 before the starttls: upgrade */
 void reply_send(struct session *s, const uint8_t *bytes, size_t len);
 /* The rule that fires for a command (or the greeting, or DATA-END), or NULL. */
 const struct fault_rule *reply_fault_for(struct session *s, enum fault_stage stage,
