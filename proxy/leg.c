@@ -148,7 +148,7 @@ void tcp_leg_end_now(struct tcp_leg *t)
 static void tcp_end(struct leg *l)
 {
     struct tcp_leg *t = (struct tcp_leg *)l;
-    if (t->ssl && t->tls == LEG_TLS_HANDSHAKING && buf_size(&t->tls_out)) {
+    if (t->ssl && t->tls == LEG_TLS_HANDSHAKING && buf_size(&t->tls_out) && t->tls_first_len) {
         /* What is queued (a 421, say) needs the handshake: read on until it is done
          * (leg_tls.c ends the leg then) or fails; the owner's linger timer bounds it. */
         t->end_after_handshake = true;

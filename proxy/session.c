@@ -29,6 +29,7 @@ enum timer_purpose { TIMER_CONNECT, TIMER_IDLE, TIMER_LINGER };
 static void pump_client(struct session *s);
 static void update_flow(struct session *s);
 static void flush_local_heads(struct session *s, bool from_client_path);
+static void shutdown_upstream_when_answered(struct session *s);
 
 /* ---- events ---------------------------------------------------------------------------- */
 
@@ -615,6 +616,7 @@ static void handle_reply(struct session *s, const struct smtp_reply *r)
     }
     session_resume_client(s, &p, r->code, false);
     flush_local_heads(s, false);
+    shutdown_upstream_when_answered(s);
     if (resume) pump_client(s);
 }
 
@@ -636,6 +638,15 @@ static void on_upstream_read(struct leg *leg, const uint8_t *bytes, size_t len)
 
 /* ---- either side closing ------------------------------------------------------------- */
 
+static void shutdown_upstream_when_answered(struct session *s)
+{
+    if (s->state != SESSION_DRAINING || s->upstream_shut) return;
+    bool tls = s->server->cfg->upstream.kind != UPSTREAM_SINK && s->up.tcp.ssl;
+    if (tls && smtp_fifo_count(&s->fifo) > 0 && !s->in_message) return; /* replies owed */
+    s->upstream_shut = true;
+    leg_shutdown(s->upstream);
+}
+
 static void client_gone(struct session *s, const char *how)
 {
     if (s->client_eof || s->state == SESSION_ENDING) return;
@@ -652,9 +663,12 @@ static void client_gone(struct session *s, const char *how)
         session_end(s);
         return;
     }
-    /* Let the server answer what it was sent (a QUIT, say), then end. */
+    /* Let the server answer what it was sent (a QUIT, say), then end. Over TLS the FIN
+     * waits for those replies: it comes with a close_notify, data that a server closing
+     * after its 221 never reads, and its kernel would answer with a reset that can take
+     * the unread replies with it. A plain FIN carries no data and goes at once. */
     s->state = SESSION_DRAINING;
-    leg_shutdown(s->upstream);
+    shutdown_upstream_when_answered(s);
     arm_timer(s, TIMER_LINGER, LINGER_MS);
 }
 
