@@ -460,6 +460,37 @@ def helper_main(argv):
 
 # ---- the benchmark ------------------------------------------------------------------------
 
+def idle_measure(bench, tap, client, line, n, label, what, base_socks, before, check_timeout,
+                 wait_timeout, close_timeout):
+    """With the idle client's N sessions up (line: its report): smtptap's RSS and sockets
+    while they are held, then after the client lets them all go. Notes and problems go to
+    bench. Returns status, rss, socks, per (KiB per session), left, waited, released."""
+    after_st = proc_status(tap.pid)
+    after = settled_rss(tap.pid)
+    socks = socket_count(tap.pid)
+    client.stdin.write("check\n")
+    client.stdin.flush()
+    still = bench.read_json(client, check_timeout, "idle client")["open"]
+    if line["failed"]:
+        bench.problems.append(f"idle {label}: {line['failed']} of {n} sessions did not "
+                              f"get {what}: {line['errors']}")
+    if still != line["ok"]:
+        bench.notes.append(f"idle {label}: {line['ok'] - still} of {line['ok']} idle "
+                           "sessions were closed by the other side during the measurement")
+    per = (after - before) / max(1, line["ok"])
+    client.stdin.close()
+    client.wait(wait_timeout)
+    bench.procs.stop(client)
+    # after every client is gone: do the sessions end
+    left, waited = wait_sockets(tap.pid, base_socks, close_timeout)
+    if left > base_socks:
+        bench.notes.append(f"SUSPICIOUS idle {label}: {left - base_socks} sockets still "
+                           f"open {waited:.0f}s after the {line['ok']} clients closed")
+    released = settled_rss(tap.pid, 3.0)
+    return {"status": after_st, "rss": after, "socks": socks, "per": per, "left": left,
+            "waited": waited, "released": released}
+
+
 class Bench:
     def __init__(self, args, tmp, settings, fd_limit):
         self.a = args
@@ -810,28 +841,10 @@ class Bench:
             if tap.poll() is not None:
                 raise BenchError(f"smtptap ({label}) died with {tap.returncode} during "
                                  f"the idle part:\n{log_tail(tap)}")
-            after_st = proc_status(tap.pid)
-            after = settled_rss(tap.pid)
-            socks_open = socket_count(tap.pid)
-            client.stdin.write("check\n")
-            client.stdin.flush()
-            still = self.read_json(client, 30, "idle client")["open"]
-            if line["failed"]:
-                self.problems.append(f"idle {label}: {line['failed']} of {n} sessions did not "
-                                     f"get greeting+EHLO: {line['errors']}")
-            if still != line["ok"]:
-                self.notes.append(f"idle {label}: {line['ok'] - still} of {line['ok']} idle "
-                                  "sessions were closed by the other side during the measurement")
-            per = (after - before) / max(1, line["ok"])
-            client.stdin.close()
-            client.wait(60)
-            self.procs.stop(client)
-            # after every client is gone: do the sessions end, is smtptap still alive
-            left, waited = wait_sockets(tap.pid, base_socks, 30.0)
-            if left > base_socks:
-                self.notes.append(f"SUSPICIOUS idle {label}: {left - base_socks} sockets still "
-                                  f"open {waited:.0f}s after the {line['ok']} clients closed")
-            released = settled_rss(tap.pid, 3.0)
+            m = idle_measure(self, tap, client, line, n, label, "greeting+EHLO", base_socks,
+                             before, 30, 60, 30.0)
+            after_st, after, socks_open, per = m["status"], m["rss"], m["socks"], m["per"]
+            waited, released = m["waited"], m["released"]
             responsive = greeting_ok(tap_port)
             if tap.poll() is not None:
                 raise BenchError(f"smtptap ({label}) died with {tap.returncode} after the "

@@ -960,27 +960,10 @@ class Bench:
             if tap.poll() is not None:
                 raise BenchError(f"smtptap ({label}) died ({exit_words(tap.poll())}) during "
                                  f"the idle part:\n{B.log_tail(tap)}")
-            after_st = B.proc_status(tap.pid)
-            after = B.settled_rss(tap.pid)
-            socks = B.socket_count(tap.pid)
-            client.stdin.write("check\n")
-            client.stdin.flush()
-            still = self.read_json(client, 60, "idle client")["open"]
-            if line["failed"]:
-                self.problems.append(f"idle {label}: {line['failed']} of {n} sessions did not "
-                                     f"get TLS+greeting+EHLO: {line['errors']}")
-            if still != line["ok"]:
-                self.notes.append(f"idle {label}: {line['ok'] - still} of {line['ok']} idle "
-                                  "sessions were closed by the other side during the measurement")
-            per = (after - before) / max(1, line["ok"])
-            client.stdin.close()
-            client.wait(120)
-            self.procs.stop(client)
-            left, waited = B.wait_sockets(tap.pid, base_socks, 60.0)
-            if left > base_socks:
-                self.notes.append(f"SUSPICIOUS idle {label}: {left - base_socks} sockets still "
-                                  f"open {waited:.0f}s after the {line['ok']} clients closed")
-            released = B.settled_rss(tap.pid, 3.0)
+            m = B.idle_measure(self, tap, client, line, n, label, "TLS+greeting+EHLO",
+                               base_socks, before, 60, 120, 60.0)
+            after_st, after, socks, per = m["status"], m["rss"], m["socks"], m["per"]
+            waited, released = m["waited"], m["released"]
             try:
                 tls_probe(port, self.tap_ca_pem)
                 responsive = True
