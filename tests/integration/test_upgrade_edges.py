@@ -518,20 +518,26 @@ def test_oversized_ehlo_reply_no_prefix_is_relayed(tap, upstream_ca):
 # --------------------------------------------------------------------------- r5, r5b
 
 
+def send_then_half_close(port, commands: bytes, greeting_prefix: bytes) -> bytes:
+    """printf ... | nc -N: read the greeting, send COMMANDS in one write, half-close, and
+    return everything smtptap sends until it closes."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        assert s.recv(1000).startswith(greeting_prefix)
+        s.sendall(commands)
+        s.shutdown(socket.SHUT_WR)
+        return read_all(s, 5)
+    finally:
+        s.close()
+
+
 @pytest.mark.parametrize("quit_delay", [0.0, 0.2], ids=["221-at-once", "221-late"])
 @pytest.mark.parametrize("prefix", ["", "plain:"], ids=["noprefix", "plain"])
 def test_pipelined_ehlo_quit_then_half_close(tap, upstream_ca, prefix, quit_delay):
     ca, ctx = upstream_ca
     with FakeServer(smtp_server(ctx, quit_delay=quit_delay)) as srv:
         t = tap(["-u", f"{prefix}localhost:{srv.port}", "--upstream-ca", ca.cert_path])
-        s = socket.create_connection(("127.0.0.1", t.port), timeout=5)
-        try:
-            assert s.recv(1000) == b"220 fake ESMTP\r\n"
-            s.sendall(b"EHLO x\r\nQUIT\r\n")
-            s.shutdown(socket.SHUT_WR)
-            got = read_all(s, 5)
-        finally:
-            s.close()
+        got = send_then_half_close(t.port, b"EHLO x\r\nQUIT\r\n", b"220 fake ESMTP\r\n")
         t.wait_session_end(1)
         first = b"250-fake tls\r\n" if prefix == "" else b"250-fake clear\r\n"
         assert got.startswith(first), f"client got {got!r}\n{t.transcript()}"
@@ -546,14 +552,7 @@ def test_pipelined_ehlo_quit_then_half_close_aiosmtpd(tap, upstream_ca, prefix):
     ca, ctx = upstream_ca
     with AiosmtpdServer(tls_context=ctx) as srv:
         t = tap(["-u", f"{prefix}localhost:{srv.port}", "--upstream-ca", ca.cert_path])
-        s = socket.create_connection(("127.0.0.1", t.port), timeout=5)
-        try:
-            assert s.recv(1000).startswith(b"220 ")
-            s.sendall(b"EHLO x\r\nQUIT\r\n")
-            s.shutdown(socket.SHUT_WR)
-            got = read_all(s, 5)
-        finally:
-            s.close()
+        got = send_then_half_close(t.port, b"EHLO x\r\nQUIT\r\n", b"220 ")
         t.wait_session_end(1, timeout=8)
         assert got.startswith(b"250-"), f"client got {got!r}\n{t.transcript()}"
         assert re.search(rb"\r\n250 [^\r\n]*\r\n221 [^\r\n]*\r\n\Z", got), \
@@ -576,14 +575,7 @@ def test_pipelined_quit_then_half_close_late_221(tap):
 
     with FakeServer(server) as srv:
         t = tap(["-u", f"plain:localhost:{srv.port}"])
-        s = socket.create_connection(("127.0.0.1", t.port), timeout=5)
-        try:
-            assert s.recv(100) == b"220 fake ESMTP\r\n"
-            s.sendall(b"QUIT\r\n")
-            s.shutdown(socket.SHUT_WR)
-            got = read_all(s, 5)
-        finally:
-            s.close()
+        got = send_then_half_close(t.port, b"QUIT\r\n", b"220 fake ESMTP\r\n")
         t.wait_session_end(1)
         assert got == b"221 bye\r\n", f"client got {got!r}\n{t.transcript()}"
 
