@@ -29,6 +29,7 @@ static void tcp_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void tcp_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct tcp_leg *t = s->data;
+    if (nread < 0) t->read_ended = true;
     if (nread > 0 && t->ssl)
         leg_tls_received(t, (const uint8_t *)buf->base, (size_t)nread);
     else if (nread > 0)
@@ -148,7 +149,8 @@ void tcp_leg_end_now(struct tcp_leg *t)
 static void tcp_end(struct leg *l)
 {
     struct tcp_leg *t = (struct tcp_leg *)l;
-    if (t->ssl && t->tls == LEG_TLS_HANDSHAKING && buf_size(&t->tls_out) && t->tls_first_len) {
+    if (t->ssl && t->tls == LEG_TLS_HANDSHAKING && buf_size(&t->tls_out) && t->tls_first_len &&
+        !t->read_ended) {
         /* What is queued (a 421, say) needs the handshake: read on until it is done
          * (leg_tls.c ends the leg then) or fails; the owner's linger timer bounds it. */
         t->end_after_handshake = true;

@@ -612,7 +612,8 @@ static void handle_reply(struct session *s, const struct smtp_reply *r)
     auth_reply(s, &p, r);
     if (p.kind == SMTP_PENDING_GREETING) {
         s->greeted = true;
-        arm_timer(s, TIMER_IDLE, s->server->cfg->idle_timeout_ms);
+        /* draining: the linger timer runs, and must go on running */
+        if (s->state == SESSION_RELAYING) arm_timer(s, TIMER_IDLE, s->server->cfg->idle_timeout_ms);
     }
     session_resume_client(s, &p, r->code, false);
     flush_local_heads(s, false);
@@ -641,6 +642,7 @@ static void on_upstream_read(struct leg *leg, const uint8_t *bytes, size_t len)
 static void shutdown_upstream_when_answered(struct session *s)
 {
     if (s->state != SESSION_DRAINING || s->upstream_shut) return;
+    if (!s->in_message && smtp_in_buffered(&s->cin) > 0) return; /* held behind DATA, say */
     bool tls = s->server->cfg->upstream.kind != UPSTREAM_SINK && s->up.tcp.ssl;
     if (tls && smtp_fifo_count(&s->fifo) > 0 && !s->in_message) return; /* replies owed */
     s->upstream_shut = true;

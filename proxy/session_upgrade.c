@@ -179,7 +179,8 @@ static bool is_starttls_reply(const struct smtp_pending *p)
 const struct fault_rule *upgrade_guard(const struct session *s, const struct smtp_in_item *it,
                                        const struct fault_rule *fault)
 {
-    if (!required(s) || s->upgrade != UPGRADE_NONE || it->sasl || !it->first || !it->complete ||
+    /* Not only before the upgrade: also after a 421 ended it, the leg is still plain. */
+    if (!required(s) || s->upgrade == UPGRADE_DONE || it->sasl || !it->first || !it->complete ||
         reply_fault_is_local(fault, it->verb))
         return NULL;
     switch (it->verb) {

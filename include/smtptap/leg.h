@@ -99,6 +99,7 @@ struct tcp_leg {
                                  subject and SANs the client's leaf copies */
     bool tls_hold_hello;      /* server side: park the ClientHello until leg_tls_release_hello */
     bool end_after_handshake; /* leg_end came while plaintext waited for the handshake */
+    bool read_ended;          /* EOF or a read error: nothing more will come in */
     uint8_t tls_first[4];     /* the first bytes the peer sent once TLS started (for hints) */
     uint8_t tls_first_len;
     char tls_error[512];

@@ -117,7 +117,7 @@ enum upstream_upgrade {
  * the upgrade needs instead). */
 bool upgrade_intercepts(struct session *s, const struct smtp_in_item *it);
 bool upgrade_busy(const struct session *s);
-/* starttls: before the upgrade began: a local 503 for a command that would go in clear
+/* starttls: while the upstream leg is not in TLS: a local 503 for a command that would go in clear
  * (anything but EHLO HELO NOOP RSET QUIT), else NULL. */
 const struct fault_rule *upgrade_guard(const struct session *s, const struct smtp_in_item *it,
                                        const struct fault_rule *fault);

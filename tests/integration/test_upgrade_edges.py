@@ -594,3 +594,78 @@ def test_silent_after_starttls_220_gets_no_implicit_tls_hint(tap, tmp_path):
     tr = t.transcript()
     assert "session idle for 1s" in tr, tr
     assert "a plain SMTP client waits for a greeting that an implicit-TLS listener never sends" not in tr, tr
+
+
+# --------------------------------------------------------------------------- second review
+
+PIPELINED_MESSAGE = (b"EHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<c@example.net>\r\nDATA\r\n"
+                     b"Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+
+
+@pytest.mark.parametrize("prefix", ["", "plain:"], ids=["noprefix", "plain"])
+def test_whole_pipelined_message_then_half_close_is_delivered(tap, upstream_ca, prefix):
+    """printf 'EHLO..DATA..body..QUIT' | nc -N: the body waits in smtptap for the 354, so the
+    FIN to the upstream must wait for it too, plain upstream included."""
+    ca, ctx = upstream_ca
+    with FakeServer(smtp_server(ctx)) as srv:
+        t = tap(["-u", f"{prefix}localhost:{srv.port}", "--upstream-ca", ca.cert_path])
+        got = send_then_half_close(t.port, PIPELINED_MESSAGE, b"220 fake ESMTP\r\n")
+        t.wait_session_end(1, timeout=8)
+        assert got.endswith(b"250 queued\r\n221 bye\r\n"), f"client got {got!r}\n{t.transcript()}"
+        assert "broken pipe" not in t.transcript(), t.transcript()
+
+
+def test_greeting_while_draining_keeps_the_linger(tap, upstream_ca):
+    """QUIT and a FIN before the (late) greeting, and a server that never answers QUIT: the
+    session ends after the 5 s linger, not after --idle-timeout."""
+    ca, ctx = upstream_ca
+
+    def server(c: FakeConn):
+        c.starttls(ctx)  # implicit TLS
+        time.sleep(0.5)
+        c.send(b"220 fake ESMTP\r\n")
+        c.line()  # QUIT, never answered
+        time.sleep(12)
+
+    with FakeServer(server) as srv:
+        t = tap(["-u", f"tls:localhost:{srv.port}", "--upstream-ca", ca.cert_path,
+                 "--idle-timeout", "30s"])
+        s = socket.create_connection(("127.0.0.1", t.port), timeout=5)
+        try:
+            time.sleep(0.2)
+            s.sendall(b"QUIT\r\n")
+            s.shutdown(socket.SHUT_WR)
+            fin = time.monotonic()
+            read_all(s, 15)  # until smtptap closes: the 5 s linger, not the server's 12 s
+            closed_after = time.monotonic() - fin
+        finally:
+            s.close()
+        t.wait_session_end(1)
+        assert closed_after < 9, f"closed {closed_after:.1f}s after the FIN\n{t.transcript()}"
+
+
+def test_starttls_upstream_after_a_421_still_sends_nothing_in_clear(tap, upstream_ca):
+    """The server answers the probe EHLO with 421 but keeps the connection: with starttls:
+    the client's MAIL still gets smtptap's 503 and never reaches the server."""
+    ca, _ = upstream_ca
+    seen = []
+
+    def server(c: FakeConn):
+        c.send(b"220 fake ESMTP\r\n")
+        c.line()
+        c.send(b"421 busy try later\r\n")
+        while True:
+            ln = c.line()
+            if ln is None:
+                return
+            seen.append(ln)
+            c.send(b"250 ok\r\n")
+
+    with FakeServer(server) as srv:
+        t = tap(["-u", f"starttls:localhost:{srv.port}", "--upstream-ca", ca.cert_path])
+        with RawSmtpClient("127.0.0.1", t.port) as c:
+            assert c.reply() == [b"220 fake ESMTP"]
+            assert c.cmd(b"EHLO x") == [b"421 busy try later"]
+            assert c.cmd(b"MAIL FROM:<secret@example.org>") == [
+                b"503 5.5.1 smtptap: EHLO first (starttls: upstream, nothing goes to it in clear)"]
+        assert not any(b"secret" in ln for ln in seen), seen
