@@ -323,9 +323,15 @@ async def _idle(port, count, concurrency, timeout):
 
     t = time.monotonic()
     await asyncio.gather(*(one() for _ in range(count)))
+    await idle_report_and_hold(conns, errors, t, {}, 0.2)
+
+
+async def idle_report_and_hold(conns, errors, started, extra, linger):
+    """The idle client's protocol with its parent: one JSON report once the sessions are up,
+    then an {"open": N} answer per "check" line on stdin; EOF closes every session."""
     print(json.dumps({"ok": len(conns), "failed": sum(errors.values()),
-                      "errors": dict(errors.most_common(5)),
-                      "seconds": round(time.monotonic() - t, 2)}), flush=True)
+                      "errors": dict(errors.most_common(5)), **extra,
+                      "seconds": round(time.monotonic() - started, 2)}), flush=True)
     loop = asyncio.get_running_loop()
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -336,7 +342,7 @@ async def _idle(port, count, concurrency, timeout):
         print(json.dumps({"open": still}), flush=True)
     for _, w in conns:
         w.close()
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(linger)
 
 
 def helper_idle(args):

@@ -30,7 +30,6 @@ import argparse
 import re
 import asyncio
 import collections
-import json
 import os
 import resource
 import shlex
@@ -263,19 +262,7 @@ async def _idle_tls(port, count, concurrency, timeout, cafile):
 
     t = time.monotonic()
     await asyncio.gather(*(one() for _ in range(count)))
-    print(json.dumps({"ok": len(conns), "failed": sum(errors.values()),
-                      "errors": dict(errors.most_common(5)), "tls": first.get("tls"),
-                      "seconds": round(time.monotonic() - t, 2)}), flush=True)
-    loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        if not line:
-            break
-        still = sum(1 for r, _ in conns if not r.at_eof())
-        print(json.dumps({"open": still}), flush=True)
-    for _, w in conns:
-        w.close()
-    await asyncio.sleep(0.5)
+    await B.idle_report_and_hold(conns, errors, t, {"tls": first.get("tls")}, 0.5)
 
 
 async def _greeter(port, cert, key):
