@@ -641,13 +641,12 @@ static void on_upstream_read(struct leg *leg, const uint8_t *bytes, size_t len)
 
 static void shutdown_upstream_when_answered(struct session *s)
 {
-    if (s->state != SESSION_DRAINING || s->upstream_shut) return;
+    if (s->state != SESSION_DRAINING) return;
     /* client bytes held behind DATA (or AUTH) until its reply: they go first */
     if (s->cin.mode == SMTP_IN_WAIT && smtp_in_buffered(&s->cin) > 0) return;
     bool tls = s->server->cfg->upstream.kind != UPSTREAM_SINK && s->up.tcp.ssl;
     if (tls && smtp_fifo_count(&s->fifo) > 0 && !s->in_message) return; /* replies owed */
-    s->upstream_shut = true;
-    leg_shutdown(s->upstream);
+    leg_shutdown(s->upstream); /* called per reply: both kinds of leg ignore a repeat */
 }
 
 static void client_gone(struct session *s, const char *how)

@@ -74,7 +74,6 @@ struct session {
     struct fault_session faults;
     bool bdat_local;              /* the current BDAT chunk was answered locally: not forwarded */
     bool client_tls_via_starttls; /* the client's TLS began with STARTTLS, not on connect */
-    bool upstream_shut;           /* the client left: smtptap's FIN to the upstream is out */
     bool client_dead; /* nothing can be written to the client any more (an error, a failed TLS
                          handshake); a FIN alone still lets replies out */
     int upgrade;      /* enum upstream_upgrade (session_upgrade.c) */
