@@ -43,3 +43,16 @@ void ehlo_add(const uint8_t *reply, size_t len, const char *keyword, struct buf 
     buf_append_str(out, "\r\n");
     buf_append(out, reply + first, len - first);
 }
+
+void ehlo_as_one_line(const uint8_t *reply, size_t len, struct buf *out)
+{
+    if (len < 3) return buf_append(out, reply, len);
+    size_t first = line_end(reply, len, 0), text_end = first;
+    while (text_end > 3 && (reply[text_end - 1] == '\n' || reply[text_end - 1] == '\r')) text_end--;
+    buf_append(out, reply, 3);
+    if (text_end > 4) {
+        buf_append_str(out, " ");
+        buf_append(out, reply + 4, text_end - 4);
+    }
+    buf_append_str(out, "\r\n");
+}

@@ -182,6 +182,8 @@ static void timer_closed_cb(uv_handle_t *h)
     if (--s->timers_open > 0) return;
     reply_free_held(s);
     buf_free(&s->upgrade_hello);
+    buf_free(&s->hello_line);
+    hello_memory_free(&s->hello);
     if (s->fault_set) fault_session_free(&s->faults);
     if (s->in_message && s->observed) message_view_abort(&s->msg);
     smtp_in_free(&s->cin);
@@ -357,6 +359,28 @@ static const struct fault_rule *own_starttls(struct session *s, const struct smt
     return &reply_starttls_ready;
 }
 
+/* The first hello after a STARTTLS that smtptap answered: answered from the server's last
+ * reply when the server's connection has not changed since (hello.h). */
+static const struct fault_rule *hello_from_memory(struct session *s, const struct smtp_in_item *it,
+                                                  const struct fault_rule *fault)
+{
+    if (it->sasl || !it->complete || reply_fault_is_local(fault, it->verb) ||
+        hello_route(&s->hello, it->verb) != HELLO_FROM_MEMORY)
+        return NULL;
+    s->hello_fault = fault;
+    buf_reset(&s->hello_line);
+    buf_append(&s->hello_line, it->bytes, it->len);
+    return &reply_hello_remembered;
+}
+
+static void forward_line(struct session *s, const struct smtp_in_item *it)
+{
+    if (upgrade_intercepts(s, it)) return;
+    if (it->first && (it->verb == SMTP_VERB_EHLO || it->verb == SMTP_VERB_HELO))
+        hello_memory_sent(&s->hello, it->bytes, it->len);
+    leg_write(s->upstream, it->bytes, it->len);
+}
+
 static void client_line(struct session *s, const struct smtp_in_item *it)
 {
     const struct fault_rule *fault = command_fault(s, it);
@@ -364,6 +388,7 @@ static void client_line(struct session *s, const struct smtp_in_item *it)
     if (it->first) {
         const struct fault_rule *own = it->complete ? own_starttls(s, it, fault) : NULL;
         if (!own) own = upgrade_guard(s, it, fault);
+        if (!own) own = hello_from_memory(s, it, fault);
         if (own) fault = own;
         if (!it->sasl) s->commands++;
         local = !it->sasl && (own || reply_fault_is_local(fault, it->verb));
@@ -386,6 +411,8 @@ static void client_line(struct session *s, const struct smtp_in_item *it)
                       "%s answered by smtptap: a starttls: upstream gets nothing before the EHLO "
                       "that starts TLS",
                       smtp_verb_name(it->verb));
+    } else if (local && fault == &reply_hello_remembered) {
+        /* session_hello_answer says why when the reply goes out */
     } else if (local && fault == &reply_starttls_refused) {
         session_emitf(s, EV_INFO, DIR_C2S, "STARTTLS refused by smtptap: %s",
                       s->client.ssl ? "the client is in TLS already" : "--client-starttls strip");
@@ -393,8 +420,8 @@ static void client_line(struct session *s, const struct smtp_in_item *it)
         session_emitf(s, EV_FAULT, DIR_S2C, "fault %s: %s answered by smtptap, not forwarded",
                       fault->name, smtp_verb_name(it->verb));
         if (it->verb == SMTP_VERB_BDAT) s->bdat_local = s->cin.mode == SMTP_IN_BDAT;
-    } else if (!upgrade_intercepts(s, it)) {
-        leg_write(s->upstream, it->bytes, it->len);
+    } else {
+        forward_line(s, it);
     }
     if (it->first && it->complete && it->verb == SMTP_VERB_BDAT) after_bdat_command(s, it);
     if (local) flush_local_heads(s, true);
@@ -540,30 +567,6 @@ static void unpaired_reply(struct session *s, const struct smtp_reply *r)
     }
 }
 
-/* What the client is told it may do about TLS: STARTTLS is offered while the client is not
- * in TLS (offer), never (strip), or as the server says (passthrough). */
-static bool edit_ehlo(struct session *s, const struct smtp_pending *p, const struct smtp_reply *r,
-                      struct buf *out)
-{
-    enum client_starttls mode = s->server->cfg->client_starttls;
-    if (p->verb != SMTP_VERB_EHLO || r->code != 250 || mode == CLIENT_STARTTLS_PASSTHROUGH)
-        return false;
-    bool has = ehlo_has(r->bytes, r->len, "STARTTLS");
-    bool want = mode == CLIENT_STARTTLS_OFFER && !s->client.ssl;
-    if (has == want) return false;
-    if (want) {
-        ehlo_add(r->bytes, r->len, "STARTTLS", out);
-        session_emitf(s, EV_INFO, DIR_S2C,
-                      "smtptap offers STARTTLS to the client (added to the "
-                      "EHLO reply)");
-    } else {
-        fault_strip_caps(r->bytes, r->len, "STARTTLS", out);
-        session_emitf(s, EV_INFO, DIR_S2C, "smtptap removed STARTTLS from the EHLO reply (%s)",
-                      s->client.ssl ? "the client is in TLS already" : "--client-starttls strip");
-    }
-    return true;
-}
-
 static void handle_reply(struct session *s, const struct smtp_reply *r)
 {
     struct smtp_pending p;
@@ -580,6 +583,8 @@ static void handle_reply(struct session *s, const struct smtp_reply *r)
         unpaired_reply(s, r);
     s->reply_in_pieces = r->partial;
     if (paired && r->code == 421) s->saw_421 = true;
+    if (paired && !p.local && (p.verb == SMTP_VERB_EHLO || p.verb == SMTP_VERB_HELO))
+        hello_memory_replied(&s->hello, r->code, r->bytes, r->len);
     bool for_upgrade = paired && upgrade_takes(s, &p, r);
     emit(s, EV_REPLY, DIR_S2C, r->bytes, r->len, NULL, false, for_upgrade);
     if (s->observed) {
@@ -598,7 +603,8 @@ static void handle_reply(struct session *s, const struct smtp_reply *r)
     buf_init(&edited);
     const uint8_t *bytes = r->bytes;
     size_t len = r->len;
-    if (paired && edit_ehlo(s, &p, r, &edited)) bytes = buf_head(&edited), len = buf_size(&edited);
+    if (paired && hello_edit_for_client(s, p.verb, r->bytes, r->len, &edited))
+        bytes = buf_head(&edited), len = buf_size(&edited);
     if (paired && p.fault)
         reply_faulted(s, &p, bytes, len, r->code);
     else
@@ -921,6 +927,7 @@ void session_client_starttls(struct session *s)
 {
     if (s->state == SESSION_ENDING || s->client.ssl) return;
     s->client_tls_via_starttls = true;
+    hello_memory_client_tls(&s->hello);
     size_t dropped = smtp_in_reset(&s->cin);
     if (dropped)
         session_emitf(s, EV_LINT, DIR_C2S,
@@ -1160,6 +1167,7 @@ void session_accept(struct server *srv, struct listener *l)
     smtp_in_init(&s->cin);
     smtp_reply_init(&s->sin);
     smtp_fifo_init(&s->fifo, FIFO_MAX);
+    hello_memory_init(&s->hello);
     smtp_fifo_push(&s->fifo,
                    (struct smtp_pending){.kind = SMTP_PENDING_GREETING,
                                          .fault = reply_fault_for(s, FAULT_GREETING, NULL, 0)});

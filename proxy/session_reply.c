@@ -211,6 +211,15 @@ const struct fault_rule reply_hello_first = {
     .reply_code = 503,
 };
 
+/* No reply text of its own: session_hello_answer gives the server's kept reply. */
+const struct fault_rule reply_hello_remembered = {
+    .name = "hello-remembered",
+    .action = FAULT_REPLY,
+    .has_action = true,
+    .reply = "",
+    .reply_code = 250,
+};
+
 const struct fault_rule reply_starttls_refused = {
     .name = "client-starttls",
     .action = FAULT_REPLY,
@@ -222,6 +231,10 @@ const struct fault_rule reply_starttls_refused = {
 void reply_local(struct session *s, const struct smtp_pending *p, bool from_client_path)
 {
     const struct fault_rule *r = p->fault;
+    if (r == &reply_hello_remembered) {
+        session_hello_after_starttls(s, p);
+        return;
+    }
     const uint8_t *bytes = (const uint8_t *)r->reply;
     size_t len = strlen(r->reply);
     session_emit(s, EV_REPLY, DIR_S2C, bytes, len, NULL, true);

@@ -44,6 +44,7 @@ bool upgrade_intercepts(struct session *s, const struct smtp_in_item *it)
     s->upgrade = UPGRADE_PROBING;
     s->upgrade_seq = s->commands; /* the number client_line gave its FIFO entry */
     if (it->verb == SMTP_VERB_EHLO) {
+        hello_memory_sent(&s->hello, it->bytes, it->len);
         leg_write(&s->up.tcp.base, it->bytes, it->len); /* its reply is the probe */
         return true;
     }
@@ -60,6 +61,7 @@ bool upgrade_intercepts(struct session *s, const struct smtp_in_item *it)
                   "offers STARTTLS");
     /* The client's HELO entry, already in the FIFO, pairs with this EHLO's reply. */
     session_emit(s, EV_COMMAND, DIR_C2S, (const uint8_t *)line, (size_t)n, NULL, true);
+    hello_memory_sent(&s->hello, (const uint8_t *)line, (size_t)n);
     leg_write(&s->up.tcp.base, (const uint8_t *)line, (size_t)n);
     return true;
 }
@@ -86,6 +88,7 @@ static void send_client_hello(struct session *s, enum upstream_upgrade next)
     smtp_fifo_push(&s->fifo, s->upgrade_of);
     session_emit(s, EV_COMMAND, DIR_C2S, buf_head(&s->upgrade_hello), buf_size(&s->upgrade_hello),
                  NULL, true);
+    hello_memory_sent(&s->hello, buf_head(&s->upgrade_hello), buf_size(&s->upgrade_hello));
     leg_write(&s->up.tcp.base, buf_head(&s->upgrade_hello), buf_size(&s->upgrade_hello));
     buf_free(&s->upgrade_hello);
     s->upgrade = next;
@@ -98,6 +101,20 @@ static void stay_plain(struct session *s, const char *why)
                   "lint: upstream %s: %s: the upstream leg stays in plain text (use starttls: to "
                   "require TLS)",
                   s->upstream_name, why);
+}
+
+/* The upstream stays plain and the client's hello has had no reply yet: the server, greeted
+ * by the probe already, answers it from memory; only when it accepted no hello does the
+ * client's own go up. */
+static void decline(struct session *s)
+{
+    if (!session_hello_after_probe(s, &s->upgrade_of, &s->upgrade_hello)) {
+        send_client_hello(s, UPGRADE_DECLINED);
+        return;
+    }
+    buf_free(&s->upgrade_hello);
+    s->upgrade = UPGRADE_DECLINED;
+    session_update_flow(s);
 }
 
 static void on_upstream_starttls(struct tcp_leg *t, int status)
@@ -138,6 +155,7 @@ static void start_handshake(struct session *s)
                       "taken as the server's words inside TLS (response injection)",
                       n);
     s->upgrade = UPGRADE_HANDSHAKING;
+    hello_memory_forget(&s->hello); /* the server will want a new hello inside TLS */
     const char *host = s->server->cfg->upstream.target.host;
     if (tcp_leg_start_tls(&s->up.tcp, s->server->tls_client, false, host, on_upstream_starttls) < 0)
         refuse(s, s->up.tcp.tls_error);
@@ -157,7 +175,7 @@ static void starttls_reply(struct session *s, const struct smtp_reply *r)
         return;
     }
     stay_plain(s, why);
-    send_client_hello(s, UPGRADE_DECLINED);
+    decline(s);
 }
 
 static bool offers_starttls(const struct smtp_reply *r)
@@ -254,8 +272,8 @@ void upgrade_on_reply(struct session *s, const struct smtp_pending *p, const str
         return;
     }
     stay_plain(s, why);
-    if (p->verb == SMTP_VERB_HELO) { /* the client gets the reply to its own HELO */
-        send_client_hello(s, UPGRADE_DECLINED);
+    if (p->verb == SMTP_VERB_HELO) { /* the client's HELO still waits for its reply */
+        decline(s);
         return;
     }
     buf_free(&s->upgrade_hello);

@@ -14,5 +14,8 @@
 bool ehlo_has(const uint8_t *reply, size_t len, const char *keyword);
 /* Appends to out the reply with "CODE-keyword" inserted after its first line. */
 void ehlo_add(const uint8_t *reply, size_t len, const char *keyword, struct buf *out);
+/* Appends to out a one-line reply with the code and text of the reply's first line
+ * ("250-mx.example says hi" becomes "250 mx.example says hi\r\n"): what a HELO gets. */
+void ehlo_as_one_line(const uint8_t *reply, size_t len, struct buf *out);
 
 #endif

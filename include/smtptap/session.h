@@ -11,6 +11,7 @@
 #include "smtptap/auth.h"
 #include "smtptap/events.h"
 #include "smtptap/fault.h"
+#include "smtptap/hello.h"
 #include "smtptap/leg.h"
 #include "smtptap/lint.h"
 #include "smtptap/message.h"
@@ -77,9 +78,12 @@ struct session {
     bool client_dead; /* nothing can be written to the client any more (an error, a failed TLS
                          handshake); a FIN alone still lets replies out */
     int upgrade;      /* enum upstream_upgrade (session_upgrade.c) */
-    struct buf upgrade_hello;       /* owned: the client's EHLO/HELO, sent again inside TLS */
-    struct smtp_pending upgrade_of; /* the client's FIFO entry for that command */
-    uint64_t upgrade_seq;           /* its running number: the probe's reply pairs with it */
+    struct buf upgrade_hello;             /* owned: the client's EHLO/HELO, sent again inside TLS */
+    struct smtp_pending upgrade_of;       /* the client's FIFO entry for that command */
+    uint64_t upgrade_seq;                 /* its running number: the probe's reply pairs with it */
+    struct hello_memory hello;            /* the server's hello in its current TLS state */
+    const struct fault_rule *hello_fault; /* the EHLO/HELO fault for a hello answered from it */
+    struct buf hello_line;                /* owned: that hello's line, for the transcript */
     uint64_t last_activity_ms;
     uv_getaddrinfo_t gai;
     struct addrinfo *addrs, *next_addr; /* owned: resolution result being tried */
@@ -133,6 +137,21 @@ bool upgrade_takes(const struct session *s, const struct smtp_pending *p,
 void upgrade_on_reply(struct session *s, const struct smtp_pending *p, const struct smtp_reply *r);
 void session_update_flow(struct session *s);
 
+/* session_hello.c: the client's view of EHLO replies, and hellos the server must not see. */
+/* Appends to out the reply the client gets for the server's EHLO reply (STARTTLS offered or
+ * removed as --client-starttls and the client's TLS say); false when it goes unchanged. */
+bool hello_edit_for_client(struct session *s, enum smtp_verb verb, const uint8_t *reply, size_t len,
+                           struct buf *out);
+/* Answers the client's first hello after a STARTTLS that smtptap answered (p is its FIFO
+ * entry, routed there by hello_route), from the server's kept reply, shaped by
+ * s->hello_fault; s->hello_line is its command line. */
+void session_hello_after_starttls(struct session *s, const struct smtp_pending *p);
+/* The upstream stays plain after smtptap's EHLO probe: answers the client's hello p (shaped by
+ * p->fault; line: its command) from the probe's reply. False when the server accepted no
+ * hello: then the client's own must go up. */
+bool session_hello_after_probe(struct session *s, const struct smtp_pending *p,
+                               const struct buf *line);
+
 /* STARTTLS answered by smtptap (--client-starttls offer): the 220 is out, TLS starts. */
 void session_client_starttls(struct session *s);
 
@@ -140,6 +159,7 @@ void session_client_starttls(struct session *s);
 extern const struct fault_rule reply_starttls_ready;   /* 220, then the handshake */
 extern const struct fault_rule reply_starttls_refused; /* 502 (--client-starttls strip) */
 extern const struct fault_rule reply_hello_first;      /* 503 before the starttls: upgrade */
+extern const struct fault_rule reply_hello_remembered; /* session_hello_answer answers it */
 void reply_send(struct session *s, const uint8_t *bytes, size_t len);
 /* The rule that fires for a command (or the greeting, or DATA-END), or NULL. */
 const struct fault_rule *reply_fault_for(struct session *s, enum fault_stage stage,

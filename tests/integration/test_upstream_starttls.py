@@ -262,8 +262,10 @@ def test_helo_client_gets_the_upstream_upgraded_and_one_helo_reply(tap, tmp_path
 
 
 def test_helo_client_no_prefix_upstream_without_starttls_stays_plain(tap, tmp_path):
-    """No prefix, the server offers no STARTTLS: after the EHLO probe the client's HELO goes
-    to the server in plain text, a `** lint:` line says so, and the message is delivered."""
+    """No prefix, the server offers no STARTTLS: the server was greeted by smtptap's EHLO
+    probe, so the client's HELO does not reach it (a second greeting could be refused):
+    smtptap answers it with the probe reply's first line, a `** lint:` line says the leg stays
+    plain, and the message is delivered."""
     msg = make_message("HELO client, upstream without STARTTLS", to=RCPTS)
     with harness.AiosmtpdServer() as srv, RecordingRelay(srv.host, srv.port) as rec:
         t = tap(["-u", f"localhost:{rec.port}"])
@@ -275,10 +277,10 @@ def test_helo_client_no_prefix_upstream_without_starttls_stays_plain(tap, tmp_pa
         assert (got[0].mail_from, got[0].rcpt_tos, got[0].content) == (FROM, RCPTS, msg)
         lines = smtptap_lines(t)
         to_server = rec.to_server(1)
-    # EHLO (smtptap's probe), then the client's own HELO, then the transaction: all plain.
-    assert to_server.startswith(f"EHLO {HELO_NAME}\r\nhelo {HELO_NAME}\r\nmail FROM:<{FROM}>"
-                                .encode()), to_server[:200]
-    assert not re.search(rb"(?mi)^STARTTLS\r$", to_server), to_server[:200]
+    # EHLO (smtptap's probe), then the transaction: all plain, one greeting.
+    assert to_server.startswith(f"EHLO {HELO_NAME}\r\nmail FROM:<{FROM}>".encode()), \
+        to_server[:200]
+    assert not re.search(rb"(?mi)^(STARTTLS|HELO)\b", to_server), to_server[:200]
     warn = [l for l in lines if l.marker == "**" and "STARTTLS" in l.text]
     assert len(warn) == 1, "\n".join(l.raw for l in lines)
     assert warn[0].text.startswith(f"lint: upstream localhost:{rec.port}: does not offer "
@@ -286,11 +288,14 @@ def test_helo_client_no_prefix_upstream_without_starttls_stays_plain(tap, tmp_pa
     probe = index_of(lines, lambda l: l.marker == " ->" and l.text == f"EHLO {HELO_NAME}{LOCAL}",
                      f"' -> EHLO {HELO_NAME}{LOCAL}'")
     assert all(l.text.endswith(TO_SMTPTAP) for l in the_reply_after(lines, probe))
-    again = index_of(lines, lambda l: l.marker == " ->" and
-                     harness.norm_cmd(l.text) == f"HELO {HELO_NAME}{LOCAL}",
-                     f"' -> HELO {HELO_NAME}{LOCAL}'", probe)
-    assert lines.index(warn[0]) < again
-    assert [l.text for l in the_reply_after(lines, again)] == [f"250 {srv.hostname}"]
+    why = index_of(lines, lambda l: l.marker == "==" and
+                   l.text.startswith("HELO answered by smtptap from the server's reply, not "
+                                     "forwarded: the server's connection stays in plain text and "
+                                     f"was greeted already, by the EHLO that asked it for "
+                                     f"STARTTLS (EHLO {HELO_NAME})"),
+                   "'== HELO answered by smtptap ...'", probe)
+    assert lines.index(warn[0]) < why
+    assert [l.text for l in the_reply_after(lines, why)] == [f"250 {srv.hostname}{LOCAL}"]
     assert not [l.raw for l in lines if l.marker == "==" and
                 (l.text.startswith("upstream TLS:") or l.text == UPGRADES)]
 
@@ -351,9 +356,10 @@ def test_server_refusing_starttls_gets_the_client_a_421_with_starttls_prefix(tap
 
 
 def test_server_refusing_starttls_no_prefix_falls_back_to_plain(tap, tmp_path):
-    """No prefix and a 454 to smtptap's STARTTLS: a `**` line, the leg stays plain, the
-    client's EHLO is sent again in plain and the client gets the reply to that second EHLO
-    (the server numbers its EHLO replies: X-EHLO-2), and the message is delivered."""
+    """No prefix and a 454 to smtptap's STARTTLS: a `**` line, the leg stays plain, and the
+    client gets the server's reply to its own EHLO (X-EHLO-1: the server numbers its EHLO
+    replies), from smtptap: the server, greeted already in the same state, never sees a
+    second EHLO. The message is delivered."""
     ca, ctx = tls_upstream(tmp_path)
     msg = make_message("server refused STARTTLS", to=RCPTS)
     with harness.AiosmtpdServer(tls_context=ctx, refuse_starttls=REFUSAL,
@@ -364,8 +370,9 @@ def test_server_refusing_starttls_no_prefix_falls_back_to_plain(tap, tmp_path):
             assert c.reply() == [srv.greeting.encode()]
             ehlo = c.cmd(b"EHLO client.test")
             assert ehlo[0] == f"250-{srv.hostname}".encode() and ehlo[-1].startswith(b"250 "), ehlo
-            assert b"250-X-EHLO-2" in ehlo and b"250-X-EHLO-1" not in ehlo, \
-                f"the client did not get the reply to the EHLO sent after the refusal: {ehlo}"
+            assert b"250-X-EHLO-1" in ehlo and b"250-X-EHLO-2" not in ehlo, \
+                f"the client did not get the reply to its own EHLO: {ehlo}"
+            assert b"250-STARTTLS" in ehlo, f"smtptap offers STARTTLS to the client: {ehlo}"
             assert c.buf == b""
             assert c.cmd(f"MAIL FROM:<{FROM}>".encode())[0].startswith(b"250 2.1.0 Sender")
             assert c.cmd(f"RCPT TO:<{RCPTS[0]}>".encode())[0].startswith(b"250 2.1.5")
@@ -376,8 +383,8 @@ def test_server_refusing_starttls_no_prefix_falls_back_to_plain(tap, tmp_path):
         assert (got[0].mail_from, got[0].rcpt_tos, got[0].content) == (FROM, RCPTS, msg)
         lines = smtptap_lines(t)
         to_server = rec.to_server(1)
-    # All in clear: EHLO, STARTTLS, EHLO again, then the transaction.
-    assert to_server.startswith(b"EHLO client.test\r\nSTARTTLS\r\nEHLO client.test\r\n"
+    # All in clear: EHLO, STARTTLS, then the transaction; one EHLO.
+    assert to_server.startswith(b"EHLO client.test\r\nSTARTTLS\r\n"
                                 + f"MAIL FROM:<{FROM}>\r\n".encode()), to_server[:200]
     warn = [l for l in lines if l.marker == "**" and "STARTTLS" in l.text]
     assert len(warn) == 1, "\n".join(l.raw for l in lines)
@@ -389,14 +396,17 @@ def test_server_refusing_starttls_no_prefix_falls_back_to_plain(tap, tmp_path):
     first = index_of(lines, lambda l: l.marker == " ->" and l.text == "EHLO client.test",
                      "' -> EHLO client.test' (the client's)")
     assert all(l.text.endswith(TO_SMTPTAP) for l in the_reply_after(lines, first)), \
-        "the first EHLO reply, consumed by smtptap, is not tagged"
-    again = index_of(lines, lambda l: l.marker == " ->" and l.text == "EHLO client.test" + LOCAL,
-                     "' -> EHLO client.test  [smtptap]' (the client's EHLO again, in plain)",
-                     lines.index(warn[0]))
-    second = the_reply_after(lines, again)
-    assert "250-X-EHLO-2" in [l.text for l in second], [l.raw for l in second]
+        "the first EHLO reply, held by smtptap, is not tagged"
+    why = index_of(lines, lambda l: l.marker == "==" and
+                   l.text.startswith("EHLO answered by smtptap from the server's reply, not "
+                                     "forwarded"),
+                   "'== EHLO answered by smtptap ...'", lines.index(warn[0]))
+    second = the_reply_after(lines, why)
+    assert "250-X-EHLO-1" + LOCAL in [l.text for l in second], [l.raw for l in second]
     assert not [l.raw for l in second if l.text.endswith(TO_SMTPTAP)], \
         "the EHLO reply the client got is tagged [to smtptap]"
+    assert not [l for l in lines if l.marker == " ->" and l.text.startswith("EHLO client.test")
+                and l.text.endswith(LOCAL)], "the client's EHLO was sent again"
     assert not [l for l in lines if l.marker == "==" and l.text.startswith("upstream TLS:")]
 
 
@@ -435,9 +445,15 @@ def test_replies_the_client_never_sees_are_tagged(tap, tmp_path, scenario):
         assert tagged[:3] == first_ehlo and "250-STARTTLS" in tagged and \
             tagged[-2] == "250 HELP" and tagged[-1] == last, \
             f"tagged lines {tagged}:\n" + "\n".join(l.raw for l in lines)
-        assert "250-X-EHLO-1" not in untagged and "250-X-EHLO-2" in untagged, replies
+        # a refused STARTTLS leaves the server as it was greeted: the client gets that reply
+        # from smtptap; after an upgrade, the reply to the EHLO inside TLS
+        want, not_want = ("250-X-EHLO-1" + LOCAL, "250-X-EHLO-2") \
+            if scenario == "no-prefix-refused" else ("250-X-EHLO-2", "250-X-EHLO-1")
+        assert want in untagged and not_want not in untagged, replies
     received = [x.decode() for x in got if x != b"250-STARTTLS"]
-    assert [r for r in untagged if r != "250-STARTTLS"] == received, \
+    client_got = [r[:-len(LOCAL)] if r.endswith(LOCAL) and r.startswith("250") else r
+                  for r in untagged]
+    assert [r for r in client_got if r != "250-STARTTLS"] == received, \
         f"untagged reply lines {untagged} are not what the client got {got}"
 
 

@@ -1,0 +1,124 @@
+/* session_hello.c - a session's EHLO/HELO replies: what the client is told about TLS in
+ * them, and the one client hello the server must not see (after a STARTTLS that smtptap
+ * answered itself), answered from the server's last reply (hello.h says why). */
+#include <assert.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "smtptap/ehlo.h"
+#include "smtptap/fault.h"
+#include "smtptap/server.h"
+#include "smtptap/session.h"
+
+bool hello_edit_for_client(struct session *s, enum smtp_verb verb, const uint8_t *reply, size_t len,
+                           struct buf *out)
+{
+    enum client_starttls mode = s->server->cfg->client_starttls;
+    if (verb != SMTP_VERB_EHLO || len < 3 || memcmp(reply, "250", 3) != 0 ||
+        mode == CLIENT_STARTTLS_PASSTHROUGH)
+        return false;
+    bool has = ehlo_has(reply, len, "STARTTLS");
+    bool want = mode == CLIENT_STARTTLS_OFFER && !s->client.ssl;
+    if (has == want) return false;
+    if (want) {
+        ehlo_add(reply, len, "STARTTLS", out);
+        session_emitf(s, EV_INFO, DIR_S2C,
+                      "smtptap offers STARTTLS to the client (added to the EHLO reply)");
+    } else {
+        fault_strip_caps(reply, len, "STARTTLS", out);
+        session_emitf(s, EV_INFO, DIR_S2C, "smtptap removed STARTTLS from the EHLO reply (%s)",
+                      s->client.ssl ? "the client is in TLS already" : "--client-starttls strip");
+    }
+    return true;
+}
+
+static bool upstream_in_tls(const struct session *s)
+{
+    return s->upstream == &s->up.tcp.base && s->up.tcp.ssl;
+}
+
+/* The "==" line that says why the server did not see this hello: why, then what differs. */
+static void explain(struct session *s, const struct smtp_pending *p, const struct buf *line,
+                    const char *why)
+{
+    const struct hello_memory *m = &s->hello;
+    char renamed[HELLO_NAME_MAX + 80] = "";
+    if (line && buf_size(line) && !hello_memory_same_name(m, buf_head(line), buf_size(line)))
+        snprintf(renamed, sizeof renamed,
+                 "; the client gives a new name, the server knows it as "
+                 "\"%s\"",
+                 m->name);
+    session_emitf(s, EV_INFO, DIR_C2S,
+                  "%s answered by smtptap from the server's reply, not forwarded: %s (%s %s); a "
+                  "second greeting could be refused%s%s",
+                  smtp_verb_name(p->verb), why, smtp_verb_name(m->verb),
+                  m->name[0] ? m->name : "without a name", renamed,
+                  p->verb == SMTP_VERB_EHLO && m->verb == SMTP_VERB_HELO
+                      ? "; the server was greeted with HELO, so it granted no extensions"
+                      : "");
+}
+
+/* Servers often offer AUTH only inside TLS: say why the client sees none. */
+static void explain_missing_auth(struct session *s, const uint8_t *reply, size_t len)
+{
+    if (upstream_in_tls(s) || ehlo_has(reply, len, "AUTH") || !ehlo_has(reply, len, "STARTTLS"))
+        return;
+    const struct upstream_spec *u = &s->server->cfg->upstream;
+    session_emitf(
+        s, EV_INFO, DIR_S2C,
+        "the server offers no AUTH on its plain-text connection; if it offers AUTH only inside "
+        "TLS (e.g. Postfix smtpd_tls_auth_only), the client cannot log in: its TLS ends at "
+        "smtptap and the upstream leg is plain text%s",
+        u->kind == UPSTREAM_TRANSPARENT ? " (transparent mode keeps it plain)"
+        : u->kind == UPSTREAM_FIXED
+            ? "; use -u starttls:HOST:PORT so smtptap upgrades the upstream leg too"
+            : "");
+}
+
+static bool answer(struct session *s, const struct smtp_pending *p, const struct fault_rule *fault,
+                   const struct buf *line, const char *why)
+{
+    struct buf kept, edited;
+    buf_init(&kept);
+    buf_init(&edited);
+    if (!hello_memory_answer(&s->hello, p->verb, &kept)) return false;
+    explain(s, p, line, why);
+    const uint8_t *bytes = buf_head(&kept);
+    size_t len = buf_size(&kept);
+    if (hello_edit_for_client(s, p->verb, bytes, len, &edited))
+        bytes = buf_head(&edited), len = buf_size(&edited);
+    if (p->verb == SMTP_VERB_EHLO) explain_missing_auth(s, buf_head(&kept), buf_size(&kept));
+    session_emit(s, EV_REPLY, DIR_S2C, bytes, len, NULL, true);
+    if (fault) {
+        struct smtp_pending faulted = *p;
+        faulted.fault = fault;
+        reply_faulted(s, &faulted, bytes, len, 250);
+    } else {
+        reply_send(s, bytes, len);
+    }
+    buf_free(&kept);
+    buf_free(&edited);
+    return true;
+}
+
+void session_hello_after_starttls(struct session *s, const struct smtp_pending *p)
+{
+    char why[120];
+    snprintf(why, sizeof why,
+             "the client's STARTTLS ended at smtptap, so the server's connection is still in %s "
+             "and was greeted already",
+             upstream_in_tls(s) ? "the same TLS" : "plain text");
+    bool answered = answer(s, p, s->hello_fault, &s->hello_line, why);
+    assert(answered); /* the memory changes only while the upstream upgrades, and the client
+                         is not read then */
+    (void)answered;
+    buf_reset(&s->hello_line);
+}
+
+bool session_hello_after_probe(struct session *s, const struct smtp_pending *p,
+                               const struct buf *line)
+{
+    return answer(s, p, p->fault, line,
+                  "the server's connection stays in plain text and was greeted already, by "
+                  "the EHLO that asked it for STARTTLS");
+}
