@@ -16,6 +16,11 @@ ScriptedServer
                               M have arrived, then closes (FIN: everything sent was read)
       ("huge_reply", n)       answers EHLO with N bytes that carry no reply code, then
                               works normally
+      "strict"                like OpenSMTPD: a second EHLO or HELO gets "503 5.5.1 Invalid
+                              command: Already identified" (after RSET too)
+      ("strict", opts)        the same, with opts: {"starttls": "refuse"} offers STARTTLS and
+                              answers it 454; {"ehlo": False} answers EHLO 502 (a HELO-only
+                              server: a refused EHLO identifies nobody)
     The listening port can be given (port=P) so a test can bring a server up on a port
     that was refused a moment ago.  accepting=False with backlog=0 makes a listener whose
     accept queue fills up (one queued connection), after which SYNs go unanswered, until
@@ -244,13 +249,37 @@ class _Conn:
             lines.append(ln[1:] if ln.startswith(b".") else ln)
         return b"".join(l + b"\r\n" for l in lines)
 
+    def strict_hello(self, verb: bytes) -> bool:
+        """The "strict" behaviour's answer to EHLO/HELO; False when it is not strict."""
+        if self.kind != "strict":
+            return False
+        opts = self.arg or {}
+        if self.identified:
+            self.send("503 5.5.1 Invalid command: Already identified\r\n")
+        elif verb == b"EHLO" and opts.get("ehlo", True) is False:
+            self.send("502 5.5.2 Error: command not recognized\r\n")
+        elif verb == b"EHLO":
+            self.identified = True
+            tls = "250-STARTTLS\r\n" if opts.get("starttls") else ""
+            self.send(f"250-{self.srv.hostname} Hello\r\n250-PIPELINING\r\n{tls}"
+                      "250 8BITMIME\r\n")
+        else:
+            self.identified = True
+            self.send(f"250 {self.srv.hostname} Hello\r\n")
+        return True
+
     def smtp(self):
         self.send(self.srv.greeting + "\r\n")
         mail, rcpts = None, []
+        self.identified = False
         while True:
             ln = self.line()
             verb = ln.split(b" ", 1)[0].strip().upper()
-            if verb in (b"EHLO", b"HELO"):
+            if verb in (b"EHLO", b"HELO") and self.strict_hello(verb):
+                pass
+            elif verb == b"STARTTLS" and self.kind == "strict":
+                self.send("454 4.7.0 TLS not available due to local problem\r\n")
+            elif verb in (b"EHLO", b"HELO"):
                 if self.kind == "huge_reply" and verb == b"EHLO":
                     self.send(b"x" * self.arg + b"\r\n")
                     self.kind = "smtp"
