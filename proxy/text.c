@@ -147,7 +147,7 @@ static void lines(const struct event *ev, const uint8_t *b, size_t n, bool color
 {
     size_t start = 0;
     do {
-        const uint8_t *lf = memchr(b + start, '\n', n - start);
+        const uint8_t *lf = start < n ? memchr(b + start, '\n', n - start) : NULL;
         size_t end = lf ? (size_t)(lf - b) : n;
         size_t body = end;
         if (lf && body > start && b[body - 1] == '\r') body--;
@@ -158,14 +158,13 @@ static void lines(const struct event *ev, const uint8_t *b, size_t n, bool color
 
 void text_format_event(const struct event *ev, bool color, struct buf *out)
 {
+    const char *text = ev->text ? ev->text : ""; /* a note without text is an empty line */
     switch (ev->kind) {
     case EV_RAW: return;
     case EV_COMMAND:
     case EV_REPLY:
     case EV_CONTENT: lines(ev, ev->bytes, ev->len, color, out); return;
-    default:
-        lines(ev, (const uint8_t *)ev->text, ev->text ? strlen(ev->text) : 0, color, out);
-        return;
+    default: lines(ev, (const uint8_t *)text, strlen(text), color, out); return;
     }
 }
 
@@ -182,7 +181,8 @@ static void stream_write(struct event_writer *w, const struct event *ev)
     struct stream_writer *s = (struct stream_writer *)w;
     buf_reset(&s->line);
     text_format_event(ev, s->color, &s->line);
-    fwrite(buf_head(&s->line), 1, buf_size(&s->line), s->stream);
+    if (buf_size(&s->line)) /* nothing for raw bytes, and no NULL to fwrite */
+        fwrite(buf_head(&s->line), 1, buf_size(&s->line), s->stream);
 }
 
 static void stream_close(struct event_writer *w)
