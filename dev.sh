@@ -12,7 +12,8 @@ cd "$(dirname "$0")"
 BUILD_PKGS=(meson ninja-build pkg-config gcc libc6-dev libuv1-dev libssl-dev libinih-dev
             libcmocka-dev)
 TEST_PKGS=(swaks curl msmtp postfix python3 python3-aiosmtpd python3-pytest socat nftables
-           iproute2 openssl procps libio-socket-inet6-perl)
+           iproute2 openssl procps libio-socket-inet6-perl libnet-ssleay-perl sasl2-bin
+           python3-cryptography)
 BENCH_PKGS=(haproxy socat postfix python3 procps)
 
 as_root() {
@@ -55,11 +56,13 @@ run)
     ;;
 test)
     install_missing "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"
+    as_root tests/mta/install.sh # Exim and OpenSMTPD unpacked beside Postfix (they conflict)
     build build -Dtests=enabled
     meson test -C build --print-errorlogs "$@"
     ;;
 test-asan)
     install_missing "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"
+    as_root tests/mta/install.sh
     build build-asan -Dtests=enabled -Db_sanitize=address,undefined -Db_lundef=false \
         --buildtype=debug
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \

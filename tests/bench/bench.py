@@ -521,7 +521,7 @@ class Bench:
         self.socat = which("socat")
         (self.p_sink, self.p_tap, self.p_tapd, self.p_haproxy, self.p_socat, self.p_idle_sink,
          self.p_idle_tap, self.p_idle_tap2, self.p_stall, self.p_push_tap,
-         self.p_push_tapd) = free_ports(11)
+         self.p_push_tapd, self.p_compare) = free_ports(12)
         self.capture_dir = tmp / "capture"        # smtptap creates it (0700)
         self.capture_dir4 = tmp / "capture-push"
         q = args.quick
@@ -573,6 +573,11 @@ class Bench:
                       ("socat fork", self.p_socat)]
         self.path_proc = {"smtptap -q": "tap", "smtptap -q -d DIR": "tapd",
                           "haproxy (tcp)": "haproxy", "socat fork": "socat"}
+        if self.a.compare:  # another smtptap binary (before/after a change), same run
+            self.cmd["compare"] = [self.a.compare, "-l", f"127.0.0.1:{self.p_compare}", "-u",
+                                   up, "-q"]
+            self.paths.insert(2, (COMPARE, self.p_compare))
+            self.path_proc[COMPARE] = "compare"
         self.haproxy_cfg = (
             "# minimal TCP relay; one thread, like smtptap's single event loop; no logging\n"
             "global\n"
@@ -613,8 +618,9 @@ class Bench:
         parts = set(self.a.only)
         if parts & {"1", "2"}:
             out.append("# parts 1-2: servers (each path relays to the one smtp-sink)")
-            for k in ("sink", "tap", "tapd", "haproxy", "socat"):
-                out.append(j(self.cmd[k]))
+            for k in ("sink", "tap", "tapd", "haproxy", "socat", "compare"):
+                if k in self.cmd:
+                    out.append(j(self.cmd[k]))
             out.append(f"# {self.tmp / 'haproxy.cfg'}:")
             out += ["#   " + line for line in self.haproxy_cfg.splitlines()]
             out.append("# loads, run against each path's PORT: "
@@ -658,15 +664,20 @@ class Bench:
     def start_relays(self):
         (self.tmp / "haproxy.cfg").write_text(self.haproxy_cfg)
         self.servers = {}
-        for k in ("sink", "tap", "tapd", "haproxy", "socat"):
+        relays = [("sink", self.p_sink), ("tap", self.p_tap), ("tapd", self.p_tapd),
+                  ("haproxy", self.p_haproxy), ("socat", self.p_socat)]
+        if "compare" in self.cmd:
+            relays.append(("compare", self.p_compare))
+        for k, _ in relays:
             self.servers[k] = self.procs.start(k, self.cmd[k])
-        for k, port in (("sink", self.p_sink), ("tap", self.p_tap), ("tapd", self.p_tapd),
-                        ("haproxy", self.p_haproxy), ("socat", self.p_socat)):
+        for k, port in relays:
             wait_port(port, self.servers[k])
         log("relays up: smtp-sink, smtptap -q, smtptap -q -d, haproxy, socat")
 
     def stop_relays(self):
-        for k in ("tap", "tapd"):
+        for k in ("tap", "tapd", "compare"):
+            if k not in self.servers:
+                continue
             p = self.servers[k]
             alive = p.poll() is None
             rc = self.procs.stop(p)
@@ -1006,12 +1017,18 @@ class Bench:
             self.part_4()
 
 
+COMPARE = "smtptap -q (--compare)"
+
+
 def parse_args(prog, description, parts, quick_sessions):
     """The command line both benchmarks share; --only takes PARTS (e.g. "1,2,3,4")."""
     ap = argparse.ArgumentParser(prog=prog, description=description)
     ap.add_argument("--smtptap", default=os.environ.get("SMTPTAP_BIN")
                     or str(REPO / "build-release" / "smtptap"))
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--compare", default=None, metavar="PATH",
+                    help="another smtptap binary measured in the same run (parts 1-2), "
+                         "e.g. the build before a change")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default=parts)
     ap.add_argument("--sessions", type=int, default=None)
@@ -1037,6 +1054,11 @@ def run_bench(prog, a, make_bench, tmp_prefix, report, targets):
               "ninja -C build-release smtptap\nor pass --smtptap PATH", file=sys.stderr)
         return 2
     a.smtptap = str(Path(a.smtptap).resolve())
+    if getattr(a, "compare", None):
+        if not os.access(a.compare, os.X_OK):
+            print(f"{prog}: --compare {a.compare}: not an executable", file=sys.stderr)
+            return 2
+        a.compare = str(Path(a.compare).resolve())
 
     def on_signal(signum, _frame):
         raise SystemExit(128 + signum)

@@ -3,13 +3,16 @@
 # memory per idle session, peak memory under backpressure. A measurement, not a test: it
 # exits 0 whatever the numbers, non-zero only when a run breaks.
 #
-#   tests/bench/bench.sh [--install] [--smtptap PATH] [--reps N] [--quick] [--only 1,2,3,4]
+#   tests/bench/bench.sh [--install] [--smtptap PATH] [--compare PATH] [--reps N] [--quick]
+#                        [--only 1,2,3,4]
 #
 #   --install        apt-get install what is missing (postfix for smtp-source/smtp-sink,
 #                    haproxy, socat, python3); without it, missing tools are an error
 #   --smtptap PATH   the binary to measure (default $SMTPTAP_BIN, else build-release/smtptap:
 #                    meson setup build-release --buildtype=release -Dtests=disabled
 #                    && ninja -C build-release smtptap)
+#   --compare PATH   another smtptap binary (say, the build before a change), measured on
+#                    the same loads in the same run, interleaved with the others (parts 1-2)
 #   --reps N         repeats of each smtp-source measurement, median reported (default 3)
 #   --quick          smaller loads (a smoke run of the script itself, not a measurement)
 #   --only LIST      run only some parts: 1 small messages, 2 20 MB messages,
