@@ -16,6 +16,15 @@
 #define C_BOLD    "\033[1m"
 
 /* Length of a valid UTF-8 sequence starting at p, or 0. */
+/* Code points that are valid UTF-8 but act on a terminal or reorder what it shows: the C1
+ * controls (0x9B is an 8-bit CSI, so a peer could send escape sequences into the live
+ * transcript) and the bidirectional controls (a line could be made to read backwards). */
+static bool steers_the_terminal(uint32_t cp)
+{
+    return (cp >= 0x80 && cp < 0xa0) || cp == 0x061c || cp == 0x200e || cp == 0x200f ||
+           (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
 static size_t utf8_len(const uint8_t *p, size_t n)
 {
     size_t len;
@@ -35,6 +44,7 @@ static size_t utf8_len(const uint8_t *p, size_t n)
         cp = (cp << 6) | (p[i] & 0x3f);
     }
     if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+    if (steers_the_terminal(cp)) return 0; /* escaped byte by byte instead */
     return len;
 }
 

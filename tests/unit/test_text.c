@@ -432,6 +432,25 @@ static void test_valid_utf8_is_shown_as_it_is(void **state)
                       "#1 +0.000  -> Subject: caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x93\xa7\n");
 }
 
+static void test_terminal_controls_in_utf8_are_escaped(void **state)
+{
+    (void)state;
+    /* U+009B (8-bit CSI), U+0085 (NEL), U+202E (right-to-left override), U+2066 (isolate) */
+    struct event evs[] = {
+        wire(EV_COMMAND, DIR_C2S,
+             LIT("EHLO \xc2\x9b"
+                 "31m\r\n")),
+        wire(EV_CONTENT, DIR_C2S,
+             LIT("a\xc2\x85"
+                 "b \xe2\x80\xae"
+                 "gnp.exe \xe2\x81\xa6"
+                 "x")),
+    };
+    assert_transcript(render_all(evs, 2, false, NULL),
+                      "#1 +0.000  -> EHLO \\xC2\\x9B31m\n"
+                      "#1 +0.000  -> a\\xC2\\x85b \\xE2\\x80\\xAEgnp.exe \\xE2\\x81\\xA6x\n");
+}
+
 static void test_invalid_utf8_is_escaped_byte_by_byte(void **state)
 {
     (void)state;
@@ -722,6 +741,7 @@ int main(void)
         cmocka_unit_test(test_a_backslash_is_doubled_so_escapes_stay_unambiguous),
         cmocka_unit_test(test_valid_utf8_is_shown_as_it_is),
         cmocka_unit_test(test_invalid_utf8_is_escaped_byte_by_byte),
+        cmocka_unit_test(test_terminal_controls_in_utf8_are_escaped),
         cmocka_unit_test(test_text_escape_appends_to_what_is_there),
         cmocka_unit_test(test_a_very_long_line_is_shown_whole_on_one_line),
         cmocka_unit_test(test_a_long_line_of_nul_bytes_is_escaped_whole),
