@@ -1,7 +1,8 @@
 /* tls.h - smtptap's TLS material, without sockets: its own CA (created on first use, 0700
  * directory, 0600 key), leaf certificates minted per name and cached, the SSL_CTX for each
  * side (client-facing server context, upstream client context with verification), the NSS
- * key log, and words for what happened in a handshake. The memory-BIO pump lives in leg.c. */
+ * key log, and words for what happened in a handshake. The memory-BIO pump lives in
+ * tls_pump.c. */
 #ifndef SMTPTAP_TLS_H
 #define SMTPTAP_TLS_H
 
