@@ -1,11 +1,13 @@
 /* leg.c - the TCP leg: a libuv stream with a write queue whose size the session watches
- * for backpressure. Writes try the socket first and queue only what it did not take. */
-#include "smtptap/leg.h"
-
+ * for backpressure. Writes try the socket first and queue only what it did not take; on a
+ * TLS leg the bytes pass through leg_tls.c on their way. */
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "leg_int.h"
+#include "smtptap/upstream.h"
 
 enum { READ_BUFFER = 64 * 1024 };
 
@@ -30,11 +32,12 @@ static void tcp_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct tcp_leg *t = s->data;
     if (nread < 0) t->read_ended = true;
-    if (nread > 0 && t->ssl)
+    bool tls = tcp_leg_tls_started(t);
+    if (nread > 0 && tls)
         leg_tls_received(t, (const uint8_t *)buf->base, (size_t)nread);
     else if (nread > 0)
         t->base.ev->on_read(&t->base, (const uint8_t *)buf->base, (size_t)nread);
-    else if (nread == UV_EOF && t->ssl && !t->tls_peer_closed)
+    else if (nread == UV_EOF && tls && !leg_tls_peer_closed(t))
         t->tls_truncated = true, t->base.ev->on_eof(&t->base);
     else if (nread == UV_EOF)
         t->base.ev->on_eof(&t->base);
@@ -71,7 +74,7 @@ static void tcp_write_cb(uv_write_t *req, int status)
 static void tcp_write(struct leg *l, const uint8_t *bytes, size_t len)
 {
     struct tcp_leg *t = (struct tcp_leg *)l;
-    if (t->ssl)
+    if (tcp_leg_tls_started(t))
         leg_tls_write(t, bytes, len);
     else
         tcp_leg_raw_write(t, bytes, len);
@@ -114,7 +117,7 @@ static bool tcp_start_shutdown(struct tcp_leg *t)
 {
     if (t->shut) return true;
     t->shut = true;
-    if (t->ssl) leg_tls_close_notify(t);
+    if (tcp_leg_tls_started(t)) leg_tls_close_notify(t);
     t->shutdown_req.data = t;
     if (uv_shutdown(&t->shutdown_req, (uv_stream_t *)&t->tcp, tcp_shutdown_cb) == 0) return true;
     t->shutdown_done = true;
@@ -137,20 +140,22 @@ static void tcp_close(struct leg *l)
 {
     struct tcp_leg *t = (struct tcp_leg *)l;
     l->reading = false;
+    leg_tls_halt(t);
     uv_close((uv_handle_t *)&t->tcp, tcp_close_cb);
 }
 
 void tcp_leg_end_now(struct tcp_leg *t)
 {
-    t->end_after_handshake = false;
+    /* Cleared only after: a TLS failure while what was owed goes out still finds the owner
+     * gone (leg_tls.c closes the leg rather than report it). */
     t->base.ops->end(&t->base);
+    t->end_after_handshake = false;
 }
 
 static void tcp_end(struct leg *l)
 {
     struct tcp_leg *t = (struct tcp_leg *)l;
-    if (t->ssl && t->tls == LEG_TLS_HANDSHAKING && buf_size(&t->tls_out) && t->tls_first_len &&
-        !t->read_ended) {
+    if (leg_tls_end_waits_for_handshake(t)) {
         /* What is queued (a 421, say) needs the handshake: read on until it is done
          * (leg_tls.c ends the leg then) or fails; the owner's linger timer bounds it. */
         t->end_after_handshake = true;
@@ -193,6 +198,7 @@ void tcp_leg_reset(struct tcp_leg *t)
     if (t->base.closing) return;
     t->base.closing = true;
     t->base.reading = false;
+    leg_tls_halt(t);
     if (uv_tcp_close_reset(&t->tcp, tcp_close_cb) < 0)
         uv_close((uv_handle_t *)&t->tcp, tcp_close_cb);
 }
@@ -213,6 +219,29 @@ int tcp_leg_connect(struct tcp_leg *t, const struct sockaddr *addr,
     t->on_connect = on_connect;
     t->connect_req.data = t;
     return uv_tcp_connect(&t->connect_req, &t->tcp, addr, tcp_connect_cb);
+}
+
+int tcp_leg_addresses(const struct tcp_leg *t, struct sockaddr_storage *local,
+                      struct sockaddr_storage *peer)
+{
+    int rc = 0, len;
+    if (local) {
+        memset(local, 0, sizeof *local);
+        len = sizeof *local;
+        rc = uv_tcp_getsockname(&t->tcp, (struct sockaddr *)local, &len);
+    }
+    if (peer) {
+        memset(peer, 0, sizeof *peer);
+        len = sizeof *peer;
+        int prc = uv_tcp_getpeername(&t->tcp, (struct sockaddr *)peer, &len);
+        if (rc == 0) rc = prc;
+    }
+    return rc;
+}
+
+int tcp_leg_original_dst(const struct tcp_leg *t, struct sockaddr_storage *dst)
+{
+    return upstream_original_dst((uv_tcp_t *)&t->tcp, dst); /* reads the socket, changes nothing */
 }
 
 void sockaddr_format(const struct sockaddr *sa, char *out, size_t size)

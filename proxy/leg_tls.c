@@ -1,208 +1,248 @@
-/* leg_tls.c - TLS on a TCP leg over memory BIOs: the one place that drives OpenSSL. Every
- * event (ciphertext in, plaintext out) runs the pump: clear errors, handshake or read all
- * plaintext, write what is queued, then always drain the write BIO into the socket. */
-#include <openssl/err.h>
+/* leg_tls.c - TLS on a TCP leg: the glue between a tcp_leg and its tls_pump (ciphertext to
+ * and from the socket, plaintext to and from the owner, handshake outcome and close_notify
+ * as leg events), the ClientHello callback that picks the client's leaf, and the TLS facts
+ * the session may ask of a leg. */
+#include <stdio.h>
 #include <string.h>
 
-#include "smtptap/leg.h"
+#include "leg_int.h"
 #include "smtptap/tls.h"
 
-enum { PLAIN_CHUNK = 16 * 1024, PARKED_MAX = 64 * 1024 };
-
-/* Moves every byte OpenSSL produced (records, alerts, tickets) to the socket. */
-static void drain(struct tcp_leg *t)
+static struct tcp_leg *leg_of(struct tls_pump *p)
 {
-    BIO *wbio = SSL_get_wbio(t->ssl);
-    uint8_t chunk[PLAIN_CHUNK];
-    int n;
-    while ((n = BIO_read(wbio, chunk, sizeof chunk)) > 0) tcp_leg_raw_write(t, chunk, (size_t)n);
+    return p->owner;
 }
 
-static void fail(struct tcp_leg *t)
+/* The copies of the pump's state in the tcp_leg (leg.h) follow the pump. Called before the
+ * owner hears anything and after every entry point. */
+static void sync_view(struct tcp_leg *t)
 {
-    tls_failure_reason(t->ssl, t->tls_error, sizeof t->tls_error);
-    drain(t); /* the alert, if any, tells the peer why */
-    bool handshaking = t->tls == LEG_TLS_HANDSHAKING;
-    t->tls = LEG_TLS_FAILED;
+    t->ssl = t->tls_pump.ssl;
+    t->tls = (enum leg_tls_state)tls_pump_state(&t->tls_pump);
+    t->tls_first_len = (uint8_t)tls_pump_first_len(&t->tls_pump);
+}
+
+static void keep_error(struct tcp_leg *t)
+{
+    snprintf(t->tls_error, sizeof t->tls_error, "%s", tls_pump_error(&t->tls_pump));
+}
+
+/* ---- what the pump tells the leg ----------------------------------------------------------- */
+
+static void on_ciphertext_out(struct tls_pump *p, const uint8_t *bytes, size_t len)
+{
+    struct tcp_leg *t = leg_of(p);
+    sync_view(t); /* a failed socket write reaches the owner */
+    tcp_leg_raw_write(t, bytes, len);
+}
+
+static void on_plaintext_in(struct tls_pump *p, const uint8_t *bytes, size_t len)
+{
+    struct tcp_leg *t = leg_of(p);
+    sync_view(t);
+    t->base.ev->on_read(&t->base, bytes, len);
+}
+
+static void on_plaintext_sent(struct tls_pump *p, size_t n)
+{
+    leg_of(p)->base.queued -= n; /* its ciphertext is counted as tcp_leg_raw_write takes it */
+}
+
+static void on_handshake_done(struct tls_pump *p, int status)
+{
+    struct tcp_leg *t = leg_of(p);
+    sync_view(t);
+    if (status < 0) keep_error(t);
+    if (status < 0 && t->end_after_handshake) { /* the owner is gone already */
+        leg_close(&t->base);
+        return;
+    }
+    if (t->on_tls) t->on_tls(t, status);
+    if (status < 0 || t->base.closing || !t->end_after_handshake) return;
+    /* What was owed goes out, close_notify after it: now the end leg_end asked for. */
+    tls_pump_stop_reading(p);
+    tcp_leg_end_now(t);
+}
+
+static void on_peer_closed(struct tls_pump *p)
+{
+    struct tcp_leg *t = leg_of(p);
+    sync_view(t);
+    t->base.ev->on_eof(&t->base);
+}
+
+static void on_failed(struct tls_pump *p)
+{
+    struct tcp_leg *t = leg_of(p);
+    sync_view(t);
+    keep_error(t);
     if (t->end_after_handshake) { /* the owner is gone already: nothing left to deliver */
         leg_close(&t->base);
         return;
     }
-    if (handshaking && t->on_tls)
-        t->on_tls(t, -1);
-    else
-        t->base.ev->on_error(&t->base, UV_EPROTO);
+    t->base.ev->on_error(&t->base, UV_EPROTO);
 }
 
-/* Plaintext queued during the handshake goes out now (partial writes are enabled). */
-static bool flush_plaintext(struct tcp_leg *t)
-{
-    while (buf_size(&t->tls_out)) {
-        size_t n = buf_size(&t->tls_out);
-        int w = SSL_write(t->ssl, buf_head(&t->tls_out), n > INT32_MAX ? INT32_MAX : (int)n);
-        if (w <= 0) {
-            int e = SSL_get_error(t->ssl, w);
-            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return true;
-            fail(t);
-            return false;
-        }
-        t->base.queued -= (size_t)w;
-        buf_consume(&t->tls_out, (size_t)w);
-    }
-    return true;
-}
+static const struct tls_pump_events pump_events = {
+    .ciphertext_out = on_ciphertext_out,
+    .plaintext_in = on_plaintext_in,
+    .plaintext_sent = on_plaintext_sent,
+    .handshake_done = on_handshake_done,
+    .peer_closed = on_peer_closed,
+    .failed = on_failed,
+};
 
-/* Reads every decrypted byte out; false when the leg must stop (error, close, EOF). */
-static bool read_plaintext(struct tcp_leg *t)
-{
-    uint8_t plain[PLAIN_CHUNK];
-    for (;;) {
-        int n = SSL_read(t->ssl, plain, sizeof plain);
-        if (n > 0) {
-            t->base.ev->on_read(&t->base, plain, (size_t)n);
-            if (t->base.closing || !t->ssl) return false;
-            continue;
-        }
-        int e = SSL_get_error(t->ssl, n);
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return true;
-        if (e == SSL_ERROR_ZERO_RETURN) {
-            t->tls_peer_closed = true;
-            drain(t);
-            t->base.ev->on_eof(&t->base);
-            return false;
-        }
-        fail(t);
-        return false;
-    }
-}
-
-static void pump(struct tcp_leg *t)
-{
-    ERR_clear_error();
-    if (t->tls == LEG_TLS_HANDSHAKING) {
-        int rc = SSL_do_handshake(t->ssl);
-        if (rc != 1) {
-            int e = SSL_get_error(t->ssl, rc);
-            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ||
-                e == SSL_ERROR_WANT_CLIENT_HELLO_CB) { /* the last: a parked ClientHello */
-                drain(t);
-                return;
-            }
-            fail(t);
-            return;
-        }
-        t->tls = LEG_TLS_ON;
-        drain(t);
-        if (t->on_tls) t->on_tls(t, 0);
-        if (t->base.closing || !t->ssl) return;
-    }
-    if (t->tls != LEG_TLS_ON) return;
-    if (!flush_plaintext(t)) return;
-    if (t->end_after_handshake) { /* what was owed is out: now the end leg_end asked for */
-        drain(t);
-        tcp_leg_end_now(t);
-        return;
-    }
-    if (!read_plaintext(t)) return;
-    drain(t);
-}
+/* ---- what leg.c asks (leg_int.h) ----------------------------------------------------------- */
 
 void leg_tls_received(struct tcp_leg *t, const uint8_t *bytes, size_t len)
 {
-    for (size_t i = 0; i < len && t->tls_first_len < sizeof t->tls_first; i++)
-        t->tls_first[t->tls_first_len++] = bytes[i];
-    if (t->tls == LEG_TLS_FAILED) return;
-    BIO *rbio = SSL_get_rbio(t->ssl);
-    BIO_write(rbio, bytes, (int)len);
-    if (t->tls_hold_hello && BIO_ctrl_pending(rbio) > PARKED_MAX) {
-        /* A parked ClientHello is not read on; a client has nothing more to say before the
-         * ServerHello, so this much is not a client: stop it growing. */
-        snprintf(t->tls_error, sizeof t->tls_error,
-                 "client sent over %d KiB while its ClientHello waited", PARKED_MAX / 1024);
-        t->tls = LEG_TLS_FAILED;
-        if (t->on_tls) t->on_tls(t, -1);
-        return;
-    }
-    pump(t);
+    tls_pump_receive(&t->tls_pump, bytes, len);
+    sync_view(t);
 }
 
 void leg_tls_write(struct tcp_leg *t, const uint8_t *bytes, size_t len)
 {
-    if (t->tls == LEG_TLS_FAILED) return;
-    buf_append(&t->tls_out, bytes, len);
-    t->base.queued += len;
-    if (t->tls != LEG_TLS_ON) return;
-    ERR_clear_error();
-    if (flush_plaintext(t)) drain(t);
+    if (!tls_pump_writable(&t->tls_pump)) return;
+    t->base.queued += len; /* before the pump encrypts any of it (on_plaintext_sent) */
+    tls_pump_write(&t->tls_pump, bytes, len);
+    sync_view(t);
 }
 
 void leg_tls_close_notify(struct tcp_leg *t)
 {
-    if (t->tls != LEG_TLS_ON) return;
-    ERR_clear_error();
-    flush_plaintext(t);
-    SSL_shutdown(t->ssl);
-    drain(t);
+    tls_pump_close_notify(&t->tls_pump);
+    sync_view(t);
 }
 
-bool leg_tls_peer_spoke_plain(const struct tcp_leg *t)
+bool leg_tls_peer_closed(const struct tcp_leg *t)
 {
-    /* A TLS record starts with its content type, 20..24; text starts with a digit or a
-     * letter. */
-    if (t->tls_first_len < sizeof t->tls_first) return false;
-    for (size_t i = 0; i < 3; i++) {
-        uint8_t c = t->tls_first[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')))
-            return false;
-    }
-    return true;
+    return tls_pump_peer_closed(&t->tls_pump);
 }
 
-void leg_tls_release_hello(struct tcp_leg *t, X509 *model)
+bool leg_tls_end_waits_for_handshake(const struct tcp_leg *t)
 {
-    if (!t->tls_hold_hello) return;
-    t->tls_hold_hello = false;
-    if (model && !t->tls_model && X509_up_ref(model)) t->tls_model = model;
-    if (t->tls == LEG_TLS_HANDSHAKING) pump(t);
+    return tcp_leg_tls_state(t) == LEG_TLS_HANDSHAKING && tls_pump_queued(&t->tls_pump) &&
+           tcp_leg_tls_peer_spoke(t) && !t->read_ended;
+}
+
+void leg_tls_halt(struct tcp_leg *t)
+{
+    tls_pump_halt(&t->tls_pump);
 }
 
 void leg_tls_free(struct tcp_leg *t)
 {
-    if (t->ssl) SSL_free(t->ssl);
-    t->ssl = NULL;
+    tls_pump_free(&t->tls_pump);
+    sync_view(t);
     X509_free(t->tls_model);
     t->tls_model = NULL;
-    buf_free(&t->tls_out);
 }
+
+/* ---- starting TLS and the ClientHello ------------------------------------------------------ */
 
 int tcp_leg_start_tls(struct tcp_leg *t, SSL_CTX *ctx, bool server, const char *expect_host,
                       leg_tls_cb on_tls)
 {
-    t->ssl = SSL_new(ctx);
-    BIO *rbio = BIO_new(BIO_s_mem()), *wbio = BIO_new(BIO_s_mem());
-    if (!t->ssl || !rbio || !wbio) {
-        BIO_free(rbio);
-        BIO_free(wbio);
-        snprintf(t->tls_error, sizeof t->tls_error, "cannot create a TLS session");
-        return -1;
-    }
-    BIO_set_mem_eof_return(rbio, -1); /* empty means "want more", never EOF */
-    SSL_set_bio(t->ssl, rbio, wbio);
-    SSL_set_mode(t->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS);
-    SSL_set_app_data(t->ssl, t);
-    if (server) {
-        SSL_set_accept_state(t->ssl);
-    } else {
-        SSL_set_connect_state(t->ssl);
-        if (expect_host && tls_expect_host(t->ssl, expect_host) < 0) {
-            snprintf(t->tls_error, sizeof t->tls_error, "cannot set the expected host %s",
-                     expect_host);
-            return -1;
+    t->on_tls = on_tls;
+    int rc = tls_pump_start(&t->tls_pump, ctx, server, expect_host, &pump_events, t);
+    if (rc < 0) keep_error(t);
+    sync_view(t);
+    return rc;
+}
+
+/* The host name the client asked for (server_name extension), or "" when none. */
+static void client_sni(SSL *ssl, char *sni, size_t size)
+{
+    const unsigned char *ext;
+    size_t len;
+    sni[0] = 0;
+    /* server_name extension: list length (2), type (1) = 0, name length (2), name */
+    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &len) && len > 5 &&
+        ext[2] == 0) {
+        size_t n = (size_t)ext[3] << 8 | ext[4];
+        if (n > 0 && n < size && 5 + n <= len) {
+            memcpy(sni, ext + 5, n);
+            sni[n] = 0;
         }
     }
-    buf_init(&t->tls_out);
-    t->tls = LEG_TLS_HANDSHAKING;
-    t->on_tls = on_tls;
-    pump(t); /* a client speaks first */
-    return 0;
+}
+
+/* Picks the leaf for a client's handshake: its SNI, else the name the session chose. */
+static int client_hello_cb(SSL *ssl, int *alert, void *arg)
+{
+    struct tls_ca *ca = arg;
+    struct tcp_leg *t = tls_pump_owner_of_ssl(ssl);
+    char sni[256], err[TLS_ERR_MAX] = "";
+    client_sni(ssl, sni, sizeof sni);
+    if (t && t->tls_hold_hello) return SSL_CLIENT_HELLO_RETRY; /* the upstream's cert first */
+    const char *name = sni[0] ? sni : t && t->tls_name[0] ? t->tls_name : "localhost";
+    X509 *leaf = tls_ca_leaf(ca, name, t ? t->tls_model : NULL, err, sizeof err);
+    if (!leaf || SSL_use_certificate(ssl, leaf) != 1 ||
+        SSL_use_PrivateKey(ssl, ca->leaf_key) != 1 || SSL_add1_chain_cert(ssl, ca->cert) != 1) {
+        if (t)
+            snprintf(t->tls_error, sizeof t->tls_error, "no certificate for %.200s: %.250s", name,
+                     err);
+        *alert = SSL_AD_INTERNAL_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+void leg_tls_serve_with_ca(SSL_CTX *server_ctx, struct tls_ca *ca)
+{
+    SSL_CTX_set_client_hello_cb(server_ctx, client_hello_cb, ca);
+}
+
+void leg_tls_release_hello(struct tcp_leg *t, const struct tcp_leg *model_from)
+{
+    if (!t->tls_hold_hello) return;
+    t->tls_hold_hello = false;
+    if (model_from && !t->tls_model) tcp_leg_copy_peer_certificate(t, model_from);
+    tls_pump_resume(&t->tls_pump);
+    sync_view(t);
+}
+
+/* ---- what the session may ask ------------------------------------------------------------ */
+
+bool leg_tls_peer_spoke_plain(const struct tcp_leg *t)
+{
+    return tls_pump_peer_spoke_plain(&t->tls_pump);
+}
+
+bool tcp_leg_tls_started(const struct tcp_leg *t)
+{
+    return tls_pump_started(&t->tls_pump);
+}
+
+bool tcp_leg_tls_up(const struct tcp_leg *t)
+{
+    return tcp_leg_tls_state(t) == LEG_TLS_ON;
+}
+
+enum leg_tls_state tcp_leg_tls_state(const struct tcp_leg *t)
+{
+    return (enum leg_tls_state)tls_pump_state(&t->tls_pump);
+}
+
+bool tcp_leg_tls_peer_spoke(const struct tcp_leg *t)
+{
+    return tls_pump_first_len(&t->tls_pump) > 0;
+}
+
+void tcp_leg_describe_tls(const struct tcp_leg *t, bool upstream, char *out, size_t size)
+{
+    if (!tcp_leg_tls_started(t)) {
+        snprintf(out, size, "no TLS");
+        return;
+    }
+    tls_describe(t->tls_pump.ssl, upstream, out, size);
+}
+
+void tcp_leg_copy_peer_certificate(struct tcp_leg *client, const struct tcp_leg *upstream)
+{
+    if (!tcp_leg_tls_up(upstream)) return;
+    X509 *model = SSL_get0_peer_certificate(upstream->tls_pump.ssl);
+    if (!model || !X509_up_ref(model)) return;
+    X509_free(client->tls_model);
+    client->tls_model = model;
 }

@@ -228,35 +228,6 @@ static void free_old_faults(struct server *srv)
 
 /* ---- TLS material ---------------------------------------------------------------------- */
 
-/* Picks the leaf for a client's handshake: its SNI, else the name the session chose. */
-static int client_hello_cb(SSL *ssl, int *alert, void *arg)
-{
-    struct server *srv = arg;
-    struct tcp_leg *t = SSL_get_app_data(ssl);
-    char sni[256] = "", err[TLS_ERR_MAX] = "";
-    const unsigned char *ext;
-    size_t len;
-    /* server_name extension: list length (2), type (1) = 0, name length (2), name */
-    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &len) && len > 5 &&
-        ext[2] == 0) {
-        size_t n = (size_t)ext[3] << 8 | ext[4];
-        if (n > 0 && n < sizeof sni && 5 + n <= len) memcpy(sni, ext + 5, n);
-    }
-    if (t && t->tls_hold_hello) return SSL_CLIENT_HELLO_RETRY; /* the upstream's cert first */
-    const char *name = sni[0] ? sni : t && t->tls_name[0] ? t->tls_name : "localhost";
-    X509 *leaf = tls_ca_leaf(&srv->ca, name, t ? t->tls_model : NULL, err, sizeof err);
-    if (!leaf || SSL_use_certificate(ssl, leaf) != 1 ||
-        SSL_use_PrivateKey(ssl, srv->ca.leaf_key) != 1 ||
-        SSL_add1_chain_cert(ssl, srv->ca.cert) != 1) {
-        if (t)
-            snprintf(t->tls_error, sizeof t->tls_error, "no certificate for %.200s: %.250s", name,
-                     err);
-        *alert = SSL_AD_INTERNAL_ERROR;
-        return SSL_CLIENT_HELLO_ERROR;
-    }
-    return SSL_CLIENT_HELLO_SUCCESS;
-}
-
 static bool needs_client_tls(const struct config *cfg)
 {
     if (cfg->client_starttls == CLIENT_STARTTLS_OFFER) return true;
@@ -300,7 +271,7 @@ static int start_tls(struct server *srv)
             fprintf(stderr, "smtptap: client-side TLS: %s\n", err);
             return EXIT_CONFIG;
         }
-        SSL_CTX_set_client_hello_cb(srv->tls_server, client_hello_cb, srv);
+        leg_tls_serve_with_ca(srv->tls_server, &srv->ca);
     }
     if (cfg->upstream.kind != UPSTREAM_SINK) {
         const char *extra = cfg->upstream_ca[0] ? cfg->upstream_ca : NULL;

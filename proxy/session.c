@@ -828,7 +828,7 @@ static void on_upstream_tls(struct tcp_leg *t, int status)
     tls_describe(t->ssl, true, facts, sizeof facts);
     if (status == 0) {
         session_emitf(s, EV_INFO, DIR_S2C, "upstream TLS: %s", facts);
-        leg_tls_release_hello(&s->client, SSL_get0_peer_certificate(t->ssl));
+        leg_tls_release_hello(&s->client, t);
         if (s->state != SESSION_CONNECTING) return;
         start_relaying(s);
         return;

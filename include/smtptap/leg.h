@@ -12,6 +12,8 @@
 #include <uv.h>
 
 #include "smtptap/buf.h"
+#include "smtptap/tls.h"
+#include "smtptap/tls_pump.h"
 
 struct leg;
 
@@ -77,7 +79,12 @@ static inline void leg_close(struct leg *l)
 
 /* ---- TCP legs ---------------------------------------------------------------------------- */
 
-enum leg_tls_state { LEG_TLS_OFF, LEG_TLS_HANDSHAKING, LEG_TLS_ON, LEG_TLS_FAILED };
+enum leg_tls_state {
+    LEG_TLS_OFF = TLS_PUMP_OFF,
+    LEG_TLS_HANDSHAKING = TLS_PUMP_HANDSHAKING,
+    LEG_TLS_ON = TLS_PUMP_ON,
+    LEG_TLS_FAILED = TLS_PUMP_FAILED,
+};
 
 struct tcp_leg;
 /* Called once per handshake: status 0 when it completed, -1 when it failed (the reason is in
@@ -87,22 +94,23 @@ typedef void (*leg_tls_cb)(struct tcp_leg *t, int status);
 struct tcp_leg {
     struct leg base;
     uv_tcp_t tcp;
-    /* TLS over memory BIOs (leg_tls.c); all NULL/OFF for a plain leg. */
-    SSL *ssl; /* owned */
-    enum leg_tls_state tls;
+    /* TLS (leg_tls.c): the pump drives OpenSSL over memory BIOs; not started on a plain leg. */
+    struct tls_pump tls_pump;
     leg_tls_cb on_tls;
-    struct buf tls_out;       /* owned: plaintext written before the handshake finished */
-    bool tls_peer_closed;     /* close_notify received */
-    bool tls_truncated;       /* TCP EOF without close_notify */
-    char tls_name[256];       /* server side: leaf name when the client sends no SNI */
-    X509 *tls_model;          /* owned reference, may be NULL: the upstream certificate whose
-                                 subject and SANs the client's leaf copies */
-    bool tls_hold_hello;      /* server side: park the ClientHello until leg_tls_release_hello */
-    bool end_after_handshake; /* leg_end came while plaintext waited for the handshake */
-    bool read_ended;          /* EOF or a read error: nothing more will come in */
-    uint8_t tls_first[4];     /* the first bytes the peer sent once TLS started (for hints) */
-    uint8_t tls_first_len;
-    char tls_error[512];
+    bool tls_truncated;          /* TCP EOF without close_notify */
+    char tls_error[TLS_ERR_MAX]; /* why TLS failed or could not start */
+    char tls_name[256];          /* server side: leaf name when the client sends no SNI */
+    X509 *tls_model;             /* owned reference, may be NULL: the upstream certificate
+                                    whose subject and SANs the client's leaf copies */
+    bool tls_hold_hello;         /* server side: park the ClientHello until leg_tls_release_hello */
+    bool end_after_handshake;    /* leg_end came while plaintext waited for the handshake */
+    bool read_ended;             /* EOF or a read error: nothing more will come in */
+    /* Copies of the pump's state that leg_tls.c keeps in step, for code that reads fields;
+     * read them through tcp_leg_tls_started, tcp_leg_tls_state and tcp_leg_tls_peer_spoke
+     * instead: these go once nothing names them. */
+    SSL *ssl;               /* the pump's, borrowed; NULL on a plain leg */
+    enum leg_tls_state tls; /* the pump's state */
+    uint8_t tls_first_len;  /* bytes the peer sent since TLS started, counted up to 4 */
     uv_shutdown_t shutdown_req;
     uv_connect_t connect_req;
     void (*on_connect)(struct tcp_leg *t, int status);
@@ -121,9 +129,22 @@ int tcp_leg_accept(struct tcp_leg *t, uv_stream_t *server);
 /* Starts connecting to addr; on_connect(t, status) follows (status < 0: libuv error). */
 int tcp_leg_connect(struct tcp_leg *t, const struct sockaddr *addr,
                     void (*on_connect)(struct tcp_leg *t, int status));
+/* The socket's local and peer addresses; either pointer may be NULL. Each one asked for is
+ * zeroed first (ss_family AF_UNSPEC if it cannot be read). Returns 0, or the libuv error of
+ * the first that could not be read. */
+int tcp_leg_addresses(const struct tcp_leg *t, struct sockaddr_storage *local,
+                      struct sockaddr_storage *peer);
+/* Where the client meant to connect before nftables/iptables redirected it to us (see
+ * upstream_original_dst). Returns 0, or a negative errno when it was not redirected. */
+int tcp_leg_original_dst(const struct tcp_leg *t, struct sockaddr_storage *dst);
 
 /* ---- TLS on a TCP leg (leg_tls.c) -------------------------------------------------------- */
 
+/* Makes server_ctx (client-facing) choose each client's leaf on the ClientHello: by its SNI,
+ * else the leg's tls_name, else "localhost", minted by ca and copying the leg's tls_model;
+ * a leg with tls_hold_hello parks the ClientHello until leg_tls_release_hello. ca must
+ * outlive server_ctx. */
+void leg_tls_serve_with_ca(SSL_CTX *server_ctx, struct tls_ca *ca);
 /* Starts TLS on a connected leg: as the server (client-facing) or as the client (upstream;
  * expect_host sets SNI and the name to verify, NULL for none). Bytes written from now on are
  * encrypted (held until the handshake is done); bytes read are decrypted before on_read.
@@ -131,20 +152,25 @@ int tcp_leg_connect(struct tcp_leg *t, const struct sockaddr *addr,
 int tcp_leg_start_tls(struct tcp_leg *t, SSL_CTX *ctx, bool server, const char *expect_host,
                       leg_tls_cb on_tls);
 /* Server side with tls_hold_hello: the ClientHello waits (the leaf is not chosen yet) until
- * this is called; model (may be NULL) is the certificate the leaf copies. */
-void leg_tls_release_hello(struct tcp_leg *t, X509 *model);
+ * this is called; the leaf then copies model_from's peer certificate when model_from (may be
+ * NULL) is a leg whose TLS is up and t has no tls_model yet. */
+void leg_tls_release_hello(struct tcp_leg *t, const struct tcp_leg *model_from);
 /* True when the peer's first bytes after TLS started were plain text, not a TLS record:
  * "220 " from a server (a plain SMTP port) or letters from a client (an SMTP command). */
 bool leg_tls_peer_spoke_plain(const struct tcp_leg *t);
-/* For leg.c: ciphertext received; plaintext to send; close_notify before FIN; cleanup. */
-void leg_tls_received(struct tcp_leg *t, const uint8_t *bytes, size_t len);
-void leg_tls_write(struct tcp_leg *t, const uint8_t *bytes, size_t len);
-void leg_tls_close_notify(struct tcp_leg *t);
-void leg_tls_free(struct tcp_leg *t);
-/* The end leg_end asked for, once the handshake it waited for is over (leg_tls.c). */
-void tcp_leg_end_now(struct tcp_leg *t);
-/* The raw socket write underneath (leg.c). */
-void tcp_leg_raw_write(struct tcp_leg *t, const uint8_t *bytes, size_t len);
+/* TLS was started on the leg, whatever came of it. */
+bool tcp_leg_tls_started(const struct tcp_leg *t);
+/* The handshake completed and TLS has not failed (LEG_TLS_ON). */
+bool tcp_leg_tls_up(const struct tcp_leg *t);
+enum leg_tls_state tcp_leg_tls_state(const struct tcp_leg *t);
+/* The peer has sent at least one byte since TLS started. */
+bool tcp_leg_tls_peer_spoke(const struct tcp_leg *t);
+/* One line about the leg's TLS (tls_describe); upstream adds the verification result.
+ * "no TLS" when TLS was not started. */
+void tcp_leg_describe_tls(const struct tcp_leg *t, bool upstream, char *out, size_t size);
+/* The leaf of client (not yet in its handshake) copies the certificate upstream's peer
+ * presented; nothing happens unless upstream's TLS is up. */
+void tcp_leg_copy_peer_certificate(struct tcp_leg *client, const struct tcp_leg *upstream);
 
 /* Formats a socket's local or peer address as "ip:port" ("[v6]:port"). */
 void sockaddr_format(const struct sockaddr *sa, char *out, size_t size);
