@@ -30,7 +30,8 @@ static const char usage[] =
     "      --idle-timeout DURATION    close a session silent this long (default 300s)\n"
     "      --connect-timeout DURATION upstream connect and greeting timeout (default 10s)\n"
     "  -q, --quiet                    no live transcript on stderr\n"
-    "  -v, --verbose                  show whole messages, not only their first lines\n"
+    "  -v, --verbose                  show whole messages, not only their first lines;\n"
+    "                                 -vv also shows each session's state changes\n"
     "      --color=auto|always|never  colour the live transcript (NO_COLOR honoured)\n"
     "  -V, --version                  print the version and exit\n"
     "  -h, --help                     print this help and exit\n"
@@ -546,7 +547,7 @@ enum config_result config_from_args(struct config *c, int argc, char **argv, str
         switch (opt) {
         case 'c': break;
         case 'q': c->verbosity = -1; break;
-        case 'v': c->verbosity = 1; break;
+        case 'v': c->verbosity = c->verbosity < 1 ? 1 : c->verbosity + 1; break;
         case O_DECODE_AUTH: c->decode_auth = true; break;
         case O_INSECURE: c->insecure = true; break;
         case O_PRINT_CA: print_ca = true; break;

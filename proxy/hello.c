@@ -64,12 +64,15 @@ void hello_memory_client_tls(struct hello_memory *m)
     m->client_owes_hello = true;
 }
 
-enum hello_route hello_route(struct hello_memory *m, enum smtp_verb verb)
+enum hello_route hello_route(const struct hello_memory *m, enum smtp_verb verb)
 {
     if (verb != SMTP_VERB_EHLO && verb != SMTP_VERB_HELO) return HELLO_FORWARD;
-    bool owed = m->client_owes_hello;
+    return m->client_owes_hello && m->kept ? HELLO_FROM_MEMORY : HELLO_FORWARD;
+}
+
+void hello_memory_client_greeted(struct hello_memory *m)
+{
     m->client_owes_hello = false;
-    return owed && m->kept ? HELLO_FROM_MEMORY : HELLO_FORWARD;
 }
 
 bool hello_memory_answer(const struct hello_memory *m, enum smtp_verb asked, struct buf *out)

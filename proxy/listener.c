@@ -6,7 +6,6 @@
 
 #include "smtptap/leg.h"
 #include "smtptap/server.h"
-#include "smtptap/session.h"
 
 struct refusal {
     uv_tcp_t tcp;
@@ -71,7 +70,7 @@ static void on_connection(uv_stream_t *stream, int status)
         refuse_connection(l);
         return;
     }
-    session_accept(srv, l);
+    server_accept(srv, l);
 }
 
 int listener_open(struct server *srv, struct listener *l, const struct listen_spec *spec, char *err,

@@ -5,20 +5,18 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "session_int.h"
 #include "smtptap/ehlo.h"
-#include "smtptap/fault.h"
-#include "smtptap/server.h"
-#include "smtptap/session.h"
 
 bool hello_edit_for_client(struct session *s, enum smtp_verb verb, const uint8_t *reply, size_t len,
                            struct buf *out)
 {
-    enum client_starttls mode = s->server->cfg->client_starttls;
+    enum client_starttls mode = s->cfg->client_starttls;
     if (verb != SMTP_VERB_EHLO || len < 3 || memcmp(reply, "250", 3) != 0 ||
         mode == CLIENT_STARTTLS_PASSTHROUGH)
         return false;
     bool has = ehlo_has(reply, len, "STARTTLS");
-    bool want = mode == CLIENT_STARTTLS_OFFER && !s->client.ssl;
+    bool want = mode == CLIENT_STARTTLS_OFFER && !tcp_leg_tls_started(&s->client);
     if (has == want) return false;
     if (want) {
         ehlo_add(reply, len, "STARTTLS", out);
@@ -27,14 +25,10 @@ bool hello_edit_for_client(struct session *s, enum smtp_verb verb, const uint8_t
     } else {
         fault_strip_caps(reply, len, "STARTTLS", out);
         session_emitf(s, EV_INFO, DIR_S2C, "smtptap removed STARTTLS from the EHLO reply (%s)",
-                      s->client.ssl ? "the client is in TLS already" : "--client-starttls strip");
+                      tcp_leg_tls_started(&s->client) ? "the client is in TLS already"
+                                                      : "--client-starttls strip");
     }
     return true;
-}
-
-static bool upstream_in_tls(const struct session *s)
-{
-    return s->upstream == &s->up.tcp.base && s->up.tcp.ssl;
 }
 
 /* The "==" line that says why the server did not see this hello: why, then what differs. */
@@ -61,9 +55,10 @@ static void explain(struct session *s, const struct smtp_pending *p, const struc
 /* Servers often offer AUTH only inside TLS: say why the client sees none. */
 static void explain_missing_auth(struct session *s, const uint8_t *reply, size_t len)
 {
-    if (upstream_in_tls(s) || ehlo_has(reply, len, "AUTH") || !ehlo_has(reply, len, "STARTTLS"))
+    if (session_upstream_in_tls(s) || ehlo_has(reply, len, "AUTH") ||
+        !ehlo_has(reply, len, "STARTTLS"))
         return;
-    const struct upstream_spec *u = &s->server->cfg->upstream;
+    const struct upstream_spec *u = &s->cfg->upstream;
     session_emitf(
         s, EV_INFO, DIR_S2C,
         "the server offers no AUTH on its plain-text connection; if it offers AUTH only inside "
@@ -107,7 +102,7 @@ void session_hello_after_starttls(struct session *s, const struct smtp_pending *
     snprintf(why, sizeof why,
              "the client's STARTTLS ended at smtptap, so the server's connection is still in %s "
              "and was greeted already",
-             upstream_in_tls(s) ? "the same TLS" : "plain text");
+             session_upstream_in_tls(s) ? "the same TLS" : "plain text");
     bool answered = answer(s, p, s->hello_fault, &s->hello_line, why);
     assert(answered); /* the memory changes only while the upstream upgrades, and the client
                          is not read then */

@@ -5,8 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "smtptap/server.h"
-#include "smtptap/session.h"
+#include "session_int.h"
 
 enum { SLOW_TICK_MS = 100 };
 
@@ -42,7 +41,7 @@ static void hold(struct session *s, enum fault_action mode, uint64_t param, cons
     memset(h, 0, sizeof *h);
     h->mode = mode;
     h->param = param;
-    h->due_ms = uv_now(s->server->loop) + (mode == FAULT_DELAY ? param : 0);
+    h->due_ms = uv_now(s->env->loop) + (mode == FAULT_DELAY ? param : 0);
     h->len = len;
     memcpy(h->bytes, bytes, len);
     if (s->held_tail)
@@ -72,7 +71,7 @@ static void write_client(struct session *s, const uint8_t *bytes, size_t len)
 {
     /* A ClientHello parked for the upstream's certificate (which will not come now: the
      * first bytes for the client are smtptap's own) gets a leaf of smtptap's naming. */
-    if (s->client.tls_hold_hello) leg_tls_release_hello(&s->client, NULL);
+    leg_tls_release_hello(&s->client, NULL);
     if (s->client_dead) return;
     s->bytes_down += len; /* what the client is sent: edits and local replies included */
     leg_write(&s->client.base, bytes, len);
@@ -95,9 +94,9 @@ static bool send_slowly(struct session *s, struct held_bytes *h)
 /* Delivers held bytes from the head until one must wait. */
 static void send_held(struct session *s)
 {
-    while (s->held_head && s->state != SESSION_ENDING) {
+    while (s->held_head && s->state < SESSION_ENDING) {
         struct held_bytes *h = s->held_head;
-        uint64_t now = uv_now(s->server->loop);
+        uint64_t now = uv_now(s->env->loop);
         switch (h->mode) {
         case FAULT_DELAY:
             if (now < h->due_ms) return arm(s, h->due_ms - now);
@@ -158,11 +157,11 @@ enum fault_stage reply_stage_of(enum smtp_verb verb)
 const struct fault_rule *reply_fault_for(struct session *s, enum fault_stage stage,
                                          const uint8_t *arg, size_t arg_len)
 {
-    const struct fault_set *now = s->server->faults;
+    const struct fault_set *now = *s->env->faults;
     if (!now || now->count == 0) return NULL;
     if (s->fault_set != now) { /* first use, or the rules were reloaded (SIGHUP) */
         if (s->fault_set) fault_session_free(&s->faults);
-        fault_session_init(&s->faults, now, s->server->seed, s->id);
+        fault_session_init(&s->faults, now, s->env->seed, s->id);
         s->fault_set = now;
     }
     return fault_match(now, &s->faults, stage, arg, arg_len);
@@ -211,7 +210,7 @@ const struct fault_rule reply_hello_first = {
     .reply_code = 503,
 };
 
-/* No reply text of its own: session_hello_answer gives the server's kept reply. */
+/* No reply text of its own: session_hello_after_starttls gives the server's kept reply. */
 const struct fault_rule reply_hello_remembered = {
     .name = "hello-remembered",
     .action = FAULT_REPLY,
@@ -323,4 +322,15 @@ void reply_faulted(struct session *s, const struct smtp_pending *p, const uint8_
     }
     }
     (void)code;
+}
+
+void reply_greeting_fault(struct session *s)
+{
+    const struct smtp_pending *g = smtp_fifo_peek(&s->fifo);
+    const struct fault_rule *r = g->fault;
+    if (!r || r->action != FAULT_REPLY) return;
+    session_emitf(s, EV_FAULT, DIR_S2C, "fault %s: greeting answered by smtptap", r->name);
+    session_emit(s, EV_REPLY, DIR_S2C, (const uint8_t *)r->reply, strlen(r->reply), NULL, true);
+    reply_send(s, (const uint8_t *)r->reply, strlen(r->reply));
+    if (r->reply_code == 421) session_end(s); /* as a server that greets with 421 would */
 }

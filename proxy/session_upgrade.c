@@ -4,15 +4,35 @@
  * EHLO) smtptap stops reading the client, sends STARTTLS itself, handshakes, and sends the
  * client's command again inside TLS; the client sees one reply, from inside TLS. Without
  * STARTTLS on offer: starttls: gets the client a 421, no prefix stays plain with a warning. */
+#include <assert.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "session_int.h"
 #include "smtptap/ehlo.h"
-#include "smtptap/server.h"
-#include "smtptap/session.h"
-#include "smtptap/tls.h"
 
 static const char starttls_line[] = "STARTTLS\r\n";
+
+static const char *const upgrade_names[] = {
+    [UPGRADE_NONE] = "NONE",
+    [UPGRADE_PROBING] = "PROBING",
+    [UPGRADE_STARTTLS_SENT] = "STARTTLS_SENT",
+    [UPGRADE_HANDSHAKING] = "HANDSHAKING",
+    [UPGRADE_DONE] = "DONE",
+    [UPGRADE_DECLINED] = "DECLINED",
+};
+
+void upgrade_enter(struct session *s, enum upstream_upgrade next, const char *why)
+{
+    enum upstream_upgrade old = s->upgrade;
+    assert(next > old && old < UPGRADE_DONE); /* forward only, and DONE, DECLINED are final */
+    if (s->cfg->verbosity >= 2)
+        session_emitf(s, EV_INFO, DIR_NONE, "upstream upgrade %s -> %s (%s)", upgrade_names[old],
+                      upgrade_names[next], why);
+    s->upgrade = next;
+    if (next == UPGRADE_DONE || next == UPGRADE_DECLINED)
+        buf_free(&s->upgrade_hello); /* the client's hello has gone up, or is answered */
+}
 
 bool upgrade_busy(const struct session *s)
 {
@@ -22,13 +42,13 @@ bool upgrade_busy(const struct session *s)
 
 static bool required(const struct session *s)
 {
-    return s->server->cfg->upstream.tls == TLS_STARTTLS;
+    return s->cfg->upstream.tls == TLS_STARTTLS;
 }
 
 /* starttls: always; no prefix unless the client's STARTTLS is meant for the server. */
 static bool wanted(const struct session *s)
 {
-    const struct config *cfg = s->server->cfg;
+    const struct config *cfg = s->cfg;
     if (cfg->upstream.kind != UPSTREAM_FIXED) return false;
     if (cfg->upstream.tls == TLS_STARTTLS) return true;
     return cfg->upstream.tls == TLS_STARTTLS_IF_OFFERED &&
@@ -41,7 +61,7 @@ bool upgrade_intercepts(struct session *s, const struct smtp_in_item *it)
         (it->verb != SMTP_VERB_EHLO && it->verb != SMTP_VERB_HELO) || !wanted(s))
         return false;
     buf_append(&s->upgrade_hello, it->bytes, it->len);
-    s->upgrade = UPGRADE_PROBING;
+    upgrade_enter(s, UPGRADE_PROBING, smtp_verb_name(it->verb));
     s->upgrade_seq = s->commands; /* the number client_line gave its FIFO entry */
     if (it->verb == SMTP_VERB_EHLO) {
         hello_memory_sent(&s->hello, it->bytes, it->len);
@@ -90,9 +110,9 @@ static void send_client_hello(struct session *s, enum upstream_upgrade next)
                  NULL, true);
     hello_memory_sent(&s->hello, buf_head(&s->upgrade_hello), buf_size(&s->upgrade_hello));
     leg_write(&s->up.tcp.base, buf_head(&s->upgrade_hello), buf_size(&s->upgrade_hello));
-    buf_free(&s->upgrade_hello);
-    s->upgrade = next;
+    upgrade_enter(s, next, "the client's hello sent");
     session_update_flow(s);
+    session_pump_client(s); /* what the client sent while the upstream was being upgraded */
 }
 
 static void stay_plain(struct session *s, const char *why)
@@ -112,15 +132,15 @@ static void decline(struct session *s)
         send_client_hello(s, UPGRADE_DECLINED);
         return;
     }
-    buf_free(&s->upgrade_hello);
-    s->upgrade = UPGRADE_DECLINED;
+    upgrade_enter(s, UPGRADE_DECLINED, "the client's hello answered from the probe's reply");
     session_update_flow(s);
+    session_pump_client(s);
 }
 
 static void on_upstream_starttls(struct tcp_leg *t, int status)
 {
     struct session *s = t->base.owner;
-    if (s->state == SESSION_ENDING) return;
+    if (s->state >= SESSION_ENDING) return;
     if (status < 0) {
         char why[700];
         snprintf(why, sizeof why, "TLS failed (%s)", t->tls_error);
@@ -128,7 +148,7 @@ static void on_upstream_starttls(struct tcp_leg *t, int status)
         return;
     }
     char facts[1024];
-    tls_describe(t->ssl, true, facts, sizeof facts);
+    tcp_leg_describe_tls(t, true, facts, sizeof facts);
     session_emitf(s, EV_INFO, DIR_S2C, "upstream TLS: %s", facts);
     send_client_hello(s, UPGRADE_DONE);
 }
@@ -142,22 +162,16 @@ static void send_starttls(struct session *s)
     session_emit(s, EV_COMMAND, DIR_C2S, (const uint8_t *)starttls_line, sizeof starttls_line - 1,
                  NULL, true);
     leg_write(&s->up.tcp.base, (const uint8_t *)starttls_line, sizeof starttls_line - 1);
-    s->upgrade = UPGRADE_STARTTLS_SENT;
+    upgrade_enter(s, UPGRADE_STARTTLS_SENT, "the server offers STARTTLS");
 }
 
 static void start_handshake(struct session *s)
 {
-    const uint8_t *rest;
-    size_t n = smtp_reply_take_rest(&s->sin, &rest);
-    if (n)
-        session_emitf(s, EV_LINT, DIR_S2C,
-                      "lint: server sent %zu bytes after its 220 to STARTTLS: discarded, not "
-                      "taken as the server's words inside TLS (response injection)",
-                      n);
-    s->upgrade = UPGRADE_HANDSHAKING;
+    session_discard_after_starttls(s, DISCARD_SERVER_AFTER_220_OWN);
+    upgrade_enter(s, UPGRADE_HANDSHAKING, "220 to smtptap's STARTTLS");
     hello_memory_forget(&s->hello); /* the server will want a new hello inside TLS */
-    const char *host = s->server->cfg->upstream.target.host;
-    if (tcp_leg_start_tls(&s->up.tcp, s->server->tls_client, false, host, on_upstream_starttls) < 0)
+    const char *host = s->cfg->upstream.target.host;
+    if (tcp_leg_start_tls(&s->up.tcp, s->env->tls_client, false, host, on_upstream_starttls) < 0)
         refuse(s, s->up.tcp.tls_error);
 }
 
@@ -226,8 +240,7 @@ bool upgrade_reply_too_long(struct session *s)
     }
     /* No prefix: whether STARTTLS is in there cannot be told; the reply goes on as it is. */
     stay_plain(s, "its EHLO reply is over 64 KiB, STARTTLS cannot be looked for");
-    buf_free(&s->upgrade_hello);
-    s->upgrade = UPGRADE_DECLINED;
+    upgrade_enter(s, UPGRADE_DECLINED, "EHLO reply over 64 KiB");
     return false;
 }
 
@@ -248,8 +261,7 @@ void upgrade_on_reply(struct session *s, const struct smtp_pending *p, const str
         session_emitf(s, EV_INFO, DIR_S2C,
                       "upstream %s answered 421 during the STARTTLS upgrade: the client gets it",
                       s->upstream_name);
-        buf_free(&s->upgrade_hello);
-        s->upgrade = UPGRADE_DECLINED;
+        upgrade_enter(s, UPGRADE_DECLINED, "421 from the server");
         return;
     }
     if (is_starttls_reply(p)) {
@@ -276,6 +288,6 @@ void upgrade_on_reply(struct session *s, const struct smtp_pending *p, const str
         decline(s);
         return;
     }
-    buf_free(&s->upgrade_hello);
-    s->upgrade = UPGRADE_DECLINED; /* this reply is the client's; reading resumes after it */
+    /* this reply is the client's; reading resumes after it */
+    upgrade_enter(s, UPGRADE_DECLINED, "no STARTTLS offered");
 }

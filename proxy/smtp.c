@@ -235,13 +235,19 @@ void smtp_in_next(struct smtp_in *p, struct smtp_in_item *it)
     }
 }
 
-size_t smtp_in_reset(struct smtp_in *p)
+size_t smtp_in_discard(struct smtp_in *p)
 {
     smtp_in_settle(p);
     size_t dropped = buf_size(&p->in);
     buf_reset(&p->in);
-    p->mode = SMTP_IN_COMMAND;
     p->in_long_line = false;
+    return dropped;
+}
+
+size_t smtp_in_reset(struct smtp_in *p)
+{
+    size_t dropped = smtp_in_discard(p);
+    p->mode = SMTP_IN_COMMAND;
     return dropped;
 }
 

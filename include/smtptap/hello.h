@@ -44,10 +44,12 @@ void hello_memory_replied(struct hello_memory *m, int code, const uint8_t *reply
 void hello_memory_forget(struct hello_memory *m);
 /* The client's STARTTLS was answered by smtptap: its next hello is owed to smtptap. */
 void hello_memory_client_tls(struct hello_memory *m);
-/* Where a client hello of this verb goes. Deciding clears client_owes_hello: only the first
- * hello after the client's STARTTLS is answered from memory; a later one the server would
- * have seen without smtptap too. */
-enum hello_route hello_route(struct hello_memory *m, enum smtp_verb verb);
+/* Where a client hello of this verb goes (decides, changes nothing). */
+enum hello_route hello_route(const struct hello_memory *m, enum smtp_verb verb);
+/* The client greeted (its hello was forwarded or answered from memory): only the first hello
+ * after the client's STARTTLS is owed to smtptap; a later one the server would have seen
+ * without smtptap too. */
+void hello_memory_client_greeted(struct hello_memory *m);
 /* Appends to out the reply for a client hello of verb `asked`: the kept EHLO reply as is
  * for EHLO after EHLO; a one-line 250 with the first line's text otherwise (HELO asked, or
  * EHLO when the server was greeted with HELO: it granted no extensions). Returns false

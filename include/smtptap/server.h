@@ -11,10 +11,11 @@
 #include "smtptap/events.h"
 #include "smtptap/fault.h"
 #include "smtptap/parse.h"
+#include "smtptap/session.h"
 #include "smtptap/sink_auth.h"
 #include "smtptap/tls.h"
 
-struct session;
+struct session_slot;
 
 struct listener {
     uv_tcp_t tcp;
@@ -28,7 +29,7 @@ struct server {
     const struct config *cfg;
     struct listener listeners[CONFIG_MAX_LISTEN];
     unsigned nlisteners;
-    struct session *sessions; /* doubly linked through session->prev/next */
+    struct session_slot *sessions; /* the live sessions, owned (server.c) */
     uint64_t nsessions;
     uint64_t sessions_peak; /* since the heap was last trimmed (server.c) */
     uint64_t next_id;
@@ -46,17 +47,18 @@ struct server {
     uv_signal_t sigint, sigterm, sighup;
     struct fault_set *old_faults; /* every set loaded by SIGHUP, freed at exit */
     uv_timer_t grace;
-    uv_check_t flush; /* flushes the live transcript once per loop iteration */
+    uv_check_t flush;       /* flushes the live transcript once per loop iteration */
+    struct session_env env; /* what sessions see of all this */
 };
 
 /* --print-ca: opens (or creates) the CA and prints its certificate. Returns the exit code. */
 int server_print_ca(const struct config *cfg);
 /* Runs until SIGINT/SIGTERM and every session has ended. Returns the process exit code. */
 int server_run(const struct config *cfg);
-/* Called by a session when its last handle is closed; unlinks and frees it. */
-void server_session_done(struct server *srv, struct session *s);
+/* A connection waits on listener l: starts a session for it (server.c). */
+void server_accept(struct server *srv, struct listener *l);
 
-/* listener.c: binds one listen address; new connections go to session_accept. */
+/* listener.c: binds one listen address; new connections go to server_accept. */
 int listener_open(struct server *srv, struct listener *l, const struct listen_spec *spec, char *err,
                   size_t err_size);
 void listener_close(struct listener *l);

@@ -95,6 +95,12 @@ enum smtp_in_mode smtp_in_resume(struct smtp_in *p, int code);
 /* STARTTLS handled by the owner: drops every buffered byte (returns how many: they were
  * sent before the TLS handshake, so they are injection) and goes back to command mode. */
 size_t smtp_in_reset(struct smtp_in *p);
+/* The same without the mode change (STARTTLS passed through: the framer stays OPAQUE). */
+size_t smtp_in_discard(struct smtp_in *p);
+static inline enum smtp_in_mode smtp_in_mode(const struct smtp_in *p)
+{
+    return p->mode;
+}
 /* Bytes buffered and not yet returned (held while BLOCKED, or a partial line). */
 static inline size_t smtp_in_buffered(const struct smtp_in *p)
 {

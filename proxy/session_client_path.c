@@ -1,0 +1,350 @@
+/* session_client_path.c - what the client sends: bytes go through the framer one command
+ * (or one content chunk) at a time and are forwarded as received. For each command line a
+ * plan is decided first (forward it, or answer it locally, and why), then carried out.
+ * Messages are shown and linted here; AUTH lines are decoded and redacted here, once. */
+#include <stdio.h>
+#include <string.h>
+
+#include "session_int.h"
+
+enum { SHOWN_LINES = 40 }; /* message lines shown per message without -v */
+
+static void on_lint(void *ctx, const char *finding)
+{
+    session_emitf(ctx, EV_LINT, DIR_NONE, "lint: %s", finding);
+}
+
+static void on_shown_line(void *ctx, const uint8_t *line, size_t len)
+{
+    session_emit(ctx, EV_CONTENT, DIR_C2S, line, len, NULL, false);
+}
+
+/* ---- messages ---------------------------------------------------------------------------- */
+
+void session_finish_message(struct session *s)
+{
+    s->messages++;
+    s->in_message = false;
+    if (!s->observed) return;
+    struct message_summary sum;
+    message_view_end(&s->msg, &sum, on_shown_line, s);
+    lint_content_end(&s->lint, on_lint, s);
+    char hidden[80] = "";
+    if (sum.hidden_lines)
+        snprintf(hidden, sizeof hidden, " (%u line%s not shown, -v shows them)", sum.hidden_lines,
+                 sum.hidden_lines == 1 ? "" : "s");
+    session_emitf(s, EV_MESSAGE, DIR_C2S, "message %llu: %llu bytes, %llu lines, sha256 %s%s",
+                  (unsigned long long)s->messages, (unsigned long long)sum.size,
+                  (unsigned long long)sum.lines, sum.sha256_hex, hidden);
+}
+
+static void begin_message(struct session *s, bool bdat)
+{
+    s->in_message = true;
+    if (!s->observed) return;
+    message_view_begin(&s->msg, bdat, s->cfg->verbosity > 0 ? 0 : SHOWN_LINES);
+    lint_content_begin(&s->lint, bdat);
+}
+
+/* local: smtptap answers it (a fault's reply, or one of its own). */
+static bool push_pending(struct session *s, enum smtp_pending_kind kind, enum smtp_verb verb,
+                         const struct fault_rule *fault, bool local)
+{
+    struct smtp_pending p = {
+        .kind = kind, .verb = verb, .seq = s->commands, .fault = fault, .local = local};
+    if (smtp_fifo_push(&s->fifo, p)) return true;
+    session_emitf(s, EV_ERROR, DIR_C2S, "client sent %d commands without reading a reply: closing",
+                  FIFO_MAX);
+    session_end(s);
+    return false;
+}
+
+/* BDAT 0 LAST carries no octets: it ends the message by itself. */
+static void after_bdat_command(struct session *s, const struct smtp_in_item *it)
+{
+    const uint8_t *arg;
+    size_t arg_len;
+    uint64_t size;
+    bool last;
+    smtp_verb_parse(it->bytes, it->len, &arg, &arg_len);
+    if (!smtp_bdat_parse(arg, arg_len, &size, &last) || size != 0 || !last) return;
+    if (!s->in_message) begin_message(s, true);
+    session_finish_message(s);
+}
+
+/* ---- AUTH: decoded and redacted once, here, so every writer gets the same view ---------- */
+
+static void show_auth_view(struct session *s, const struct auth_view *v)
+{
+    if (v->decoded && s->cfg->decode_auth)
+        session_emit(s, EV_AUTH, DIR_NONE, NULL, 0, s->cfg->redact ? v->redacted : v->text, false);
+    if (v->problem[0]) session_emitf(s, EV_LINT, DIR_NONE, "lint: %s", v->problem);
+}
+
+/* The command event for a client line; AUTH lines go through the decoder and, with
+ * --redact, their secret bytes never reach an event. */
+static void emit_client_line(struct session *s, const struct smtp_in_item *it)
+{
+    bool auth_line = it->sasl || it->verb == SMTP_VERB_AUTH;
+    if (!s->follow_auth || !auth_line) {
+        session_emit(s, EV_COMMAND, DIR_C2S, it->bytes, it->len, NULL, false);
+        return;
+    }
+    char masked[AUTH_TEXT_MAX + 64];
+    if (!(it->first && it->complete)) { /* a piece of an over-long line: all of it hidden */
+        if (!s->cfg->redact) {
+            session_emit(s, EV_COMMAND, DIR_C2S, it->bytes, it->len, NULL, false);
+            return;
+        }
+        int n = snprintf(masked, sizeof masked, "<redacted %zu bytes>", it->len);
+        session_emit(s, EV_COMMAND, DIR_C2S, (const uint8_t *)masked, (size_t)n, NULL, false);
+        return;
+    }
+    struct auth_view v;
+    if (it->sasl)
+        auth_on_client_line(&s->auth, it->bytes, it->len, &v);
+    else
+        auth_on_command(&s->auth, it->bytes, it->len, &v);
+    if (s->cfg->redact && v.secret_len) {
+        size_t n =
+            auth_redact_line(it->bytes, it->len, v.secret_off, v.secret_len, masked, sizeof masked);
+        session_emit(s, EV_COMMAND, DIR_C2S, (const uint8_t *)masked, n, NULL, false);
+    } else {
+        session_emit(s, EV_COMMAND, DIR_C2S, it->bytes, it->len, NULL, false);
+    }
+    show_auth_view(s, &v);
+}
+
+/* ---- a command line: decide, then act ----------------------------------------------------- */
+
+/* The fault rule for a complete command line, with a "!!" line when it cannot apply. */
+static const struct fault_rule *command_fault(struct session *s, const struct smtp_in_item *it)
+{
+    if (it->sasl || !it->first || !it->complete) return NULL;
+    const uint8_t *arg;
+    size_t arg_len;
+    smtp_verb_parse(it->bytes, it->len, &arg, &arg_len);
+    const struct fault_rule *r = reply_fault_for(s, reply_stage_of(it->verb), arg, arg_len);
+    if (r && r->action == FAULT_REPLY && !reply_fault_is_local(r, it->verb)) {
+        session_emitf(s, EV_FAULT, DIR_S2C,
+                      "fault %s: ignored: a %d reply to %s cannot be faked (the server never saw "
+                      "it), forwarding",
+                      r->name, r->reply_code, smtp_verb_name(it->verb));
+        return NULL;
+    }
+    return r;
+}
+
+enum command_route {
+    ROUTE_FORWARD,          /* to the upstream (the upgrade may take it over); fault shapes
+                               the real reply */
+    ROUTE_CONTINUATION,     /* a later piece of an over-long line: forwarded as it is */
+    ROUTE_FAULT,            /* a fault rule answers it */
+    ROUTE_STARTTLS_OFFERED, /* smtptap answers 220 and handshakes (--client-starttls offer) */
+    ROUTE_STARTTLS_REFUSED, /* smtptap answers 502 (strip, or the client is in TLS) */
+    ROUTE_HELLO_FIRST,      /* 503: a starttls: upstream gets nothing in clear */
+    ROUTE_HELLO_REMEMBERED, /* answered from the server's kept hello reply (hello.h) */
+};
+
+struct command_plan {
+    enum command_route route;
+    const struct fault_rule *fault; /* the fault rule in play, or NULL */
+};
+
+static struct command_plan decide_command(const struct session *s, const struct smtp_in_item *it,
+                                          const struct fault_rule *fault)
+{
+    if (!it->first) return (struct command_plan){ROUTE_CONTINUATION, NULL};
+    if (it->sasl) return (struct command_plan){ROUTE_FORWARD, NULL};
+    bool fault_answers = reply_fault_is_local(fault, it->verb);
+    enum client_starttls mode = s->cfg->client_starttls;
+    if (it->complete && it->verb == SMTP_VERB_STARTTLS && mode != CLIENT_STARTTLS_PASSTHROUGH &&
+        !fault_answers)
+        return (struct command_plan){mode == CLIENT_STARTTLS_STRIP ||
+                                             tcp_leg_tls_started(&s->client)
+                                         ? ROUTE_STARTTLS_REFUSED
+                                         : ROUTE_STARTTLS_OFFERED,
+                                     NULL};
+    if (upgrade_guard(s, it, fault)) return (struct command_plan){ROUTE_HELLO_FIRST, NULL};
+    if (it->complete && !fault_answers && hello_route(&s->hello, it->verb) == HELLO_FROM_MEMORY)
+        return (struct command_plan){ROUTE_HELLO_REMEMBERED, fault};
+    if (fault_answers) return (struct command_plan){ROUTE_FAULT, fault};
+    return (struct command_plan){ROUTE_FORWARD, fault};
+}
+
+/* The rule a local route answers with (kept in the FIFO entry until its turn). */
+static const struct fault_rule *local_rule(const struct command_plan *plan)
+{
+    switch (plan->route) {
+    case ROUTE_FAULT: return plan->fault;
+    case ROUTE_STARTTLS_OFFERED: return &reply_starttls_ready;
+    case ROUTE_STARTTLS_REFUSED: return &reply_starttls_refused;
+    case ROUTE_HELLO_FIRST: return &reply_hello_first;
+    case ROUTE_HELLO_REMEMBERED: return &reply_hello_remembered;
+    default: return NULL;
+    }
+}
+
+static bool is_hello(enum smtp_verb verb)
+{
+    return verb == SMTP_VERB_EHLO || verb == SMTP_VERB_HELO;
+}
+
+static void forward_line(struct session *s, const struct smtp_in_item *it)
+{
+    if (upgrade_intercepts(s, it)) return;
+    if (it->first && is_hello(it->verb)) hello_memory_sent(&s->hello, it->bytes, it->len);
+    leg_write(s->upstream, it->bytes, it->len);
+}
+
+/* The "==" or "!!" line that says why smtptap answered a command itself. */
+static void explain_local(struct session *s, const struct smtp_in_item *it,
+                          const struct command_plan *plan)
+{
+    switch (plan->route) {
+    case ROUTE_STARTTLS_OFFERED:
+        session_emitf(s, EV_INFO, DIR_C2S,
+                      "STARTTLS answered by smtptap (--client-starttls offer)");
+        break;
+    case ROUTE_HELLO_FIRST:
+        session_emitf(s, EV_INFO, DIR_C2S,
+                      "%s answered by smtptap: a starttls: upstream gets nothing before the EHLO "
+                      "that starts TLS",
+                      smtp_verb_name(it->verb));
+        break;
+    case ROUTE_STARTTLS_REFUSED:
+        session_emitf(s, EV_INFO, DIR_C2S, "STARTTLS refused by smtptap: %s",
+                      tcp_leg_tls_started(&s->client) ? "the client is in TLS already"
+                                                      : "--client-starttls strip");
+        break;
+    case ROUTE_FAULT:
+        session_emitf(s, EV_FAULT, DIR_S2C, "fault %s: %s answered by smtptap, not forwarded",
+                      plan->fault->name, smtp_verb_name(it->verb));
+        break;
+    default: break; /* ROUTE_HELLO_REMEMBERED: session_hello.c says why when it answers */
+    }
+}
+
+static void act_on_command(struct session *s, const struct smtp_in_item *it,
+                           const struct command_plan *plan)
+{
+    bool forward = plan->route == ROUTE_FORWARD || plan->route == ROUTE_CONTINUATION;
+    if (it->first) {
+        if (!it->sasl) s->commands++;
+        const struct fault_rule *rule = forward ? plan->fault : local_rule(plan);
+        if (!push_pending(s, it->sasl ? SMTP_PENDING_SASL : SMTP_PENDING_COMMAND, it->verb, rule,
+                          !forward))
+            return;
+        if (plan->route == ROUTE_HELLO_REMEMBERED) {
+            s->hello_fault = plan->fault;
+            buf_reset(&s->hello_line);
+            buf_append(&s->hello_line, it->bytes, it->len);
+        }
+        if ((forward || plan->route == ROUTE_HELLO_REMEMBERED) && it->complete && !it->sasl &&
+            is_hello(it->verb))
+            hello_memory_client_greeted(&s->hello);
+    }
+    emit_client_line(s, it);
+    if (s->observed && it->first && it->complete)
+        lint_command_line(it->bytes, it->len, it->sasl, on_lint, s);
+    else if (s->observed && it->first)
+        session_emitf(s, EV_LINT, DIR_C2S,
+                      "lint: command line longer than %zu octets, relayed in pieces",
+                      s->cin.max_line);
+    if (forward) {
+        forward_line(s, it);
+    } else {
+        explain_local(s, it, plan);
+        if (plan->route == ROUTE_FAULT && it->verb == SMTP_VERB_BDAT)
+            s->bdat_local = smtp_in_mode(&s->cin) == SMTP_IN_BDAT;
+    }
+    if (it->first && it->complete && it->verb == SMTP_VERB_BDAT) after_bdat_command(s, it);
+    if (!forward) session_flush_local_heads(s, true);
+}
+
+static void client_line(struct session *s, const struct smtp_in_item *it)
+{
+    const struct fault_rule *fault = command_fault(s, it);
+    struct command_plan plan = decide_command(s, it, fault);
+    act_on_command(s, it, &plan);
+}
+
+/* ---- message content and raw bytes -------------------------------------------------------- */
+
+static void client_content(struct session *s, const struct smtp_in_item *it)
+{
+    if (!s->in_message) begin_message(s, it->bdat);
+    if (s->observed) {
+        message_view_feed(&s->msg, it->bytes, it->len, on_shown_line, s);
+        lint_content_feed(&s->lint, it->bytes, it->len, on_lint, s);
+    }
+    if (!(it->bdat && s->bdat_local)) leg_write(s->upstream, it->bytes, it->len);
+    if (!it->end) return;
+    if (it->bdat) s->bdat_local = false;
+    if (!it->bdat && !push_pending(s, SMTP_PENDING_DATA_END, SMTP_VERB_DATA,
+                                   reply_fault_for(s, FAULT_DATA_END, NULL, 0), false))
+        return;
+    if (!it->bdat || s->cin.bdat_last) session_finish_message(s);
+}
+
+static void relay_raw_up(struct session *s, const uint8_t *bytes, size_t len)
+{
+    session_emit(s, EV_RAW, DIR_C2S, bytes, len, NULL, false);
+    leg_write(s->upstream, bytes, len);
+}
+
+void session_pump_client(struct session *s)
+{
+    while (session_relaying(s) && !upgrade_busy(s)) {
+        struct smtp_in_item it;
+        smtp_in_next(&s->cin, &it);
+        switch (it.kind) {
+        case SMTP_IN_NEED_MORE:
+        case SMTP_IN_BLOCKED: return;
+        case SMTP_IN_LINE: client_line(s, &it); break;
+        case SMTP_IN_CONTENT: client_content(s, &it); break;
+        case SMTP_IN_RAW: relay_raw_up(s, it.bytes, it.len); break;
+        }
+    }
+}
+
+/* A TLS record (handshake, TLS 1.x) as the very first bytes on a plain listener. */
+static bool client_hello_on_plain(const struct session *s, const uint8_t *bytes, size_t len)
+{
+    return !tcp_leg_tls_started(&s->client) && !session_opaque(s) && s->bytes_up == 0 && len >= 2 &&
+           bytes[0] == 0x16 && bytes[1] == 0x03;
+}
+
+static bool before_relaying(const struct session *s)
+{
+    return s->state < SESSION_GREETING;
+}
+
+void session_on_client_read(struct leg *leg, const uint8_t *bytes, size_t len)
+{
+    struct session *s = leg->owner;
+    if (client_hello_on_plain(s, bytes, len)) {
+        session_emitf(s, EV_ERROR, DIR_C2S,
+                      "client started a TLS handshake on this plain listener: it expects implicit "
+                      "TLS (SMTPS); give it --listen tls:ADDR:PORT, or make it use STARTTLS");
+        s->client_eof = s->client_dead = true; /* nothing it could read can be said to it */
+        session_end(s);
+        return;
+    }
+    if (before_relaying(s)) { /* an impatient client (read for its TLS handshake) */
+        s->bytes_up += len;
+        smtp_in_feed(&s->cin, bytes, len);
+        if (smtp_in_buffered(&s->cin) >= HIGH_WATER) leg_read_stop(leg);
+        return;
+    }
+    if (s->state != SESSION_GREETING && s->state != SESSION_RELAYING) return;
+    session_touch(s);
+    s->bytes_up += len;
+    if (session_opaque(s)) {
+        relay_raw_up(s, bytes, len);
+    } else {
+        smtp_in_feed(&s->cin, bytes, len);
+        session_pump_client(s);
+    }
+    session_update_flow(s);
+}

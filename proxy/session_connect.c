@@ -1,0 +1,200 @@
+/* session_connect.c - reaching the upstream: the built-in sink, a fixed host (resolved, then
+ * each address in turn), or the original destination of a redirected connection; a 421 for
+ * the client when none can be reached. */
+#include <netdb.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "session_int.h"
+#include "smtptap/upstream.h"
+
+void session_start_relaying(struct session *s)
+{
+    session_enter(s, SESSION_GREETING, "upstream ready");
+    session_pump_client(s); /* what the client sent while the upstream was being reached */
+    session_update_flow(s);
+}
+
+void session_unreachable(struct session *s, const char *why)
+{
+    session_emitf(s, EV_ERROR, DIR_S2C, "upstream %s unreachable: %s", s->upstream_name, why);
+    session_local_reply(s, "421 4.4.0 smtptap: upstream %s unreachable (%s)", s->upstream_name,
+                        why);
+    session_end(s);
+}
+
+static void on_upstream_connected(struct tcp_leg *t, int status)
+{
+    struct session *s = t->base.owner;
+    if (s->state != SESSION_CONNECTING) return;
+    if (status < 0) {
+        s->last_connect_error = status;
+        if (s->next_addr) {
+            session_enter(s, SESSION_RETRYING, upstream_connect_reason(status));
+            leg_close(&t->base); /* session_close.c's on_closed goes on with the next one */
+        } else {
+            session_unreachable(s, upstream_connect_reason(status));
+        }
+        return;
+    }
+    struct sockaddr_storage local, peer;
+    memset(&local, 0, sizeof local);
+    memset(&peer, 0, sizeof peer);
+    char from[80] = "?", to[80] = "?";
+    tcp_leg_addresses(t, &local, &peer);
+    if (local.ss_family) sockaddr_format((struct sockaddr *)&local, from, sizeof from);
+    if (peer.ss_family) sockaddr_format((struct sockaddr *)&peer, to, sizeof to);
+    session_emitf(s, EV_INFO, DIR_S2C, "upstream %s connected from %s", to, from);
+    if (s->cfg->upstream.tls == TLS_IMPLICIT) {
+        session_start_upstream_tls(s);
+        return;
+    }
+    session_start_relaying(s);
+}
+
+static void connect_to(struct session *s, const struct sockaddr *addr)
+{
+    session_enter(s, SESSION_CONNECTING, "an upstream address");
+    tcp_leg_init(&s->up.tcp, s->env->loop, &session_upstream_events, s);
+    s->up_kind = UP_TCP;
+    s->upstream = &s->up.tcp.base;
+    s->open_handles++;
+    int rc = tcp_leg_connect(&s->up.tcp, addr, on_upstream_connected);
+    /* The socket has its local port now: a redirect loop shows up as a client with it,
+     * possibly before this connect completes. */
+    if (rc == 0 && tcp_leg_addresses(&s->up.tcp, &s->upstream_local, NULL) < 0)
+        memset(&s->upstream_local, 0, sizeof s->upstream_local);
+    if (rc < 0) {
+        s->last_connect_error = rc;
+        session_unreachable(s, upstream_connect_reason(rc));
+    }
+}
+
+void session_retry_connect(struct session *s)
+{
+    struct addrinfo *a = s->next_addr;
+    s->next_addr = a->ai_next;
+    connect_to(s, a->ai_addr);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct session *s = req->data;
+    s->open_handles--;
+    if (s->state != SESSION_RESOLVING) { /* ended meanwhile (the request was cancelled) */
+        if (res) uv_freeaddrinfo(res);
+        session_release_if_done(s);
+        return;
+    }
+    if (status < 0 || !res) {
+        char why[400];
+        snprintf(why, sizeof why, "cannot resolve %s: %s", s->cfg->upstream.target.host,
+                 uv_strerror(status));
+        session_unreachable(s, why);
+        return;
+    }
+    s->addrs = s->next_addr = res;
+    session_retry_connect(s);
+}
+
+static void connect_fixed(struct session *s, const struct hostport *hp)
+{
+    format_hostport(hp->host, hp->port, s->upstream_name, sizeof s->upstream_name);
+    session_arm_timer(s, TIMER_CONNECT, s->cfg->connect_timeout_ms);
+    struct sockaddr_storage sa;
+    if (sockaddr_from_numeric(hp->host, hp->port, &sa)) {
+        connect_to(s, (struct sockaddr *)&sa);
+        return;
+    }
+    char port[8];
+    snprintf(port, sizeof port, "%u", hp->port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    s->gai.data = s;
+    if (uv_getaddrinfo(s->env->loop, &s->gai, on_resolved, hp->host, port, &hints) == 0) {
+        s->open_handles++;
+        session_enter(s, SESSION_RESOLVING, hp->host);
+    } else {
+        session_unreachable(s, "cannot start name resolution");
+    }
+}
+
+/* True when this client is one of smtptap's own upstream connections, redirected back to
+ * it by a rule that does not exclude smtptap's traffic. */
+static bool comes_from_myself(struct session *s)
+{
+    struct sockaddr_storage peer;
+    memset(&peer, 0, sizeof peer);
+    if (tcp_leg_addresses(&s->client, NULL, &peer) < 0 || !peer.ss_family) return false;
+    return s->env->is_own_upstream(s->env->server, (const struct sockaddr *)&peer);
+}
+
+static void connect_transparent(struct session *s)
+{
+    struct sockaddr_storage dst;
+    if (comes_from_myself(s)) {
+        session_emitf(
+            s, EV_ERROR, DIR_S2C,
+            "connection from %s is smtptap's own upstream connection, redirected back to it: "
+            "the redirect rule must exclude smtptap's traffic (e.g. meta skuid != USER)",
+            s->client_name);
+        session_local_reply(s,
+                            "421 4.3.0 smtptap: redirect loop, my own connection came back to me");
+        session_end(s);
+        return;
+    }
+    int rc = tcp_leg_original_dst(&s->client, &dst);
+    if (rc < 0) {
+        snprintf(s->upstream_name, sizeof s->upstream_name, "(original destination of %s)",
+                 s->local_name);
+        session_emitf(
+            s, EV_ERROR, DIR_S2C,
+            "connection to %s was not redirected (no NAT original destination: %s); "
+            "transparent mode needs an nftables/iptables REDIRECT rule, refusing to loop to "
+            "myself",
+            s->local_name, uv_strerror(rc));
+        session_local_reply(s,
+                            "421 4.3.0 smtptap: connection to %s was not redirected, transparent "
+                            "mode cannot tell the real server",
+                            s->local_name);
+        session_end(s);
+        return;
+    }
+    sockaddr_format((struct sockaddr *)&dst, s->upstream_name, sizeof s->upstream_name);
+    uv_ip_name((struct sockaddr *)&dst, s->client.tls_name, sizeof s->client.tls_name);
+    session_arm_timer(s, TIMER_CONNECT, s->cfg->connect_timeout_ms);
+    connect_to(s, (struct sockaddr *)&dst);
+}
+
+static void connect_sink(struct session *s)
+{
+    sink_leg_init(&s->up.sink, s->env->loop, &session_upstream_events, s, s->env->host, s->id,
+                  s->env->sink_users);
+    s->up_kind = UP_SINK;
+    s->upstream = &s->up.sink.base;
+    s->open_handles++;
+    session_start_relaying(s);
+}
+
+void session_connect_upstream(struct session *s)
+{
+    const struct upstream_spec *u = &s->cfg->upstream;
+    switch (u->kind) {
+    case UPSTREAM_SINK:
+        snprintf(s->upstream_name, sizeof s->upstream_name, "sink (built-in)");
+        session_emitf(s, EV_INFO, DIR_NONE, "%s connected to %s, upstream %s", s->client_name,
+                      s->local_name, s->upstream_name);
+        connect_sink(s);
+        return;
+    case UPSTREAM_FIXED:
+        format_hostport(u->target.host, u->target.port, s->upstream_name, sizeof s->upstream_name);
+        session_emitf(s, EV_INFO, DIR_NONE, "%s connected to %s, upstream %s", s->client_name,
+                      s->local_name, s->upstream_name);
+        connect_fixed(s, &u->target);
+        return;
+    case UPSTREAM_TRANSPARENT:
+        session_emitf(s, EV_INFO, DIR_NONE, "%s connected to %s, upstream transparent",
+                      s->client_name, s->local_name);
+        connect_transparent(s);
+        return;
+    }
+}

@@ -1,0 +1,173 @@
+/* session_server_path.c - what the server sends: bytes go through the reply parser one
+ * reply at a time and the FIFO pairs each reply with its command. For each reply a route is
+ * decided first (to the client, to smtptap's own upgrade, or unasked), then carried out;
+ * replies that unblock the framer let the client's held bytes go on. */
+#include <stdio.h>
+
+#include "session_int.h"
+
+static void on_lint(void *ctx, const char *finding)
+{
+    session_emitf(ctx, EV_LINT, DIR_NONE, "lint: %s", finding);
+}
+
+void session_resume_client(struct session *s, const struct smtp_pending *p, int code,
+                           bool from_client_path)
+{
+    if (!smtp_pending_blocks(p)) return;
+    enum smtp_in_mode before = smtp_in_mode(&s->cin);
+    enum smtp_in_mode now = smtp_in_resume(&s->cin, code);
+    if (now == SMTP_IN_OPAQUE && before == SMTP_IN_WAIT)
+        session_start_passthrough(s);
+    else if (now != SMTP_IN_OPAQUE && !from_client_path)
+        session_pump_client(s); /* bytes held behind DATA/AUTH/STARTTLS can be classified now */
+}
+
+void session_flush_local_heads(struct session *s, bool from_client_path)
+{
+    const struct smtp_pending *head;
+    while (s->state < SESSION_ENDING && (head = smtp_fifo_peek(&s->fifo)) && head->local) {
+        struct smtp_pending p;
+        smtp_fifo_pop(&s->fifo, &p);
+        reply_local(s, &p, from_client_path);
+    }
+}
+
+static void auth_reply(struct session *s, const struct smtp_pending *p, const struct smtp_reply *r)
+{
+    if (!s->follow_auth) return;
+    if (p->kind != SMTP_PENDING_SASL && p->verb != SMTP_VERB_AUTH) return;
+    struct auth_view v;
+    auth_on_reply(&s->auth, r->code, r->bytes, r->len, &v);
+    if (v.decoded && s->cfg->decode_auth)
+        session_emit(s, EV_AUTH, DIR_NONE, NULL, 0, s->cfg->redact ? v.redacted : v.text, false);
+    if (v.problem[0]) session_emitf(s, EV_LINT, DIR_NONE, "lint: %s", v.problem);
+}
+
+static void unpaired_reply(struct session *s, const struct smtp_reply *r)
+{
+    if (r->code == 421) {
+        s->saw_421 = true;
+        session_emitf(s, EV_INFO, DIR_S2C,
+                      "upstream sent 421 unasked: it is closing the connection");
+    } else if (s->in_message) {
+        session_emitf(
+            s, EV_LINT, DIR_S2C,
+            "lint: server ended DATA early: it replied while the message was still open, so it "
+            "saw an end of data smtptap did not (SMTP smuggling risk)");
+    } else {
+        session_emitf(s, EV_LINT, DIR_S2C, "lint: reply that no command asked for");
+    }
+}
+
+/* ---- a reply: decide, then act ------------------------------------------------------------- */
+
+enum reply_route {
+    REPLY_TOO_LONG_FOR_UPGRADE, /* a piece of an over-long reply the upgrade waited for: 421 */
+    REPLY_PIECE,                /* a piece of an over-long reply: relayed as it comes */
+    REPLY_UNPAIRED,             /* no command asked for it: relayed, flagged */
+    REPLY_TO_UPGRADE,           /* the reply to smtptap's probe or STARTTLS: not relayed */
+    REPLY_TO_CLIENT,            /* the reply to the client's command */
+};
+
+static enum reply_route decide_reply(struct session *s, const struct smtp_reply *r, bool paired,
+                                     const struct smtp_pending *p)
+{
+    if (r->partial) return REPLY_PIECE;
+    if (!paired) return REPLY_UNPAIRED;
+    return upgrade_takes(s, p, r) ? REPLY_TO_UPGRADE : REPLY_TO_CLIENT;
+}
+
+static void observe_reply(struct session *s, const struct smtp_reply *r, bool paired,
+                          enum reply_route route)
+{
+    if (r->partial && !s->reply_in_pieces)
+        session_emitf(s, EV_LINT, DIR_S2C, "lint: reply longer than %zu octets, relayed in pieces",
+                      s->sin.max_reply);
+    else if (route == REPLY_UNPAIRED)
+        unpaired_reply(s, r);
+    s->reply_in_pieces = r->partial;
+    if (paired && r->code == 421) s->saw_421 = true;
+    if (route == REPLY_TO_UPGRADE)
+        session_emit_to_smtptap(s, r->bytes, r->len);
+    else
+        session_emit(s, EV_REPLY, DIR_S2C, r->bytes, r->len, NULL, false);
+    if (!s->observed) return;
+    if (r->malformed && !r->partial)
+        session_emitf(s, EV_LINT, DIR_S2C,
+                      "lint: malformed reply (every line must start with the same 3-digit code)");
+    lint_reply(r->bytes, r->len, on_lint, s);
+}
+
+/* The client's reply, shaped by smtptap's EHLO edit and by the command's fault rule. */
+static void deliver_to_client(struct session *s, const struct smtp_pending *p,
+                              const struct smtp_reply *r)
+{
+    struct buf edited;
+    buf_init(&edited);
+    const uint8_t *bytes = r->bytes;
+    size_t len = r->len;
+    if (hello_edit_for_client(s, p->verb, r->bytes, r->len, &edited))
+        bytes = buf_head(&edited), len = buf_size(&edited);
+    if (p->fault)
+        reply_faulted(s, p, bytes, len, r->code);
+    else
+        reply_send(s, bytes, len);
+    buf_free(&edited);
+}
+
+/* After a paired reply went to the client: what it unblocks. */
+static void after_client_reply(struct session *s, const struct smtp_pending *p,
+                               const struct smtp_reply *r)
+{
+    auth_reply(s, p, r);
+    if (p->kind == SMTP_PENDING_GREETING && s->state == SESSION_GREETING)
+        session_enter(s, SESSION_RELAYING, "greeting");
+    session_resume_client(s, p, r->code, false);
+    session_flush_local_heads(s, false);
+    session_shutdown_upstream_when_answered(s);
+}
+
+static void handle_reply(struct session *s, const struct smtp_reply *r)
+{
+    if (r->partial && upgrade_waits_for_head(s) && upgrade_reply_too_long(s)) {
+        session_emit_to_smtptap(s, r->bytes, r->len);
+        return;
+    }
+    bool was_upgrading = upgrade_busy(s);
+    struct smtp_pending p;
+    bool paired = !r->partial && smtp_fifo_pop(&s->fifo, &p);
+    if (paired && !p.local && (p.verb == SMTP_VERB_EHLO || p.verb == SMTP_VERB_HELO))
+        hello_memory_replied(&s->hello, r->code, r->bytes, r->len);
+    enum reply_route route = decide_reply(s, r, paired, &p);
+    observe_reply(s, r, paired, route);
+    if (route == REPLY_TO_UPGRADE) {
+        upgrade_on_reply(s, &p, r);
+        return;
+    }
+    if (paired) upgrade_on_reply(s, &p, r); /* a no-prefix probe the client gets */
+    if (paired)
+        deliver_to_client(s, &p, r);
+    else
+        reply_send(s, r->bytes, r->len);
+    bool resume = was_upgrading && !upgrade_busy(s); /* the client was held for the upgrade */
+    if (paired && s->state < SESSION_ENDING) after_client_reply(s, &p, r);
+    if (resume && s->state < SESSION_ENDING) session_pump_client(s);
+}
+
+void session_on_upstream_read(struct leg *leg, const uint8_t *bytes, size_t len)
+{
+    struct session *s = leg->owner;
+    if (!session_relaying(s)) return;
+    session_touch(s);
+    if (session_opaque(s)) {
+        session_emit(s, EV_RAW, DIR_S2C, bytes, len, NULL, false);
+        reply_send(s, bytes, len);
+    } else {
+        smtp_reply_feed(&s->sin, bytes, len);
+        struct smtp_reply r;
+        while (!session_opaque(s) && s->state < SESSION_ENDING && smtp_reply_next(&s->sin, &r))
+            handle_reply(s, &r);
+    }
+    session_update_flow(s);
+}

@@ -1,0 +1,174 @@
+/* session_tls.c - TLS on either leg of a session: implicit TLS from the client (tls:
+ * listeners) and to the upstream (tls: upstreams), the client's STARTTLS that smtptap
+ * answers, STARTTLS passed through to the server, the leaf's name, and the one rule for bytes
+ * that arrive behind a STARTTLS before TLS could start (they are injection). */
+#include <stdio.h>
+#include <string.h>
+
+#include "session_int.h"
+
+bool session_opaque(const struct session *s)
+{
+    return smtp_in_mode(&s->cin) == SMTP_IN_OPAQUE;
+}
+
+bool session_upstream_in_tls(const struct session *s)
+{
+    return s->up_kind == UP_TCP && tcp_leg_tls_started(&s->up.tcp);
+}
+
+/* ---- injection behind STARTTLS ----------------------------------------------------------- */
+
+void session_discard_after_starttls(struct session *s, enum starttls_discard which)
+{
+    static const char *const words[] = {
+        [DISCARD_CLIENT_BEFORE_SERVER_REPLY] =
+            "lint: client sent %zu bytes after STARTTLS before the server's reply: discarded, "
+            "not relayed (command injection, CVE-2011-0411 class)",
+        [DISCARD_CLIENT_BEFORE_OWN_220] =
+            "lint: client sent %zu bytes after STARTTLS before the 220: discarded, not relayed "
+            "into TLS (command injection, CVE-2011-0411 class)",
+        [DISCARD_SERVER_AFTER_220_RELAYED] =
+            "lint: server sent %zu bytes after its 220 to STARTTLS: discarded, not relayed "
+            "(response injection)",
+        [DISCARD_SERVER_AFTER_220_OWN] =
+            "lint: server sent %zu bytes after its 220 to STARTTLS: discarded, not taken as the "
+            "server's words inside TLS (response injection)",
+    };
+    const uint8_t *rest;
+    size_t n;
+    bool client =
+        which == DISCARD_CLIENT_BEFORE_SERVER_REPLY || which == DISCARD_CLIENT_BEFORE_OWN_220;
+    if (which == DISCARD_CLIENT_BEFORE_OWN_220)
+        n = smtp_in_reset(&s->cin); /* and back to commands: they come inside TLS now */
+    else if (client)
+        n = smtp_in_discard(&s->cin); /* the framer stays opaque */
+    else
+        n = smtp_reply_take_rest(&s->sin, &rest);
+    if (n) session_emitf(s, EV_LINT, client ? DIR_C2S : DIR_S2C, words[which], n);
+}
+
+void session_start_passthrough(struct session *s)
+{
+    session_emitf(s, EV_INFO, DIR_NONE,
+                  "STARTTLS accepted by the server: TLS passes through, the rest of the session is "
+                  "encrypted end to end and not visible");
+    /* Plain text sent after STARTTLS, by either side, would be taken as the peer's first
+     * words inside TLS by a careless TLS stack: it goes nowhere. */
+    session_discard_after_starttls(s, DISCARD_CLIENT_BEFORE_SERVER_REPLY);
+    session_discard_after_starttls(s, DISCARD_SERVER_AFTER_220_RELAYED);
+}
+
+/* ---- the upstream leg ---------------------------------------------------------------------- */
+
+static void on_upstream_tls(struct tcp_leg *t, int status)
+{
+    struct session *s = t->base.owner;
+    if (s->state != SESSION_UPSTREAM_TLS) return;
+    char facts[1024];
+    tcp_leg_describe_tls(t, true, facts, sizeof facts);
+    if (status == 0) {
+        session_emitf(s, EV_INFO, DIR_S2C, "upstream TLS: %s", facts);
+        leg_tls_release_hello(&s->client, t);
+        if (s->state != SESSION_UPSTREAM_TLS) return;
+        session_start_relaying(s);
+        return;
+    }
+    session_emitf(s, EV_ERROR, DIR_S2C, "upstream %s TLS handshake failed: %s%s", s->upstream_name,
+                  t->tls_error,
+                  leg_tls_peer_spoke_plain(t)
+                      ? " (the server speaks plain SMTP on this port, it sent \"220\": use "
+                        "starttls:HOST:PORT, or HOST:PORT without a prefix)"
+                      : "");
+    session_local_reply(s, "421 4.4.0 smtptap: upstream %s unreachable (TLS failed: %s)",
+                        s->upstream_name, t->tls_error);
+    session_end(s);
+}
+
+void session_start_upstream_tls(struct session *s)
+{
+    session_enter(s, SESSION_UPSTREAM_TLS, "implicit TLS upstream");
+    const char *host = s->cfg->upstream.target.host;
+    if (tcp_leg_start_tls(&s->up.tcp, s->env->tls_client, false, host, on_upstream_tls) < 0) {
+        session_unreachable(s, s->up.tcp.tls_error);
+        return;
+    }
+    leg_read_start(&s->up.tcp.base);
+}
+
+/* ---- the client leg ------------------------------------------------------------------------ */
+
+static void on_client_tls(struct tcp_leg *t, int status)
+{
+    struct session *s = t->base.owner;
+    if (s->state >= SESSION_ENDING) return;
+    char facts[1024];
+    tcp_leg_describe_tls(t, false, facts, sizeof facts);
+    if (status == 0) {
+        session_emitf(s, EV_INFO, DIR_C2S, "client TLS: %s", facts);
+        const struct upstream_spec *u = &s->cfg->upstream;
+        if (u->kind == UPSTREAM_TRANSPARENT || (u->kind == UPSTREAM_FIXED && u->tls == TLS_NONE) ||
+            s->upgrade == UPGRADE_DECLINED)
+            session_emitf(s, EV_INFO, DIR_NONE,
+                          "the client's TLS ends at smtptap: the upstream leg is plain text");
+        return;
+    }
+    session_emitf(s, EV_ERROR, DIR_C2S, "client TLS handshake failed: %s%s", t->tls_error,
+                  !leg_tls_peer_spoke_plain(t) ? ""
+                  : s->client_tls_via_starttls
+                      ? " (the client went on in plain text after the 220 to STARTTLS)"
+                      : " (the client speaks plain SMTP: it expects a plain or STARTTLS port, "
+                        "not implicit TLS)");
+    s->client_eof = s->client_dead = true; /* nothing more can be said to it */
+    session_end(s);
+}
+
+/* The leaf's name when the client sends no SNI: the upstream host, else the address the
+ * client meant (transparent: its original destination, set when it is known), else the
+ * address it connected to. */
+static void choose_leaf_name(struct session *s)
+{
+    const struct upstream_spec *u = &s->cfg->upstream;
+    if (u->kind == UPSTREAM_FIXED) {
+        snprintf(s->client.tls_name, sizeof s->client.tls_name, "%s", u->target.host);
+        return;
+    }
+    if (s->client.tls_name[0]) return;
+    struct sockaddr_storage local;
+    memset(&local, 0, sizeof local);
+    char ip[80] = "localhost";
+    if (tcp_leg_addresses(&s->client, &local, NULL) == 0 && local.ss_family)
+        uv_ip_name((struct sockaddr *)&local, ip, sizeof ip);
+    snprintf(s->client.tls_name, sizeof s->client.tls_name, "%s", ip);
+}
+
+/* With an implicit-TLS upstream the ClientHello waits for the upstream's certificate, so the
+ * leaf can copy it. */
+bool session_start_client_tls(struct session *s)
+{
+    const struct upstream_spec *u = &s->cfg->upstream;
+    choose_leaf_name(s);
+    s->client.tls_hold_hello = u->kind == UPSTREAM_FIXED && u->tls == TLS_IMPLICIT;
+    if (tcp_leg_start_tls(&s->client, s->env->tls_server, true, NULL, on_client_tls) == 0) {
+        leg_read_start(&s->client.base);
+        return true;
+    }
+    session_emitf(s, EV_ERROR, DIR_C2S, "client TLS could not start: %s", s->client.tls_error);
+    session_end(s);
+    return false;
+}
+
+void session_client_starttls(struct session *s)
+{
+    if (s->state >= SESSION_ENDING || tcp_leg_tls_started(&s->client)) return;
+    s->client_tls_via_starttls = true;
+    hello_memory_client_tls(&s->hello);
+    session_discard_after_starttls(s, DISCARD_CLIENT_BEFORE_OWN_220);
+    choose_leaf_name(s);
+    if (s->up_kind == UP_TCP) tcp_leg_copy_peer_certificate(&s->client, &s->up.tcp);
+    if (!s->env->tls_server ||
+        tcp_leg_start_tls(&s->client, s->env->tls_server, true, NULL, on_client_tls) < 0) {
+        session_emitf(s, EV_ERROR, DIR_C2S, "client TLS could not start: %s", s->client.tls_error);
+        session_end(s);
+    }
+}
