@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -318,7 +319,16 @@ int tls_ca_open(struct tls_ca *ca, const char *dir, char *err, size_t err_size)
     snprintf(ca->dir, sizeof ca->dir, "%s", dir);
     if (make_dirs(dir, err, err_size) < 0) return -1;
     check_private(ca, dir, "CA directory", 0700);
-    if (ca_load_or_create(ca, err, err_size) < 0) goto fail;
+    /* Two smtptaps started at once on a new CA directory (a benchmark, two units) must not
+     * both create it: the one that gets the lock creates, the other loads. */
+    int lock = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (lock >= 0 && flock(lock, LOCK_EX) < 0) {
+        close(lock);
+        lock = -1;
+    }
+    int rc = ca_load_or_create(ca, err, err_size);
+    if (lock >= 0) close(lock); /* closing releases the lock */
+    if (rc < 0) goto fail;
     ca->leaf_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     if (ca->leaf_key) return 0;
     snprintf(err, err_size, "cannot make the leaf key: %s", ossl_reason());

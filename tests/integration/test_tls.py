@@ -515,6 +515,22 @@ def test_print_ca_creates_files_and_is_stable(tmp_path):
     assert p1.stdout == p2.stdout
 
 
+def test_smtptaps_started_together_share_one_new_ca(tmp_path):
+    """Several smtptaps started at the same moment on a CA directory that does not exist yet
+    (two units, a benchmark): one creates the CA, the others load it; none fails with
+    "cannot create ca.key: File exists". Repeated, since a race needs chances."""
+    for round_ in range(5):
+        ca_dir = tmp_path / f"ca{round_}"
+        procs = [subprocess.Popen([harness.smtptap_bin(), "--ca-dir", str(ca_dir), "--print-ca"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(8)]
+        results = [p.communicate(timeout=30) + (p.returncode,) for p in procs]
+        errors = [(rc, err) for _, err, rc in results if rc != 0 or err]
+        assert not errors, f"round {round_}: {errors}"
+        assert len({out for out, _, _ in results}) == 1, "different CA certificates printed"
+        assert sorted(os.listdir(ca_dir)) == ["ca.key", "ca.pem"]
+
+
 # --------------------------------------------------------------------------- keylog
 
 
