@@ -13,15 +13,6 @@ static struct tcp_leg *leg_of(struct tls_pump *p)
     return p->owner;
 }
 
-/* The copies of the pump's state in the tcp_leg (leg.h) follow the pump. Called before the
- * owner hears anything and after every entry point. */
-static void sync_view(struct tcp_leg *t)
-{
-    t->ssl = t->tls_pump.ssl;
-    t->tls = (enum leg_tls_state)tls_pump_state(&t->tls_pump);
-    t->tls_first_len = (uint8_t)tls_pump_first_len(&t->tls_pump);
-}
-
 static void keep_error(struct tcp_leg *t)
 {
     snprintf(t->tls_error, sizeof t->tls_error, "%s", tls_pump_error(&t->tls_pump));
@@ -31,15 +22,12 @@ static void keep_error(struct tcp_leg *t)
 
 static void on_ciphertext_out(struct tls_pump *p, const uint8_t *bytes, size_t len)
 {
-    struct tcp_leg *t = leg_of(p);
-    sync_view(t); /* a failed socket write reaches the owner */
-    tcp_leg_raw_write(t, bytes, len);
+    tcp_leg_raw_write(leg_of(p), bytes, len);
 }
 
 static void on_plaintext_in(struct tls_pump *p, const uint8_t *bytes, size_t len)
 {
     struct tcp_leg *t = leg_of(p);
-    sync_view(t);
     t->base.ev->on_read(&t->base, bytes, len);
 }
 
@@ -51,7 +39,6 @@ static void on_plaintext_sent(struct tls_pump *p, size_t n)
 static void on_handshake_done(struct tls_pump *p, int status)
 {
     struct tcp_leg *t = leg_of(p);
-    sync_view(t);
     if (status < 0) keep_error(t);
     if (status < 0 && t->end_after_handshake) { /* the owner is gone already */
         leg_close(&t->base);
@@ -67,14 +54,12 @@ static void on_handshake_done(struct tls_pump *p, int status)
 static void on_peer_closed(struct tls_pump *p)
 {
     struct tcp_leg *t = leg_of(p);
-    sync_view(t);
     t->base.ev->on_eof(&t->base);
 }
 
 static void on_failed(struct tls_pump *p)
 {
     struct tcp_leg *t = leg_of(p);
-    sync_view(t);
     keep_error(t);
     if (t->end_after_handshake) { /* the owner is gone already: nothing left to deliver */
         leg_close(&t->base);
@@ -97,7 +82,6 @@ static const struct tls_pump_events pump_events = {
 void leg_tls_received(struct tcp_leg *t, const uint8_t *bytes, size_t len)
 {
     tls_pump_receive(&t->tls_pump, bytes, len);
-    sync_view(t);
 }
 
 void leg_tls_write(struct tcp_leg *t, const uint8_t *bytes, size_t len)
@@ -105,13 +89,11 @@ void leg_tls_write(struct tcp_leg *t, const uint8_t *bytes, size_t len)
     if (!tls_pump_writable(&t->tls_pump)) return;
     t->base.queued += len; /* before the pump encrypts any of it (on_plaintext_sent) */
     tls_pump_write(&t->tls_pump, bytes, len);
-    sync_view(t);
 }
 
 void leg_tls_close_notify(struct tcp_leg *t)
 {
     tls_pump_close_notify(&t->tls_pump);
-    sync_view(t);
 }
 
 bool leg_tls_peer_closed(const struct tcp_leg *t)
@@ -133,7 +115,6 @@ void leg_tls_halt(struct tcp_leg *t)
 void leg_tls_free(struct tcp_leg *t)
 {
     tls_pump_free(&t->tls_pump);
-    sync_view(t);
     X509_free(t->tls_model);
     t->tls_model = NULL;
 }
@@ -146,7 +127,6 @@ int tcp_leg_start_tls(struct tcp_leg *t, SSL_CTX *ctx, bool server, const char *
     t->on_tls = on_tls;
     int rc = tls_pump_start(&t->tls_pump, ctx, server, expect_host, &pump_events, t);
     if (rc < 0) keep_error(t);
-    sync_view(t);
     return rc;
 }
 
@@ -199,7 +179,6 @@ void leg_tls_release_hello(struct tcp_leg *t, const struct tcp_leg *model_from)
     t->tls_hold_hello = false;
     if (model_from && !t->tls_model) tcp_leg_copy_peer_certificate(t, model_from);
     tls_pump_resume(&t->tls_pump);
-    sync_view(t);
 }
 
 /* ---- what the session may ask ------------------------------------------------------------ */

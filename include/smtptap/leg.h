@@ -105,12 +105,6 @@ struct tcp_leg {
     bool tls_hold_hello;         /* server side: park the ClientHello until leg_tls_release_hello */
     bool end_after_handshake;    /* leg_end came while plaintext waited for the handshake */
     bool read_ended;             /* EOF or a read error: nothing more will come in */
-    /* Copies of the pump's state that leg_tls.c keeps in step, for code that reads fields;
-     * read them through tcp_leg_tls_started, tcp_leg_tls_state and tcp_leg_tls_peer_spoke
-     * instead: these go once nothing names them. */
-    SSL *ssl;               /* the pump's, borrowed; NULL on a plain leg */
-    enum leg_tls_state tls; /* the pump's state */
-    uint8_t tls_first_len;  /* bytes the peer sent since TLS started, counted up to 4 */
     uv_shutdown_t shutdown_req;
     uv_connect_t connect_req;
     void (*on_connect)(struct tcp_leg *t, int status);
