@@ -10,10 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 BUILD_PKGS=(meson ninja-build pkg-config gcc libc6-dev libuv1-dev libssl-dev libinih-dev
-            libcmocka-dev)
+            libcmocka-dev libjansson-dev libpcap-dev)
 TEST_PKGS=(swaks curl msmtp postfix python3 python3-aiosmtpd python3-pytest socat nftables
            iproute2 openssl procps libio-socket-inet6-perl libnet-ssleay-perl sasl2-bin
-           python3-cryptography)
+           python3-cryptography jq tshark)
 BENCH_PKGS=(haproxy socat postfix python3 procps)
 
 as_root() {

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -42,26 +43,109 @@ static void client_tag(const char *client, char *out, size_t size)
     out[n] = 0;
 }
 
-struct event_writer *capture_open(const char *dir, uint64_t session, const char *client, char *err,
-                                  size_t err_size)
+int capture_create_file(const char *path)
 {
-    char stamp[32], tag[96], path[4300];
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return -errno;
+    if (fchmod(fd, 0600) < 0) { /* the mode whatever the umask */
+        int e = errno;
+        close(fd);
+        unlink(path);
+        return -e;
+    }
+    return fd;
+}
+
+/* ---- the fan-out: one writer per format behind one writer per session ------------------ */
+
+struct fanout {
+    struct event_writer base;
+    struct event_writer *first; /* chained through next */
+};
+
+static void fanout_write(struct event_writer *w, const struct event *ev)
+{
+    for (struct event_writer *f = ((struct fanout *)w)->first; f; f = f->next) f->write(f, ev);
+}
+
+static void fanout_close(struct event_writer *w)
+{
+    struct event_writer *f = ((struct fanout *)w)->first;
+    while (f) {
+        struct event_writer *next = f->next;
+        f->close(f);
+        f = next;
+    }
+    free(w);
+}
+
+static void add(struct fanout *fo, struct event_writer *w)
+{
+    struct event_writer **tail = &fo->first;
+    while (*tail) tail = &(*tail)->next;
+    w->next = NULL;
+    *tail = w;
+}
+
+static FILE *open_stream(const char *path, char *err, size_t err_size)
+{
+    int fd = capture_create_file(path);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (f) return f;
+    snprintf(err, err_size, "cannot create capture file %s: %s", path,
+             strerror(fd < 0 ? -fd : errno));
+    if (fd >= 0) close(fd);
+    return NULL;
+}
+
+/* Opens the writer of one format at base.ext; false with err when it cannot. */
+static bool open_format(struct fanout *fo, unsigned format, const char *base,
+                        const struct capture_options *opt, char *err, size_t err_size)
+{
+    char path[4400];
+    struct event_writer *w = NULL;
+    FILE *f;
+    switch (format) {
+    case FORMAT_TEXT:
+        snprintf(path, sizeof path, "%s.txt", base);
+        if ((f = open_stream(path, err, err_size))) w = text_file_writer_new(f);
+        break;
+    case FORMAT_JSONL:
+        snprintf(path, sizeof path, "%s.jsonl", base);
+        if ((f = open_stream(path, err, err_size))) w = jsonl_writer_new(f, true, false);
+        break;
+    case FORMAT_PCAP:
+        snprintf(path, sizeof path, "%s.pcap", base);
+        w = pcap_writer_new(path, err, err_size);
+        break;
+    case FORMAT_EML: w = eml_writer_new(base, opt->eml_raw); break;
+    }
+    if (!w) return false;
+    add(fo, w);
+    return true;
+}
+
+struct event_writer *capture_open(const struct capture_options *opt, uint64_t session,
+                                  const char *client, char *err, size_t err_size)
+{
+    char stamp[32], tag[96], base[4300];
     time_t now = time(NULL);
     struct tm tm;
     localtime_r(&now, &tm);
     strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%S", &tm);
     client_tag(client, tag, sizeof tag);
-    snprintf(path, sizeof path, "%s/%s-%llu-%s.txt", dir, stamp, (unsigned long long)session, tag);
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        snprintf(err, err_size, "cannot create capture file %s: %s", path, strerror(errno));
-        return NULL;
+    snprintf(base, sizeof base, "%s/%s-%llu-%s", opt->dir, stamp, (unsigned long long)session, tag);
+    struct fanout *fo = calloc(1, sizeof *fo);
+    if (!fo) abort();
+    fo->base.write = fanout_write;
+    fo->base.close = fanout_close;
+    static const unsigned order[] = {FORMAT_TEXT, FORMAT_JSONL, FORMAT_PCAP, FORMAT_EML};
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        if (!(opt->formats & order[i])) continue;
+        if (!open_format(fo, order[i], base, opt, err, err_size)) {
+            fanout_close(&fo->base);
+            return NULL;
+        }
     }
-    FILE *f = fdopen(fd, "w");
-    if (!f) {
-        close(fd);
-        snprintf(err, err_size, "cannot open capture file %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    return text_file_writer_new(f);
+    return &fo->base;
 }

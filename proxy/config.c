@@ -22,7 +22,10 @@ static const char usage[] =
     "                                 (default sink; port 465 means tls:)\n"
     "  -c, --config FILE              INI file; command line flags override it\n"
     "  -d, --capture-dir DIR          write one transcript file per session into DIR\n"
-    "      --format LIST              capture formats: text (default: text)\n"
+    "      --format LIST              capture formats, comma-separated: text, jsonl, pcap,\n"
+    "                                 eml (default: text); -d - --format jsonl streams\n"
+    "                                 every session's events to stdout\n"
+    "      --eml-raw                  eml files without the X-Smtptap- envelope headers\n"
     "      --client-starttls MODE     offer (default): smtptap answers STARTTLS and decrypts;\n"
     "                                 strip: STARTTLS removed, answered 502;\n"
     "                                 passthrough: relayed, TLS not visible\n"
@@ -92,6 +95,7 @@ enum setting_id {
     S_COLOR,
     S_DECODE_AUTH,
     S_REDACT,
+    S_EML_RAW,
     S_SINK_USERS,
     S_CA_DIR,
     S_KEYLOG,
@@ -137,7 +141,7 @@ static const char *apply(struct config *c, enum setting_id id, const char *name,
             strcpy(c->capture_dir, v);
         break;
     case S_FORMAT:
-        if (strcasecmp(v, "text") != 0) bad = "text (jsonl, pcap and eml are not supported yet)";
+        if (!(bad = parse_formats(v, &c->formats))) break;
         break;
     case S_CLIENT_STARTTLS: {
         static const char *const words[] = {"offer", "strip", "passthrough"};
@@ -167,6 +171,9 @@ static const char *apply(struct config *c, enum setting_id id, const char *name,
     case S_DECODE_AUTH:
     case S_REDACT:
         if (!(bad = parse_bool(v, &b))) *(id == S_REDACT ? &c->redact : &c->decode_auth) = b;
+        break;
+    case S_EML_RAW:
+        if (!(bad = parse_bool(v, &b))) c->eml_raw = b;
         break;
     case S_SINK_USERS:
         if (strlen(v) >= sizeof c->sink_users)
@@ -213,6 +220,7 @@ static const struct ini_key {
     {"capture", "format", S_FORMAT},
     {"capture", "decode_auth", S_DECODE_AUTH},
     {"capture", "redact", S_REDACT},
+    {"capture", "eml_raw", S_EML_RAW},
     {"sink", "users", S_SINK_USERS},
 };
 
@@ -380,6 +388,7 @@ enum {
     O_COLOR,
     O_DECODE_AUTH,
     O_REDACT,
+    O_EML_RAW,
     O_FAULT,
     O_SEED,
     O_INSECURE,
@@ -407,6 +416,7 @@ static const struct option long_opts[] = {
     {"help", no_argument, 0, 'h'},
     {"decode-auth", no_argument, 0, O_DECODE_AUTH},
     {"redact", no_argument, 0, O_REDACT},
+    {"eml-raw", no_argument, 0, O_EML_RAW},
     {"insecure", no_argument, 0, O_INSECURE},
     {"print-ca", no_argument, 0, O_PRINT_CA},
     {"fault", required_argument, 0, O_FAULT},
@@ -562,6 +572,7 @@ enum config_result config_from_args(struct config *c, int argc, char **argv, str
             c->seed_given = true;
             break;
         case O_REDACT: c->redact = true; break;
+        case O_EML_RAW: c->eml_raw = true; break;
         default:
             if (apply(c, setting_of(opt), flag_name(opt, idx, name, sizeof name),
                       optarg ? optarg : "", &listen_reset, err))

@@ -58,6 +58,7 @@ static void deliver(struct message_view *m, const uint8_t *p, size_t n, bool aft
         const uint8_t *lf = memchr(p, '\n', n);
         size_t span = lf ? (size_t)(lf - p) + 1 : n;
         EVP_DigestUpdate(m->sha, p, span);
+        if (m->on_body) m->on_body(m->body_ctx, p, span);
         m->size += span;
         collect(m, p, span);
         /* Only a CRLF starts a line that may be dot-stuffed; a bare LF still ends a shown

@@ -1,6 +1,8 @@
 /* parse.c - pure parsers for user-typed values (see parse.h). */
 #include "smtptap/parse.h"
 
+#include "smtptap/capture.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -156,5 +158,28 @@ const char *parse_upstream(const char *s, struct upstream_spec *out)
     if (!prefixed && out->target.port == 465) out->tls = TLS_IMPLICIT;
     for (const char *p = out->target.host; *p; p++)
         if (!isalnum((unsigned char)*p) && !strchr(".-_:%", *p)) return expect;
+    return NULL;
+}
+
+const char *parse_formats(const char *v, unsigned *bits)
+{
+    static const char *const names[] = {"text", "jsonl", "pcap", "eml"};
+    static const unsigned values[] = {FORMAT_TEXT, FORMAT_JSONL, FORMAT_PCAP, FORMAT_EML};
+    static const char *const expected = "a comma-separated list of text, jsonl, pcap, eml";
+    unsigned out = 0;
+    const char *p = v;
+    for (;;) {
+        while (*p == ' ') p++;
+        size_t n = strcspn(p, ", ");
+        size_t i = 0;
+        while (i < 4 && !(n == strlen(names[i]) && strncasecmp(p, names[i], n) == 0)) i++;
+        if (i == 4 || (out & values[i])) return expected; /* unknown, empty or repeated */
+        out |= values[i];
+        p += n;
+        while (*p == ' ') p++;
+        if (!*p) break;
+        if (*p++ != ',') return expected;
+    }
+    *bits = out;
     return NULL;
 }

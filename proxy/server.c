@@ -203,6 +203,13 @@ static int open_listeners(struct server *srv)
 static int prepare_capture(const struct config *cfg)
 {
     if (!cfg->capture_dir[0]) return 0;
+    if (strcmp(cfg->capture_dir, "-") == 0) {
+        if (cfg->formats == FORMAT_JSONL) return 0;
+        fprintf(stderr, "smtptap: --capture-dir -: only --format jsonl can go to stdout (one "
+                        "line per event of every session); give a directory for the other "
+                        "formats\n");
+        return EXIT_CONFIG;
+    }
     const char *warning;
     int rc = capture_dir_prepare(cfg->capture_dir, &warning);
     if (rc < 0) {
@@ -368,6 +375,7 @@ int server_run(const struct config *cfg)
         .loop = srv.loop,
         .cfg = cfg,
         .live = srv.live,
+        .stream = strcmp(cfg->capture_dir, "-") == 0 ? jsonl_writer_new(stdout, false, true) : NULL,
         .tls_server = srv.tls_server,
         .tls_client = srv.tls_client,
         .host = srv.host,
@@ -399,6 +407,7 @@ int server_run(const struct config *cfg)
     uv_run(srv.loop, UV_RUN_DEFAULT);
     assert(srv.nsessions == 0 && !srv.sessions);
     if (srv.live) srv.live->close(srv.live);
+    if (srv.env.stream) srv.env.stream->close(srv.env.stream);
     fflush(stderr);
     int closed = uv_loop_close(srv.loop);
     if (closed != 0) { /* a handle left open: a bug, but the exit code stays the run's */

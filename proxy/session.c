@@ -30,6 +30,7 @@ static void emit(struct session *s, enum event_kind kind, enum event_dir dir, co
         .text = text,
     };
     if (s->env->live) s->env->live->write(s->env->live, &ev);
+    if (s->env->stream) s->env->stream->write(s->env->stream, &ev);
     if (s->capture) s->capture->write(s->capture, &ev);
 }
 
@@ -311,9 +312,11 @@ static void name_endpoints(struct session *s)
 
 static void open_capture(struct session *s)
 {
-    if (!s->cfg->capture_dir[0]) return;
+    if (!s->cfg->capture_dir[0] || strcmp(s->cfg->capture_dir, "-") == 0) return;
     char err[512];
-    s->capture = capture_open(s->cfg->capture_dir, s->id, s->client_name, err, sizeof err);
+    struct capture_options opt = {
+        .dir = s->cfg->capture_dir, .formats = s->cfg->formats, .eml_raw = s->cfg->eml_raw};
+    s->capture = capture_open(&opt, s->id, s->client_name, err, sizeof err);
     if (!s->capture) fprintf(stderr, "smtptap: #%llu: %s\n", (unsigned long long)s->id, err);
 }
 
@@ -354,7 +357,7 @@ void session_start(struct session *s, const struct session_env *env, uint64_t id
     }
     name_endpoints(s);
     open_capture(s);
-    s->observed = env->live || s->capture;
+    s->observed = env->live || env->stream || s->capture;
     s->follow_auth = s->observed && (s->cfg->decode_auth || s->cfg->redact);
     if (implicit_tls && !session_start_client_tls(s)) return;
     session_connect_upstream(s);

@@ -1,20 +1,49 @@
-/* capture.h - per-session capture files under --capture-dir: created 0600 inside a 0700
- * directory, named YYYYmmddTHHMMSS-<session>-<client>.<ext>, flushed when the session ends. */
+/* capture.h - per-session capture files under --capture-dir: one file per format (text,
+ * jsonl, pcap; eml: one per message), created 0600 inside a 0700 directory, named
+ * YYYYmmddTHHMMSS-<session>-<client>.<ext>, flushed at every reply and when the session
+ * ends. Each format is an event writer; capture_open fans a session's events out to them. */
 #ifndef SMTPTAP_CAPTURE_H
 #define SMTPTAP_CAPTURE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "smtptap/events.h"
+
+enum { FORMAT_TEXT = 1, FORMAT_JSONL = 2, FORMAT_PCAP = 4, FORMAT_EML = 8 };
 
 /* Creates dir (and missing parents) with mode 0700. Returns 0 or -errno; *warning is set
  * to a static text when the directory exists with permissions looser than 0700. */
 int capture_dir_prepare(const char *dir, const char **warning);
 
-/* Opens the text capture file of one session. Returns a writer owned by the caller (close
- * it with writer->close), or NULL with a reason in err. */
-struct event_writer *capture_open(const char *dir, uint64_t session, const char *client, char *err,
-                                  size_t err_size);
+struct capture_options {
+    const char *dir;  /* --capture-dir */
+    unsigned formats; /* FORMAT_* bits */
+    bool eml_raw;     /* --eml-raw: no X-Smtptap- headers */
+};
+
+/* Opens the capture files of one session. Returns one writer that hands every event to
+ * each format's writer (owned by the caller: close it with writer->close), or NULL with a
+ * reason in err (nothing is left open then). */
+struct event_writer *capture_open(const struct capture_options *opt, uint64_t session,
+                                  const char *client, char *err, size_t err_size);
+
+/* Creates path exclusively, mode 0600 whatever the umask. Returns an fd or -errno. */
+int capture_create_file(const char *path);
+
+/* ---- the formats (one file each) --------------------------------------------------------- */
+
+/* JSON lines (capture_jsonl.c): one object per event, flushed at every line when flush_each
+ * is set (stdout for log shippers), else at every reply and on close. close() closes f when
+ * owns_file. */
+struct event_writer *jsonl_writer_new(FILE *f, bool owns_file, bool flush_each);
+/* pcap (capture_pcap.c): the client's dialog in clear as synthetic TCP between the client
+ * and the server, for Wireshark/tshark. Creates path (capture_create_file). NULL with err. */
+struct event_writer *pcap_writer_new(const char *path, char *err, size_t err_size);
+/* eml (capture_eml.c): each message the server accepted or refused, as the server received
+ * it, in path_prefix-<n>.eml, with X-Smtptap- envelope headers unless raw. */
+struct event_writer *eml_writer_new(const char *path_prefix, bool raw);
 
 #endif

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "smtptap/buf.h"
+#include "smtptap/capture.h"
 #include "smtptap/fault.h"
 #include "smtptap/parse.h"
 
@@ -17,7 +18,6 @@ enum { EXIT_USAGE = 64, EXIT_CONFIG = 78 };
 
 enum color_mode { COLOR_AUTO, COLOR_ALWAYS, COLOR_NEVER };
 enum client_starttls { CLIENT_STARTTLS_OFFER, CLIENT_STARTTLS_STRIP, CLIENT_STARTTLS_PASSTHROUGH };
-enum { FORMAT_TEXT = 1 };
 
 struct config {
     struct listen_spec listen[CONFIG_MAX_LISTEN];
@@ -29,7 +29,8 @@ struct config {
     uint64_t connect_timeout_ms;
     uint64_t grace_ms; /* shutdown: how long sessions may finish */
     char capture_dir[4096];
-    unsigned formats;            /* FORMAT_* bits */
+    unsigned formats;            /* FORMAT_* bits (capture.h) */
+    bool eml_raw;                /* --eml-raw */
     char ca_dir[4096];           /* smtptap's CA; empty: tls_default_ca_dir() */
     char keylog[4096];           /* NSS key log file; empty: none */
     char upstream_ca[4096];      /* extra CA file trusted for the upstream; empty: none */

@@ -1,23 +1,39 @@
 /* events.h - the event model: every observable thing in a session is one event, and
- * writers (live transcript, capture files) consume events. Nothing else writes transcripts. */
+ * writers (live transcript, capture files: text, jsonl, pcap, eml) consume events. Nothing
+ * else writes transcripts, and a writer reads nothing but events.
+ *
+ * An event has a kind, a direction, bytes or a text, and, for some kinds, structured facts
+ * (ev->facts: the member that the kind names; everything in it is borrowed for the call). */
 #ifndef SMTPTAP_EVENTS_H
 #define SMTPTAP_EVENTS_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 enum event_kind {
-    EV_INFO,    /* "==" connection and session facts (text) */
+    EV_INFO,    /* "==" connection and session facts (text; facts.tls for a TLS handshake) */
     EV_COMMAND, /* a client command or SASL line (bytes, as on the wire) */
-    EV_REPLY,   /* a complete server reply, all lines (bytes) */
+    EV_REPLY,   /* a complete server reply, all lines (bytes; facts.reply) */
     EV_CONTENT, /* one message line shown in the transcript (bytes, no terminator) */
-    EV_MESSAGE, /* message summary (text) */
+    EV_MESSAGE, /* message summary (text; facts.message) */
     EV_RAW,     /* opaque bytes relayed without interpretation (bytes) */
-    EV_LINT,    /* "**" protocol warning (text) */
+    EV_LINT,    /* "**" protocol warning (text; facts.lint) */
     EV_ERROR,   /* "<**" or "**>" error on one side (text; dir tells the side) */
-    EV_FAULT,   /* "!!" a fault rule fired (text) */
+    EV_FAULT,   /* "!!" a fault rule fired (text; facts.fault) */
     EV_AUTH,    /* "##" a decoded SASL step (text, already redacted if asked) */
+    /* Kinds the text format does not show (its "==" lines say the same in words): */
+    EV_START,      /* the session began (facts.endpoints: client and listener) */
+    EV_UPSTREAM,   /* the upstream is connected (facts.endpoints: its address and ours) */
+    EV_WIRE,       /* bytes on the client's connection, in clear, as they passed: C2S what the
+                      client sent, S2C what it was sent (bytes; pcap) */
+    EV_CLIENT_TLS, /* from here on the client's connection is in TLS (STARTTLS: a new stream
+                      in pcap); nothing for implicit TLS, which starts before any byte */
+    EV_BODY,       /* message bytes as the server receives them: dot-unstuffed DATA, BDAT
+                      chunks joined (bytes; eml) */
+    EV_DELIVERY,   /* the server's reply to a message's end (facts.delivery; eml) */
+    EV_END,        /* the session is over: the last event (facts.end) */
 };
 
 enum event_dir {
@@ -26,17 +42,78 @@ enum event_dir {
     DIR_S2C, /* server to client, or about the upstream side */
 };
 
+struct event_endpoints {
+    struct sockaddr_storage a, b; /* EV_START: client, listener; EV_UPSTREAM: server, ours */
+};
+
+struct event_tls_facts {
+    bool upstream;                                        /* which leg */
+    const char *version, *cipher, *sni;                   /* sni: "" when none */
+    const char *peer_subject, *peer_issuer, *peer_sha256; /* "" when no certificate */
+    const char *verify; /* upstream: "verified", "NOT verified (--insecure)" or the error */
+};
+
+struct event_reply_facts {
+    int code;            /* 0 when the reply has no valid code */
+    uint64_t latency_ns; /* from the command's last byte to this reply's last byte; 0: none */
+};
+
+struct event_lint_facts {
+    const char *id; /* stable rule id, e.g. "bare-lf-in-data" */
+    int64_t offset; /* byte offset in the client's (C2S) or server's (S2C) stream, -1 unknown */
+};
+
+struct event_fault_facts {
+    const char *rule;   /* the rule's name */
+    const char *action; /* reply, delay, drop, reset, stall, strip, slow, truncate */
+};
+
+struct event_message_facts {
+    uint64_t number, size, lines;
+    const char *sha256; /* hex */
+};
+
+struct event_delivery_facts {
+    uint64_t message;         /* its number in the session */
+    const char *helo;         /* the name the server was greeted with ("" if none) */
+    const char *mail_from;    /* the MAIL command the server accepted, as sent, no CRLF */
+    const char *const *rcpts; /* the RCPT commands it accepted, as sent, no CRLF */
+    size_t nrcpts;
+    const uint8_t *reply; /* the server's reply to the end of the message, as received */
+    size_t reply_len;
+    int code;
+};
+
+struct event_end_facts {
+    double seconds;
+    uint64_t commands, messages, bytes_up, bytes_down;
+    uint64_t server_wait_ns; /* summed reply latencies: time spent waiting for the server */
+};
+
+union event_facts {
+    struct event_endpoints endpoints;
+    struct event_tls_facts tls;
+    struct event_reply_facts reply;
+    struct event_lint_facts lint;
+    struct event_fault_facts fault;
+    struct event_message_facts message;
+    struct event_delivery_facts delivery;
+    struct event_end_facts end;
+};
+
 struct event {
     uint64_t session;
-    uint64_t t_ns; /* since the session started */
+    uint64_t t_ns;    /* since the session started (monotonic) */
+    uint64_t wall_us; /* wall-clock time, microseconds since the epoch */
     enum event_kind kind;
     enum event_dir dir;
-    bool tls;             /* the leg it travelled on was in TLS */
+    bool tls;             /* the client's connection was in TLS */
     bool local;           /* produced by smtptap itself, not relayed */
     bool to_smtptap;      /* a server reply to smtptap's own command: not relayed */
     const uint8_t *bytes; /* borrowed for the duration of the call */
     size_t len;
-    const char *text; /* borrowed; for text kinds */
+    const char *text;               /* borrowed; for text kinds */
+    const union event_facts *facts; /* borrowed; NULL when the kind has none here */
 };
 
 /* A consumer of events. write() must not keep the pointers it is given. */

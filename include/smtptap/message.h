@@ -27,6 +27,10 @@ struct message_view {
     size_t held;
     struct buf line; /* owned: the line being collected for display */
     EVP_MD_CTX *sha; /* owned */
+    /* Optional, set after message_view_begin: every delivered byte (unstuffed DATA, BDAT
+     * chunks), in order, as it is hashed. */
+    message_line_fn on_body;
+    void *body_ctx;
 };
 
 struct message_summary {

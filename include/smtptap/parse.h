@@ -45,4 +45,8 @@ void format_duration(uint64_t ms, char *out, unsigned size);
 /* Formats host:port, bracketing IPv6. */
 void format_hostport(const char *host, unsigned port, char *out, unsigned size);
 
+/* "text,jsonl,pcap,eml" (any of them, once each, any order) -> FORMAT_* bits (capture.h).
+ * Returns NULL, or the words for what would be accepted. */
+const char *parse_formats(const char *v, unsigned *bits);
+
 #endif

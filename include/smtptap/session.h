@@ -24,6 +24,7 @@ struct session_env {
     uv_loop_t *loop;
     const struct config *cfg;
     struct event_writer *live;             /* the live transcript, NULL with --quiet */
+    struct event_writer *stream;           /* jsonl on stdout (--capture-dir -), or NULL */
     SSL_CTX *tls_server;                   /* client-facing TLS, NULL when never offered */
     SSL_CTX *tls_client;                   /* upstream TLS, NULL with the sink */
     const char *host;                      /* this machine's name (the sink greets with it) */

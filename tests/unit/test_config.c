@@ -237,7 +237,9 @@ static void bad_numbers_and_words_are_refused_with_what_is_accepted(void **state
         {"--max-sessions", "lots", "a whole number from 1 to 1000000"},
         {"--max-sessions", "1000001", "a whole number from 1 to 1000000"},
         {"--color", "sometimes", "auto, always or never"},
-        {"--format", "pcap", "text (jsonl, pcap and eml are not supported yet)"},
+        {"--format", "pcapng", "a comma-separated list of text, jsonl, pcap, eml"},
+        {"--format", "text,text", "a comma-separated list of text, jsonl, pcap, eml"},
+        {"--format", "text,", "a comma-separated list of text, jsonl, pcap, eml"},
         {"--client-starttls", "maybe", "offer, strip or passthrough"},
         {"--upstream", "nowhere", "sink, transparent, or [tls:|starttls:|plain:]HOST:PORT"},
     };
@@ -252,6 +254,17 @@ static void bad_numbers_and_words_are_refused_with_what_is_accepted(void **state
             !strstr(f->err_text, cases[i].expected))
             fail_msg("%s %s: message \"%s\"", cases[i].flag, cases[i].value, f->err_text);
     }
+}
+
+static void formats_combine_in_any_order(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(RUN(f, "-d", "/tmp/caps", "--format", "eml, PCAP,jsonl,text", "--eml-raw"),
+                     CONFIG_OK);
+    assert_int_equal(f->cfg.formats, FORMAT_TEXT | FORMAT_JSONL | FORMAT_PCAP | FORMAT_EML);
+    assert_true(f->cfg.eml_raw);
+    assert_int_equal(RUN(f, "--format", "jsonl"), CONFIG_OK);
+    assert_int_equal(f->cfg.formats, FORMAT_JSONL);
 }
 
 static void short_flag_errors_name_the_long_flag(void **state)
