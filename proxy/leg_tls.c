@@ -217,6 +217,15 @@ void tcp_leg_describe_tls(const struct tcp_leg *t, bool upstream, char *out, siz
     tls_describe(t->tls_pump.ssl, upstream, out, size);
 }
 
+void tcp_leg_tls_facts(const struct tcp_leg *t, bool upstream, struct tls_facts *out)
+{
+    if (!tcp_leg_tls_started(t)) {
+        memset(out, 0, sizeof *out);
+        return;
+    }
+    tls_facts_of(t->tls_pump.ssl, upstream, out);
+}
+
 void tcp_leg_copy_peer_certificate(struct tcp_leg *client, const struct tcp_leg *upstream)
 {
     if (!tcp_leg_tls_up(upstream)) return;

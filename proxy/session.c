@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "session_int.h"
 #include "smtptap/capture.h"
@@ -13,11 +14,21 @@
 
 /* ---- events ------------------------------------------------------------------------------ */
 
+static uint64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 static void emit(struct session *s, enum event_kind kind, enum event_dir dir, const uint8_t *bytes,
-                 size_t len, const char *text, bool local, bool to_smtptap)
+                 size_t len, const char *text, bool local, bool to_smtptap,
+                 const union event_facts *facts)
 {
     if (!s->observed) return;
     struct event ev = {
+        .wall_us = wall_us(),
+        .facts = facts,
         .to_smtptap = to_smtptap,
         .session = s->id,
         .t_ns = uv_hrtime() - s->start_ns,
@@ -37,12 +48,38 @@ static void emit(struct session *s, enum event_kind kind, enum event_dir dir, co
 void session_emit(struct session *s, enum event_kind kind, enum event_dir dir, const uint8_t *bytes,
                   size_t len, const char *text, bool local)
 {
-    emit(s, kind, dir, bytes, len, text, local, false);
+    emit(s, kind, dir, bytes, len, text, local, false, NULL);
 }
 
-void session_emit_to_smtptap(struct session *s, const uint8_t *bytes, size_t len)
+void session_emit_facts(struct session *s, enum event_kind kind, enum event_dir dir,
+                        const uint8_t *bytes, size_t len, const char *text, bool local,
+                        const union event_facts *facts)
 {
-    emit(s, EV_REPLY, DIR_S2C, bytes, len, NULL, false, true);
+    emit(s, kind, dir, bytes, len, text, local, false, facts);
+}
+
+void session_emit_to_smtptap(struct session *s, const uint8_t *bytes, size_t len,
+                             const union event_facts *facts)
+{
+    emit(s, EV_REPLY, DIR_S2C, bytes, len, NULL, false, true, facts);
+}
+
+void session_wire(struct session *s, enum event_dir dir, const uint8_t *bytes, size_t len)
+{
+    if (len) emit(s, EV_WIRE, dir, bytes, len, NULL, false, false, NULL);
+}
+
+void session_emit_fault(struct session *s, const struct fault_rule *rule, const char *fmt, ...)
+{
+    if (!s->observed) return;
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    union event_facts f = {
+        .fault = {.rule = rule->name, .action = fault_action_name(rule->action)}};
+    emit(s, EV_FAULT, DIR_S2C, NULL, 0, text, false, false, &f);
 }
 
 void session_emitf(struct session *s, enum event_kind kind, enum event_dir dir, const char *fmt,
@@ -196,13 +233,22 @@ static bool allowed(enum session_state from, enum session_state to)
 static void report_end(struct session *s)
 {
     double secs = (double)(uv_hrtime() - s->start_ns) / 1e9;
+    double server_ms = (double)s->server_wait_ns / 1e6;
+    double client_ms = secs * 1e3 > server_ms ? secs * 1e3 - server_ms : 0;
     session_emitf(
         s, EV_INFO, DIR_NONE,
         "session ended after %.3fs: %llu command%s, %llu message%s, %llu bytes up, %llu bytes "
-        "down",
+        "down; %.0f ms waiting for the server, %.0f ms for the client",
         secs, (unsigned long long)s->commands, s->commands == 1 ? "" : "s",
         (unsigned long long)s->messages, s->messages == 1 ? "" : "s",
-        (unsigned long long)s->bytes_up, (unsigned long long)s->bytes_down);
+        (unsigned long long)s->bytes_up, (unsigned long long)s->bytes_down, server_ms, client_ms);
+    union event_facts f = {.end = {.seconds = secs,
+                                   .commands = s->commands,
+                                   .messages = s->messages,
+                                   .bytes_up = s->bytes_up,
+                                   .bytes_down = s->bytes_down,
+                                   .server_wait_ns = s->server_wait_ns}};
+    emit(s, EV_END, DIR_NONE, NULL, 0, NULL, false, false, &f);
 }
 
 static void timer_closed_cb(uv_handle_t *h);
@@ -272,6 +318,7 @@ static void timer_closed_cb(uv_handle_t *h)
     smtp_reply_free(&s->sin);
     smtp_fifo_free(&s->fifo);
     if (s->addrs) uv_freeaddrinfo(s->addrs);
+    envelope_free(&s->envelope);
     if (s->capture) s->capture->close(s->capture);
     s->env->closed(s->env->server, s);
 }
@@ -296,7 +343,7 @@ const struct sockaddr_storage *session_upstream_local(const struct session *s)
     return &s->upstream_local;
 }
 
-static void name_endpoints(struct session *s)
+static void name_endpoints(struct session *s, union event_facts *start)
 {
     struct sockaddr_storage local, peer;
     strcpy(s->client_name, "?");
@@ -304,6 +351,8 @@ static void name_endpoints(struct session *s)
     memset(&local, 0, sizeof local);
     memset(&peer, 0, sizeof peer);
     tcp_leg_addresses(&s->client, &local, &peer);
+    start->endpoints.a = peer;
+    start->endpoints.b = local;
     if (peer.ss_family)
         sockaddr_format((struct sockaddr *)&peer, s->client_name, sizeof s->client_name);
     if (local.ss_family)
@@ -331,6 +380,7 @@ static void init(struct session *s, const struct session_env *env, uint64_t id)
     smtp_reply_init(&s->sin);
     smtp_fifo_init(&s->fifo, FIFO_MAX);
     hello_memory_init(&s->hello);
+    envelope_init(&s->envelope);
     buf_init(&s->upgrade_hello);
     buf_init(&s->hello_line);
     auth_init(&s->auth);
@@ -355,9 +405,11 @@ void session_start(struct session *s, const struct session_env *env, uint64_t id
         leg_close(&s->client.base);
         return;
     }
-    name_endpoints(s);
+    union event_facts start;
+    name_endpoints(s, &start);
     open_capture(s);
     s->observed = env->live || env->stream || s->capture;
+    emit(s, EV_START, DIR_NONE, NULL, 0, NULL, false, false, &start);
     s->follow_auth = s->observed && (s->cfg->decode_auth || s->cfg->redact);
     if (implicit_tls && !session_start_client_tls(s)) return;
     session_connect_upstream(s);

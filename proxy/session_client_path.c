@@ -33,9 +33,22 @@ void session_finish_message(struct session *s)
     if (sum.hidden_lines)
         snprintf(hidden, sizeof hidden, " (%u line%s not shown, -v shows them)", sum.hidden_lines,
                  sum.hidden_lines == 1 ? "" : "s");
-    session_emitf(s, EV_MESSAGE, DIR_C2S, "message %llu: %llu bytes, %llu lines, sha256 %s%s",
-                  (unsigned long long)s->messages, (unsigned long long)sum.size,
-                  (unsigned long long)sum.lines, sum.sha256_hex, hidden);
+    char text[300];
+    snprintf(text, sizeof text, "message %llu: %llu bytes, %llu lines, sha256 %s%s",
+             (unsigned long long)s->messages, (unsigned long long)sum.size,
+             (unsigned long long)sum.lines, sum.sha256_hex, hidden);
+    union event_facts f = {
+        .message = {
+            .number = s->messages, .size = sum.size, .lines = sum.lines, .sha256 = sum.sha256_hex}};
+    session_emit_facts(s, EV_MESSAGE, DIR_C2S, NULL, 0, text, false, &f);
+}
+
+/* Message bytes as the server receives them (unstuffed): EV_BODY, for the eml format. */
+static void on_body(void *ctx, const uint8_t *bytes, size_t len)
+{
+    struct session *s = ctx;
+    union event_facts f = {.message = {.number = s->messages + 1}};
+    session_emit_facts(s, EV_BODY, DIR_C2S, bytes, len, NULL, false, &f);
 }
 
 static void begin_message(struct session *s, bool bdat)
@@ -43,6 +56,8 @@ static void begin_message(struct session *s, bool bdat)
     s->in_message = true;
     if (!s->observed) return;
     message_view_begin(&s->msg, bdat, s->cfg->verbosity > 0 ? 0 : SHOWN_LINES);
+    s->msg.on_body = on_body;
+    s->msg.body_ctx = s;
     lint_content_begin(&s->lint, bdat);
 }
 
@@ -50,8 +65,12 @@ static void begin_message(struct session *s, bool bdat)
 static bool push_pending(struct session *s, enum smtp_pending_kind kind, enum smtp_verb verb,
                          const struct fault_rule *fault, bool local)
 {
-    struct smtp_pending p = {
-        .kind = kind, .verb = verb, .seq = s->commands, .fault = fault, .local = local};
+    struct smtp_pending p = {.kind = kind,
+                             .verb = verb,
+                             .seq = s->commands,
+                             .fault = fault,
+                             .local = local,
+                             .sent_ns = uv_hrtime()};
     if (smtp_fifo_push(&s->fifo, p)) return true;
     session_emitf(s, EV_ERROR, DIR_C2S, "client sent %d commands without reading a reply: closing",
                   FIFO_MAX);
@@ -67,7 +86,9 @@ static void after_bdat_command(struct session *s, const struct smtp_in_item *it)
     uint64_t size;
     bool last;
     smtp_verb_parse(it->bytes, it->len, &arg, &arg_len);
-    if (!smtp_bdat_parse(arg, arg_len, &size, &last) || size != 0 || !last) return;
+    if (!smtp_bdat_parse(arg, arg_len, &size, &last)) return;
+    if (last) s->bdat_last_seq = s->commands; /* its reply is the message's outcome */
+    if (size != 0 || !last) return;
     if (!s->in_message) begin_message(s, true);
     session_finish_message(s);
 }
@@ -83,21 +104,29 @@ static void show_auth_view(struct session *s, const struct auth_view *v)
 
 /* The command event for a client line; AUTH lines go through the decoder and, with
  * --redact, their secret bytes never reach an event. */
+/* The command (or SASL line) event and the same bytes on the wire: under --redact both
+ * carry the masked line, so no capture format sees the secret. */
+static void command_event(struct session *s, const uint8_t *bytes, size_t len)
+{
+    session_emit(s, EV_COMMAND, DIR_C2S, bytes, len, NULL, false);
+    session_wire(s, DIR_C2S, bytes, len);
+}
+
 static void emit_client_line(struct session *s, const struct smtp_in_item *it)
 {
     bool auth_line = it->sasl || it->verb == SMTP_VERB_AUTH;
     if (!s->follow_auth || !auth_line) {
-        session_emit(s, EV_COMMAND, DIR_C2S, it->bytes, it->len, NULL, false);
+        command_event(s, it->bytes, it->len);
         return;
     }
     char masked[AUTH_TEXT_MAX + 64];
     if (!(it->first && it->complete)) { /* a piece of an over-long line: all of it hidden */
         if (!s->cfg->redact) {
-            session_emit(s, EV_COMMAND, DIR_C2S, it->bytes, it->len, NULL, false);
+            command_event(s, it->bytes, it->len);
             return;
         }
         int n = snprintf(masked, sizeof masked, "<redacted %zu bytes>", it->len);
-        session_emit(s, EV_COMMAND, DIR_C2S, (const uint8_t *)masked, (size_t)n, NULL, false);
+        command_event(s, (const uint8_t *)masked, (size_t)n);
         return;
     }
     struct auth_view v;
@@ -108,9 +137,9 @@ static void emit_client_line(struct session *s, const struct smtp_in_item *it)
     if (s->cfg->redact && v.secret_len) {
         size_t n =
             auth_redact_line(it->bytes, it->len, v.secret_off, v.secret_len, masked, sizeof masked);
-        session_emit(s, EV_COMMAND, DIR_C2S, (const uint8_t *)masked, n, NULL, false);
+        command_event(s, (const uint8_t *)masked, n);
     } else {
-        session_emit(s, EV_COMMAND, DIR_C2S, it->bytes, it->len, NULL, false);
+        command_event(s, it->bytes, it->len);
     }
     show_auth_view(s, &v);
 }
@@ -126,10 +155,10 @@ static const struct fault_rule *command_fault(struct session *s, const struct sm
     smtp_verb_parse(it->bytes, it->len, &arg, &arg_len);
     const struct fault_rule *r = reply_fault_for(s, reply_stage_of(it->verb), arg, arg_len);
     if (r && r->action == FAULT_REPLY && !reply_fault_is_local(r, it->verb)) {
-        session_emitf(s, EV_FAULT, DIR_S2C,
-                      "fault %s: ignored: a %d reply to %s cannot be faked (the server never saw "
-                      "it), forwarding",
-                      r->name, r->reply_code, smtp_verb_name(it->verb));
+        session_emit_fault(s, r,
+                           "fault %s: ignored: a %d reply to %s cannot be faked (the server never "
+                           "saw it), forwarding",
+                           r->name, r->reply_code, smtp_verb_name(it->verb));
         return NULL;
     }
     return r;
@@ -218,8 +247,8 @@ static void explain_local(struct session *s, const struct smtp_in_item *it,
                                                       : "--client-starttls strip");
         break;
     case ROUTE_FAULT:
-        session_emitf(s, EV_FAULT, DIR_S2C, "fault %s: %s answered by smtptap, not forwarded",
-                      plan->fault->name, smtp_verb_name(it->verb));
+        session_emit_fault(s, plan->fault, "fault %s: %s answered by smtptap, not forwarded",
+                           plan->fault->name, smtp_verb_name(it->verb));
         break;
     default: break; /* ROUTE_HELLO_REMEMBERED: session_hello.c says why when it answers */
     }
@@ -243,6 +272,8 @@ static void act_on_command(struct session *s, const struct smtp_in_item *it,
         if ((forward || plan->route == ROUTE_HELLO_REMEMBERED) && it->complete && !it->sasl &&
             is_hello(it->verb))
             hello_memory_client_greeted(&s->hello);
+        if (s->observed && it->complete && !it->sasl)
+            envelope_command(&s->envelope, it->verb, it->bytes, it->len);
     }
     emit_client_line(s, it);
     if (s->observed && it->first && it->complete)
@@ -273,6 +304,7 @@ static void client_line(struct session *s, const struct smtp_in_item *it)
 
 static void client_content(struct session *s, const struct smtp_in_item *it)
 {
+    session_wire(s, DIR_C2S, it->bytes, it->len);
     if (!s->in_message) begin_message(s, it->bdat);
     if (s->observed) {
         message_view_feed(&s->msg, it->bytes, it->len, on_shown_line, s);
@@ -290,6 +322,7 @@ static void client_content(struct session *s, const struct smtp_in_item *it)
 static void relay_raw_up(struct session *s, const uint8_t *bytes, size_t len)
 {
     session_emit(s, EV_RAW, DIR_C2S, bytes, len, NULL, false);
+    session_wire(s, DIR_C2S, bytes, len);
     leg_write(s->upstream, bytes, len);
 }
 

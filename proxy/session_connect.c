@@ -45,6 +45,8 @@ static void on_upstream_connected(struct tcp_leg *t, int status)
     if (local.ss_family) sockaddr_format((struct sockaddr *)&local, from, sizeof from);
     if (peer.ss_family) sockaddr_format((struct sockaddr *)&peer, to, sizeof to);
     session_emitf(s, EV_INFO, DIR_S2C, "upstream %s connected from %s", to, from);
+    union event_facts f = {.endpoints = {.a = peer, .b = local}};
+    session_emit_facts(s, EV_UPSTREAM, DIR_S2C, NULL, 0, NULL, false, &f);
     if (s->cfg->upstream.tls == TLS_IMPLICIT) {
         session_start_upstream_tls(s);
         return;

@@ -20,6 +20,7 @@
 
 #include "smtptap/auth.h"
 #include "smtptap/config.h"
+#include "smtptap/envelope.h"
 #include "smtptap/events.h"
 #include "smtptap/fault.h"
 #include "smtptap/hello.h"
@@ -133,6 +134,11 @@ struct session {
     int last_connect_error;
     struct sockaddr_storage upstream_local; /* our end of the upstream connection */
 
+    struct envelope envelope; /* the transaction's accepted MAIL and RCPTs (EV_DELIVERY) */
+    uint64_t bdat_last_seq;   /* the running number of the last BDAT ... LAST command */
+    uint64_t deliveries;      /* messages the server replied to */
+    uint64_t server_wait_ns;  /* summed reply latencies of the client's commands */
+
     uint64_t commands, messages;
     uint64_t bytes_up, bytes_down; /* plain text from the client, and sent to it */
     struct event_writer *capture;  /* owned: per-session capture file, or NULL */
@@ -162,7 +168,17 @@ void session_release_if_done(struct session *s);
 
 void session_emit(struct session *s, enum event_kind kind, enum event_dir dir, const uint8_t *bytes,
                   size_t len, const char *text, bool local);
-void session_emit_to_smtptap(struct session *s, const uint8_t *bytes, size_t len);
+void session_emit_to_smtptap(struct session *s, const uint8_t *bytes, size_t len,
+                             const union event_facts *facts);
+/* An event with structured facts (events.h says which kinds carry which). */
+void session_emit_facts(struct session *s, enum event_kind kind, enum event_dir dir,
+                        const uint8_t *bytes, size_t len, const char *text, bool local,
+                        const union event_facts *facts);
+/* Bytes on the client's connection, in clear (EV_WIRE): C2S as framed, S2C as sent. */
+void session_wire(struct session *s, enum event_dir dir, const uint8_t *bytes, size_t len);
+/* A "!!" line for a rule that fired (EV_FAULT with its facts). */
+void session_emit_fault(struct session *s, const struct fault_rule *rule, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void session_emitf(struct session *s, enum event_kind kind, enum event_dir dir, const char *fmt,
                    ...) __attribute__((format(printf, 4, 5)));
 /* A reply smtptap writes itself: shown with [smtptap], sent to the client. */
@@ -191,6 +207,8 @@ void session_start_upstream_tls(struct session *s);
 void session_start_passthrough(struct session *s);
 /* STARTTLS passed through: the rest of the session is opaque bytes. */
 bool session_opaque(const struct session *s);
+/* The "client TLS:" / "upstream TLS:" line of a finished handshake, with its facts. */
+void session_tls_event(struct session *s, const struct tcp_leg *t, bool upstream);
 /* True when the upstream leg is in TLS. */
 bool session_upstream_in_tls(const struct session *s);
 

@@ -74,6 +74,7 @@ static void write_client(struct session *s, const uint8_t *bytes, size_t len)
     leg_tls_release_hello(&s->client, NULL);
     if (s->client_dead) return;
     s->bytes_down += len; /* what the client is sent: edits and local replies included */
+    session_wire(s, DIR_S2C, bytes, len);
     leg_write(&s->client.base, bytes, len);
 }
 
@@ -242,6 +243,7 @@ void reply_local(struct session *s, const struct smtp_pending *p, bool from_clie
         session_client_starttls(s);
         return;
     }
+    if (s->observed) envelope_reply(&s->envelope, p->verb, r->reply_code);
     session_resume_client(s, p, r->reply_code, from_client_path);
     end_if_closing(s, r->reply_code, p->verb);
 }
@@ -251,7 +253,7 @@ static void fired(struct session *s, const struct fault_rule *r, const char *wha
 {
     char line[200];
     first_line(real, real_len, line, sizeof line);
-    session_emitf(s, EV_FAULT, DIR_S2C, "fault %s: %s %s", r->name, what, line);
+    session_emit_fault(s, r, "fault %s: %s %s", r->name, what, line);
 }
 
 static void strip(struct session *s, const struct fault_rule *r, const uint8_t *bytes, size_t len)
@@ -259,8 +261,8 @@ static void strip(struct session *s, const struct fault_rule *r, const uint8_t *
     struct buf out;
     buf_init(&out);
     unsigned removed = fault_strip_caps(bytes, len, r->strip, &out);
-    session_emitf(s, EV_FAULT, DIR_S2C, "fault %s: strip %s removed %u capabilit%s", r->name,
-                  r->strip, removed, removed == 1 ? "y" : "ies");
+    session_emit_fault(s, r, "fault %s: strip %s removed %u capabilit%s", r->name, r->strip,
+                       removed, removed == 1 ? "y" : "ies");
     session_emit(s, EV_REPLY, DIR_S2C, buf_head(&out), buf_size(&out), NULL, true);
     reply_send(s, buf_head(&out), buf_size(&out));
     buf_free(&out);
@@ -329,7 +331,7 @@ void reply_greeting_fault(struct session *s)
     const struct smtp_pending *g = smtp_fifo_peek(&s->fifo);
     const struct fault_rule *r = g->fault;
     if (!r || r->action != FAULT_REPLY) return;
-    session_emitf(s, EV_FAULT, DIR_S2C, "fault %s: greeting answered by smtptap", r->name);
+    session_emit_fault(s, r, "fault %s: greeting answered by smtptap", r->name);
     session_emit(s, EV_REPLY, DIR_S2C, (const uint8_t *)r->reply, strlen(r->reply), NULL, true);
     reply_send(s, (const uint8_t *)r->reply, strlen(r->reply));
     if (r->reply_code == 421) session_end(s); /* as a server that greets with 421 would */

@@ -79,8 +79,13 @@ static enum reply_route decide_reply(struct session *s, const struct smtp_reply 
 }
 
 static void observe_reply(struct session *s, const struct smtp_reply *r, bool paired,
-                          enum reply_route route)
+                          const struct smtp_pending *p, enum reply_route route)
 {
+    union event_facts f = {.reply = {.code = r->partial ? 0 : r->code}};
+    if (paired && p->sent_ns) {
+        f.reply.latency_ns = uv_hrtime() - p->sent_ns;
+        if (route == REPLY_TO_CLIENT) s->server_wait_ns += f.reply.latency_ns;
+    }
     if (r->partial && !s->reply_in_pieces)
         session_emitf(s, EV_LINT, DIR_S2C, "lint: reply longer than %zu octets, relayed in pieces",
                       s->sin.max_reply);
@@ -89,9 +94,9 @@ static void observe_reply(struct session *s, const struct smtp_reply *r, bool pa
     s->reply_in_pieces = r->partial;
     if (paired && r->code == 421) s->saw_421 = true;
     if (route == REPLY_TO_UPGRADE)
-        session_emit_to_smtptap(s, r->bytes, r->len);
+        session_emit_to_smtptap(s, r->bytes, r->len, &f);
     else
-        session_emit(s, EV_REPLY, DIR_S2C, r->bytes, r->len, NULL, false);
+        session_emit_facts(s, EV_REPLY, DIR_S2C, r->bytes, r->len, NULL, false, &f);
     if (!s->observed) return;
     if (r->malformed && !r->partial)
         session_emitf(s, EV_LINT, DIR_S2C,
@@ -116,11 +121,47 @@ static void deliver_to_client(struct session *s, const struct smtp_pending *p,
     buf_free(&edited);
 }
 
+/* The server's reply to the end of a message: its outcome, with the envelope it had. */
+static void delivered(struct session *s, const struct smtp_reply *r)
+{
+    const char *rcpts[ENVELOPE_MAX_RCPTS];
+    size_t n = envelope_rcpts(&s->envelope, rcpts, ENVELOPE_MAX_RCPTS);
+    union event_facts f = {.delivery = {.message = ++s->deliveries,
+                                        .helo = s->hello.name,
+                                        .mail_from = envelope_mail(&s->envelope),
+                                        .rcpts = rcpts,
+                                        .nrcpts = n,
+                                        .reply = r->bytes,
+                                        .reply_len = r->len,
+                                        .code = r->code}};
+    session_emit_facts(s, EV_DELIVERY, DIR_S2C, NULL, 0, NULL, false, &f);
+    envelope_reset(&s->envelope);
+}
+
+/* The envelope follows the replies: MAIL and RCPT commit or drop, a message's reply ends the
+ * transaction, and so do RSET and a new hello. */
+static void follow_envelope(struct session *s, const struct smtp_pending *p,
+                            const struct smtp_reply *r)
+{
+    bool ends_message = p->kind == SMTP_PENDING_DATA_END ||
+                        (p->verb == SMTP_VERB_BDAT && p->seq == s->bdat_last_seq &&
+                         p->kind == SMTP_PENDING_COMMAND);
+    if (ends_message)
+        delivered(s, r);
+    else if (p->verb == SMTP_VERB_MAIL || p->verb == SMTP_VERB_RCPT)
+        envelope_reply(&s->envelope, p->verb, r->code);
+    else if ((p->verb == SMTP_VERB_RSET || p->verb == SMTP_VERB_EHLO ||
+              p->verb == SMTP_VERB_HELO) &&
+             r->code / 100 == 2)
+        envelope_reset(&s->envelope);
+}
+
 /* After a paired reply went to the client: what it unblocks. */
 static void after_client_reply(struct session *s, const struct smtp_pending *p,
                                const struct smtp_reply *r)
 {
     auth_reply(s, p, r);
+    if (s->observed) follow_envelope(s, p, r);
     if (p->kind == SMTP_PENDING_GREETING && s->state == SESSION_GREETING)
         session_enter(s, SESSION_RELAYING, "greeting");
     session_resume_client(s, p, r->code, false);
@@ -131,7 +172,7 @@ static void after_client_reply(struct session *s, const struct smtp_pending *p,
 static void handle_reply(struct session *s, const struct smtp_reply *r)
 {
     if (r->partial && upgrade_waits_for_head(s) && upgrade_reply_too_long(s)) {
-        session_emit_to_smtptap(s, r->bytes, r->len);
+        session_emit_to_smtptap(s, r->bytes, r->len, NULL);
         return;
     }
     bool was_upgrading = upgrade_busy(s);
@@ -140,7 +181,7 @@ static void handle_reply(struct session *s, const struct smtp_reply *r)
     if (paired && !p.local && (p.verb == SMTP_VERB_EHLO || p.verb == SMTP_VERB_HELO))
         hello_memory_replied(&s->hello, r->code, r->bytes, r->len);
     enum reply_route route = decide_reply(s, r, paired, &p);
-    observe_reply(s, r, paired, route);
+    observe_reply(s, r, paired, &p, route);
     if (route == REPLY_TO_UPGRADE) {
         upgrade_on_reply(s, &p, r);
         return;

@@ -17,6 +17,26 @@ bool session_upstream_in_tls(const struct session *s)
     return s->up_kind == UP_TCP && tcp_leg_tls_started(&s->up.tcp);
 }
 
+/* The "client TLS: ..." or "upstream TLS: ..." line, with its facts for structured formats. */
+void session_tls_event(struct session *s, const struct tcp_leg *t, bool upstream)
+{
+    char facts_line[1024];
+    tcp_leg_describe_tls(t, upstream, facts_line, sizeof facts_line);
+    struct tls_facts tf;
+    tcp_leg_tls_facts(t, upstream, &tf);
+    union event_facts f = {.tls = {.upstream = upstream,
+                                   .version = tf.version,
+                                   .cipher = tf.cipher,
+                                   .sni = tf.sni,
+                                   .peer_subject = tf.subject,
+                                   .peer_issuer = tf.issuer,
+                                   .peer_sha256 = tf.sha256,
+                                   .verify = tf.verify}};
+    char text[1100];
+    snprintf(text, sizeof text, "%s TLS: %s", upstream ? "upstream" : "client", facts_line);
+    session_emit_facts(s, EV_INFO, upstream ? DIR_S2C : DIR_C2S, NULL, 0, text, false, &f);
+}
+
 /* ---- injection behind STARTTLS ----------------------------------------------------------- */
 
 void session_discard_after_starttls(struct session *s, enum starttls_discard which)
@@ -57,6 +77,7 @@ void session_start_passthrough(struct session *s)
      * words inside TLS by a careless TLS stack: it goes nowhere. */
     session_discard_after_starttls(s, DISCARD_CLIENT_BEFORE_SERVER_REPLY);
     session_discard_after_starttls(s, DISCARD_SERVER_AFTER_220_RELAYED);
+    session_emit(s, EV_CLIENT_TLS, DIR_NONE, NULL, 0, NULL, false);
 }
 
 /* ---- the upstream leg ---------------------------------------------------------------------- */
@@ -65,10 +86,8 @@ static void on_upstream_tls(struct tcp_leg *t, int status)
 {
     struct session *s = t->base.owner;
     if (s->state != SESSION_UPSTREAM_TLS) return;
-    char facts[1024];
-    tcp_leg_describe_tls(t, true, facts, sizeof facts);
     if (status == 0) {
-        session_emitf(s, EV_INFO, DIR_S2C, "upstream TLS: %s", facts);
+        session_tls_event(s, t, true);
         leg_tls_release_hello(&s->client, t);
         if (s->state != SESSION_UPSTREAM_TLS) return;
         session_start_relaying(s);
@@ -102,10 +121,8 @@ static void on_client_tls(struct tcp_leg *t, int status)
 {
     struct session *s = t->base.owner;
     if (s->state >= SESSION_ENDING) return;
-    char facts[1024];
-    tcp_leg_describe_tls(t, false, facts, sizeof facts);
     if (status == 0) {
-        session_emitf(s, EV_INFO, DIR_C2S, "client TLS: %s", facts);
+        session_tls_event(s, t, false);
         const struct upstream_spec *u = &s->cfg->upstream;
         if (u->kind == UPSTREAM_TRANSPARENT || (u->kind == UPSTREAM_FIXED && u->tls == TLS_NONE) ||
             s->upgrade == UPGRADE_DECLINED)
@@ -164,6 +181,7 @@ void session_client_starttls(struct session *s)
     s->client_tls_via_starttls = true;
     hello_memory_client_tls(&s->hello);
     session_discard_after_starttls(s, DISCARD_CLIENT_BEFORE_OWN_220);
+    session_emit(s, EV_CLIENT_TLS, DIR_NONE, NULL, 0, NULL, false);
     choose_leaf_name(s);
     if (s->up_kind == UP_TCP) tcp_leg_copy_peer_certificate(&s->client, &s->up.tcp);
     if (!s->env->tls_server ||

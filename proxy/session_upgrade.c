@@ -147,17 +147,17 @@ static void on_upstream_starttls(struct tcp_leg *t, int status)
         refuse(s, why);
         return;
     }
-    char facts[1024];
-    tcp_leg_describe_tls(t, true, facts, sizeof facts);
-    session_emitf(s, EV_INFO, DIR_S2C, "upstream TLS: %s", facts);
+    session_tls_event(s, t, true);
     send_client_hello(s, UPGRADE_DONE);
 }
 
 static void send_starttls(struct session *s)
 {
     session_emitf(s, EV_INFO, DIR_S2C, "smtptap upgrades the upstream leg: STARTTLS");
-    struct smtp_pending p = {
-        .kind = SMTP_PENDING_COMMAND, .verb = SMTP_VERB_STARTTLS, .internal = true};
+    struct smtp_pending p = {.kind = SMTP_PENDING_COMMAND,
+                             .verb = SMTP_VERB_STARTTLS,
+                             .internal = true,
+                             .sent_ns = uv_hrtime()};
     smtp_fifo_push(&s->fifo, p);
     session_emit(s, EV_COMMAND, DIR_C2S, (const uint8_t *)starttls_line, sizeof starttls_line - 1,
                  NULL, true);

@@ -134,7 +134,18 @@ static void text_sanitize(const uint8_t *b, size_t n, struct buf *out)
     }
 }
 
-static void one_line(const struct event *ev, const uint8_t *line, size_t n, bool color,
+/* "  (12 ms)" after a reply's last line: the time from its command's last byte. */
+static void latency(const struct event *ev, struct buf *out)
+{
+    if (ev->kind != EV_REPLY || !ev->facts || !ev->facts->reply.latency_ns) return;
+    double ms = (double)ev->facts->reply.latency_ns / 1e6;
+    if (ms < 0.1)
+        buf_append_str(out, "  (<0.1 ms)");
+    else
+        buf_printf(out, ms < 10 ? "  (%.1f ms)" : "  (%.0f ms)", ms);
+}
+
+static void one_line(const struct event *ev, const uint8_t *line, size_t n, bool last, bool color,
                      struct buf *out)
 {
     prefix(ev, out);
@@ -146,6 +157,7 @@ static void one_line(const struct event *ev, const uint8_t *line, size_t n, bool
         text_escape(line, n, out);
     else
         text_sanitize(line, n, out);
+    if (last) latency(ev, out);
     if (ev->local) buf_append_str(out, "  [smtptap]");
     if (ev->to_smtptap) buf_append_str(out, "  [to smtptap]");
     if (col) buf_append_str(out, C_RESET);
@@ -161,8 +173,9 @@ static void lines(const struct event *ev, const uint8_t *b, size_t n, bool color
         size_t end = lf ? (size_t)(lf - b) : n;
         size_t body = end;
         if (lf && body > start && b[body - 1] == '\r') body--;
-        one_line(ev, b + start, body - start, color, out);
-        start = lf ? end + 1 : n;
+        size_t next = lf ? end + 1 : n;
+        one_line(ev, b + start, body - start, next >= n, color, out);
+        start = next;
     } while (start < n);
 }
 
@@ -170,7 +183,14 @@ void text_format_event(const struct event *ev, bool color, struct buf *out)
 {
     const char *text = ev->text ? ev->text : ""; /* a note without text is an empty line */
     switch (ev->kind) {
-    case EV_RAW: return;
+    case EV_RAW:
+    case EV_START:
+    case EV_UPSTREAM:
+    case EV_WIRE:
+    case EV_CLIENT_TLS:
+    case EV_BODY:
+    case EV_DELIVERY:
+    case EV_END: return; /* structured only: "==" lines say the same in words */
     case EV_COMMAND:
     case EV_REPLY:
     case EV_CONTENT: lines(ev, ev->bytes, ev->len, color, out); return;

@@ -738,6 +738,30 @@ void tls_describe(SSL *ssl, bool with_verify, char *out, size_t size)
         append(out, size, ", not verified: %s", X509_verify_cert_error_string(v));
 }
 
+void tls_facts_of(SSL *ssl, bool with_verify, struct tls_facts *out)
+{
+    memset(out, 0, sizeof *out);
+    snprintf(out->version, sizeof out->version, "%s", SSL_get_version(ssl));
+    snprintf(out->cipher, sizeof out->cipher, "%s", SSL_get_cipher_name(ssl));
+    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    snprintf(out->sni, sizeof out->sni, "%s", sni ? sni : "");
+    X509 *cert = peer_cert(ssl);
+    if (cert) {
+        append_name(out->subject, sizeof out->subject, X509_get_subject_name(cert));
+        append_name(out->issuer, sizeof out->issuer, X509_get_issuer_name(cert));
+        unsigned char md[SHA256_LEN];
+        if (sha256_of(cert, md) == 0)
+            for (int i = 0; i < SHA256_LEN; i++)
+                append(out->sha256, sizeof out->sha256, i ? ":%02X" : "%02X", md[i]);
+    }
+    if (!with_verify) return;
+    long v = SSL_get_verify_result(ssl);
+    snprintf(out->verify, sizeof out->verify, "%s",
+             !cert            ? "no peer certificate"
+             : v == X509_V_OK ? "verified"
+                              : X509_verify_cert_error_string(v));
+}
+
 /* " (expected HOST)" for a host or IP mismatch. */
 static void append_expected(char *out, size_t size, SSL *ssl, long verify)
 {

@@ -162,6 +162,8 @@ bool tcp_leg_tls_peer_spoke(const struct tcp_leg *t);
 /* One line about the leg's TLS (tls_describe); upstream adds the verification result.
  * "no TLS" when TLS was not started. */
 void tcp_leg_describe_tls(const struct tcp_leg *t, bool upstream, char *out, size_t size);
+/* The same facts one by one (all "" when TLS was not started). */
+void tcp_leg_tls_facts(const struct tcp_leg *t, bool upstream, struct tls_facts *out);
 /* The leaf of client (not yet in its handshake) copies the certificate upstream's peer
  * presented; nothing happens unless upstream's TLS is up. */
 void tcp_leg_copy_peer_certificate(struct tcp_leg *client, const struct tcp_leg *upstream);

@@ -161,6 +161,7 @@ struct smtp_pending {
     const void *fault; /* the owner's annotation (smtptap: the fault rule that fired) */
     bool local;        /* answered by the owner, not by the server: pairs with no reply */
     bool internal;     /* sent by the owner itself: its reply is not the client's */
+    uint64_t sent_ns;  /* the owner's clock when the command's last byte came (latency) */
 };
 
 /* A bounded ring; the owner decides what to do when it is full. */

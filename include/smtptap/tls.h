@@ -75,6 +75,13 @@ int tls_expect_host(SSL *ssl, const char *host);
  * verification result ("verified", "not verified: <X509 error string>" or "no peer
  * certificate"). */
 void tls_describe(SSL *ssl, bool with_verify, char *out, size_t size);
+/* The same facts one by one (for structured capture formats); "" where there is none. */
+struct tls_facts {
+    char version[32], cipher[96], sni[256];
+    char subject[512], issuer[512], sha256[100]; /* sha256: AB:CD:... */
+    char verify[160]; /* with_verify: "verified", "no peer certificate" or the X509 error */
+};
+void tls_facts_of(SSL *ssl, bool with_verify, struct tls_facts *out);
 /* Subject, issuer and SHA-256 fingerprint of a certificate, for failure messages. */
 void tls_describe_cert(X509 *cert, char *out, size_t size);
 /* The reason a handshake failed, from the OpenSSL error queue and the verify result,

@@ -160,8 +160,9 @@ class TLine:
     session: int
     t: float
     marker: str   # one of MARKERS, e.g. " ->", "<- ", "=="
-    text: str     # what follows "<marker> "
+    text: str     # what follows "<marker> " (a reply's "  (12 ms)" taken out: see latency_ms)
     raw: str
+    latency_ms: Optional[float] = None  # a reply's last line: time since its command's end
 
     @property
     def is_command(self) -> bool:
@@ -172,6 +173,10 @@ class TLine:
         return self.marker in ("<- ", "<~ ")
 
 
+# "  (12 ms)", "  (0.4 ms)" or "  (<0.1 ms)" after a reply's last line, before any tag
+LATENCY_RE = re.compile(r"  \((<0\.1|\d+(?:\.\d)?) ms\)(?=(  \[(?:to )?smtptap\])?$)")
+
+
 def parse_line(line: str) -> Optional[TLine]:
     line = ANSI_RE.sub("", line.rstrip("\r\n"))
     m = LINE_RE.match(line)
@@ -180,7 +185,13 @@ def parse_line(line: str) -> Optional[TLine]:
     rest = m.group(3)
     for mk in MARKERS:
         if rest.startswith(mk + " ") or rest == mk:
-            return TLine(int(m.group(1)), float(m.group(2)), mk, rest[len(mk) + 1:], line)
+            text, latency = rest[len(mk) + 1:], None
+            if mk in ("<- ", "<~ "):
+                lm = LATENCY_RE.search(text)
+                if lm:
+                    latency = 0.05 if lm.group(1) == "<0.1" else float(lm.group(1))
+                    text = text[:lm.start()] + text[lm.end():]
+            return TLine(int(m.group(1)), float(m.group(2)), mk, text, line, latency)
     return TLine(int(m.group(1)), float(m.group(2)), "?", rest, line)
 
 

@@ -17,7 +17,7 @@ RCPTS = ["bob@example.net", "carol@example.net"]
 SUMMARY_RE = re.compile(r"^message (\d+): (\d+) bytes, (\d+) lines?, sha256 [0-9a-f]{64}"
                         r"(?: \([^)]*\))?$")
 END_RE = re.compile(r"^session ended after \d+(\.\d+)?s: \d+ commands?, (\d+) messages?, "
-                    r"\d+ bytes up, \d+ bytes down$")
+                    r"\d+ bytes up, \d+ bytes down; \d+ ms waiting for the server, \d+ ms for the client$")
 
 
 class Upstream:
@@ -157,6 +157,30 @@ def test_two_messages_one_session(upstream, tap):
     got = upstream.received(2)
     assert sorted(got) == sorted((FROM, RCPTS, m) for m in msgs), got  # smtp-sink: order may tie
     check_relayed_session(t, upstream, messages=2)
+
+
+def test_every_server_reply_shows_its_latency(upstream, tap):
+    """Each reply line from the server ends with the time since its command's last byte
+    (`<-  250 2.1.5 Ok  (0.4 ms)`), the greeting excepted; the session-end line splits the
+    session's time into waiting for the server and for the client, and the first is at
+    least the sum of the latencies shown."""
+    t = tap(["-u", upstream.hostport])
+    with smtplib.SMTP("127.0.0.1", t.port, local_hostname="client.test", timeout=20) as s:
+        assert s.sendmail(FROM, RCPTS, make_message("latency", to=RCPTS)) == {}
+        assert s.quit()[0] == 221
+    t.wait_session_end()
+    lines = t.lines(1)
+    finals = harness.final_replies(lines)
+    assert finals[0].latency_ms is None, finals[0].raw  # the greeting answers no command
+    assert all(l.latency_ms is not None and l.latency_ms >= 0 for l in finals[1:]), \
+        "\n".join(l.raw for l in finals)
+    cont = [l for l in lines if l.is_reply and re.match(r"\d{3}-", l.text)]
+    assert all(l.latency_ms is None for l in cont), "latency on a continuation line"
+    end = re.search(r"; (\d+) ms waiting for the server, (\d+) ms for the client$",
+                    lines[-1].text)
+    assert end, lines[-1].raw
+    shown = sum(l.latency_ms for l in finals[1:])
+    assert int(end.group(1)) >= int(shown) - len(finals), (end.group(0), shown)
 
 
 # ----------------------------------------------------------------------------- pipelining

@@ -22,7 +22,7 @@ SUMMARY_RE = re.compile(r"^message (\d+): (\d+) bytes, (\d+) lines?(?: \([^)]*\)
                         r"sha256 ([0-9a-f]{64})(?: \([^)]*\))?$")
 QUEUED_CONTRACT = "250 2.0.0 Ok: queued as "  # exact prefix, checked in test_raw_session_byte_counts
 END_RE = re.compile(r"^session ended after \d+(\.\d+)?s: \d+ commands?, (\d+) messages?, "
-                    r"(\d+) bytes up, (\d+) bytes down$")
+                    r"(\d+) bytes up, (\d+) bytes down; \d+ ms waiting for the server, \d+ ms for the client$")
 
 
 def texts(lines, marker):

@@ -522,7 +522,7 @@ def test_offer_with_implicit_tls_upstream(tap, need, tmp_path, test_ca):
     t.wait_for(rf"^#{sid} \+\S+ == upstream TLS: TLSv1\.3 {ANY_LINE}subject CN=localhost, "
                rf"issuer CN={re.escape(TEST_CA_CN)}, sha256 "
                rf"{re.escape(harness.cert_sha256(cert))}, verified$")
-    t.wait_for(rf"^#{sid} \+\S+ <~  250 2\.0\.0 OK queued as aio1$")
+    t.wait_for(rf"^#{sid} \+\S+ <~  250 2\.0\.0 OK queued as aio1  \(\S+ ms\)$")
 
 
 # --------------------------------------------------------------------------- AUTH inside TLS

@@ -328,7 +328,7 @@ def test_upstream_tls_verified_with_upstream_ca(tap, need, tmp_path, test_ca):
                rf"issuer CN={re.escape(TEST_CA_CN)}, sha256 {re.escape(fp)}, verified$")
     # Plain client: the dialog is shown with the client leg's plain markers.
     t.wait_for(rf"^#{sid} \+\S+  -> MAIL FROM:<{re.escape(FROM)}>$")
-    t.wait_for(rf"^#{sid} \+\S+ <-  250 2\.0\.0 OK queued as aio1$")
+    t.wait_for(rf"^#{sid} \+\S+ <-  250 2\.0\.0 OK queued as aio1  \(\S+ ms\)$")
     assert "client TLS" not in t.transcript()
 
 
@@ -346,7 +346,7 @@ def test_tls_both_legs(tap, tmp_path, test_ca):
     t.wait_for(rf"^#{sid} \+\S+ == upstream TLS: TLSv1\.3 {ANY_LINE}subject CN=localhost, "
                rf"issuer CN={re.escape(TEST_CA_CN)}, sha256 "
                rf"{re.escape(harness.cert_sha256(cert))}, verified$")
-    t.wait_for(rf"^#{sid} \+\S+ <~  250 2\.0\.0 OK queued as aio1$")
+    t.wait_for(rf"^#{sid} \+\S+ <~  250 2\.0\.0 OK queued as aio1  \(\S+ ms\)$")
 
 
 def test_upstream_port_465_means_implicit_tls(tap, need, tmp_path, test_ca):

@@ -122,7 +122,7 @@ REFUSAL = "454 4.7.0 TLS not available"
 HELO_NAME = "old.client"
 TLS_RECORD = b"\x16\x03"        # a TLS handshake record header
 END_RE = re.compile(r"^session ended after \S+: (\d+) commands?, (\d+) messages?, "
-                    r"(\d+) bytes up, (\d+) bytes down$")
+                    r"(\d+) bytes up, (\d+) bytes down; \d+ ms waiting for the server, \d+ ms for the client$")
 
 
 def smtptap_lines(t, sid=1):
