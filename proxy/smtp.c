@@ -334,6 +334,34 @@ static int line_code(struct smtp_reply_parser *p, const uint8_t *d, size_t len, 
     return p->mid_code;
 }
 
+/* Bytes at the end of the buffer that a partial piece must leave behind: the start of an
+ * unfinished line shorter than 4 bytes, whose code and marker are not known yet ("250" may
+ * become "250-more" or "250 ok"). A line already cut by an earlier piece is known. */
+static size_t undecided_tail(const struct smtp_reply_parser *p, size_t n)
+{
+    size_t open = n - p->scan;
+    return !p->mid_line && open < 4 ? open : 0;
+}
+
+/* Emits what is buffered past the bound as a partial piece, remembering how a line cut in two
+ * began. Returns false when nothing can be emitted yet (an undecided line start alone). */
+static bool reply_emit_partial(struct smtp_reply_parser *p, struct smtp_reply *r, const uint8_t *d,
+                               size_t n)
+{
+    size_t len = n - undecided_tail(p, n);
+    if (len == 0) return false;
+    if (p->scan < len && !p->mid_line) { /* cut inside a line: remember how it began */
+        p->mid_line = true;
+        p->mid_code = smtp_reply_line_code(d + p->scan, len - p->scan, &p->mid_more);
+        if (p->lines == 0 && !p->cont) {
+            p->code = p->mid_code;
+            p->malformed = p->code == 0;
+        }
+    }
+    reply_emit(p, r, len, true);
+    return true;
+}
+
 bool smtp_reply_next(struct smtp_reply_parser *p, struct smtp_reply *r)
 {
     smtp_reply_settle(p);
@@ -358,19 +386,7 @@ bool smtp_reply_next(struct smtp_reply_parser *p, struct smtp_reply *r)
             return true;
         }
     }
-    if (n > p->max_reply) {
-        if (p->scan < n && !p->mid_line) { /* cut inside a line: remember how it began */
-            p->mid_line = true;
-            p->mid_code = smtp_reply_line_code(d + p->scan, n - p->scan, &p->mid_more);
-            if (p->lines == 0 && !p->cont) {
-                p->code = p->mid_code;
-                p->malformed = p->code == 0;
-            }
-        }
-        reply_emit(p, r, n, true);
-        return true;
-    }
-    return false;
+    return n > p->max_reply && reply_emit_partial(p, r, d, n);
 }
 
 size_t smtp_reply_take_rest(struct smtp_reply_parser *p, const uint8_t **bytes)

@@ -135,7 +135,11 @@ struct smtp_reply_parser {
 void smtp_reply_init(struct smtp_reply_parser *p);
 void smtp_reply_free(struct smtp_reply_parser *p);
 void smtp_reply_feed(struct smtp_reply_parser *p, const uint8_t *bytes, size_t len);
-/* Returns true and fills *r with the next complete reply (valid until the next call). */
+/* Returns true and fills *r with the next complete reply (valid until the next call). A reply
+ * that grows past max_reply comes out in partial pieces, then a last piece that ends it (that
+ * one alone pairs with a command). A piece never ends within the first 3 bytes of a line: those
+ * wait until the line shows its code and marker ("250" may become "250-" or "250 "), so how
+ * reads cut the stream never changes where a reply ends. */
 bool smtp_reply_next(struct smtp_reply_parser *p, struct smtp_reply *r);
 /* Takes every buffered byte out (for OPAQUE mode): returns the count, *bytes valid until the
  * next call. */

@@ -501,6 +501,156 @@ static void test_reply_take_rest_mid_reply_leaves_a_clean_parser(void **state)
     smtp_reply_free(&p);
 }
 
+/* ---- replies past the bound, cut anywhere ----------------------------------------------- */
+
+/* The replies of a stream as the session pairs them: the pieces of a partial reply joined to
+ * the piece that ends it, with that piece's code, line count and malformed flag. */
+struct logical {
+    char bytes[512];
+    size_t len;
+    int code;
+    unsigned lines;
+    bool malformed;
+};
+
+/* Feeds in[0..n) cut at cuts[0..ncuts) to a parser bounded at max_reply; returns how many
+ * replies ended (at most max_out). Every emitted byte must come out exactly once. */
+static size_t logical_replies(const uint8_t *in, size_t n, size_t max_reply, const size_t *cuts,
+                              size_t ncuts, struct logical *out, size_t max_out)
+{
+    struct smtp_reply_parser p;
+    struct logical cur = {0};
+    size_t nout = 0, emitted = 0, start = 0;
+    smtp_reply_init(&p);
+    p.max_reply = max_reply;
+    for (size_t k = 0; k <= ncuts; k++) {
+        size_t end = k < ncuts ? cuts[k] : n;
+        smtp_reply_feed(&p, in + start, end - start);
+        start = end;
+        struct smtp_reply r;
+        while (smtp_reply_next(&p, &r)) {
+            assert_true(r.len > 0);
+            assert_memory_equal(r.bytes, in + emitted, r.len);
+            emitted += r.len;
+            assert_true(cur.len + r.len <= sizeof cur.bytes);
+            memcpy(cur.bytes + cur.len, r.bytes, r.len);
+            cur.len += r.len;
+            if (r.partial) continue;
+            cur.code = r.code;
+            cur.lines = r.lines;
+            cur.malformed = r.malformed;
+            assert_true(nout < max_out);
+            out[nout++] = cur;
+            memset(&cur, 0, sizeof cur);
+        }
+    }
+    const uint8_t *rest;
+    assert_int_equal(emitted + smtp_reply_take_rest(&p, &rest), n);
+    smtp_reply_free(&p);
+    return nout;
+}
+
+/* Every split of the stream in one or two places, with a bound of max_reply, gives the
+ * replies an unbounded parser finds in the whole stream: pairing cannot drift. */
+static void assert_bounded_replies_match_whole(const uint8_t *in, size_t n, size_t max_reply)
+{
+    struct logical want[8], got[8];
+    size_t nwant = logical_replies(in, n, 1 << 20, NULL, 0, want, NELEM(want));
+    for (size_t a = 0; a <= n; a++) {
+        for (size_t b = a; b <= n; b++) {
+            size_t cuts[2] = {a, b};
+            size_t ngot = logical_replies(in, n, max_reply, cuts, 2, got, NELEM(got));
+            bool same = ngot == nwant;
+            for (size_t i = 0; same && i < ngot; i++)
+                same = got[i].len == want[i].len &&
+                       !memcmp(got[i].bytes, want[i].bytes, got[i].len) &&
+                       got[i].code == want[i].code && got[i].lines == want[i].lines &&
+                       got[i].malformed == want[i].malformed;
+            if (!same) {
+                dump_bytes("input", in, n);
+                fail_msg("bound %zu, cut at %zu and %zu: %zu replies (first code %d), want %zu",
+                         max_reply, a, b, ngot, ngot ? got[0].code : -1, nwant);
+            }
+        }
+    }
+}
+
+/* Issue 16, defect 1: a piece past the bound that ends 1-3 bytes into a line ("250" of
+ * "250-more") must not take those bytes for a final line. */
+static void test_reply_cut_within_the_first_bytes_of_a_line_does_not_end_the_reply(void **state)
+{
+    (void)state;
+    struct smtp_reply_parser p;
+    struct smtp_reply r;
+    smtp_reply_init(&p);
+    p.max_reply = 8;
+    smtp_reply_feed(&p, LIT("250-abcdefgh\r\n250"));
+    while (smtp_reply_next(&p, &r)) assert_true(r.partial);
+    smtp_reply_feed(&p, LIT("-more\r\n250 2.1.5 ok\r\n"));
+    unsigned ended = 0;
+    while (smtp_reply_next(&p, &r)) {
+        if (r.partial) continue;
+        ended++;
+        assert_int_equal(r.code, 250);
+        assert_int_equal(r.lines, 3);
+        assert_false(r.malformed);
+        assert_memory_equal(r.bytes + r.len - 14, "250 2.1.5 ok\r\n", 14);
+    }
+    assert_int_equal(ended, 1);
+    smtp_reply_free(&p);
+
+    for (size_t bound = 1; bound <= 12; bound++) {
+        assert_bounded_replies_match_whole(LIT("250-abcdefgh\r\n250-more\r\n250 ok\r\n221 x\r\n"),
+                                           bound);
+        assert_bounded_replies_match_whole(LIT("250-a\r\n25\r\n250-b\r\n250\r\n"), bound);
+        assert_bounded_replies_match_whole(LIT("hello\r\n250-x\n250 y\n"), bound);
+    }
+}
+
+/* The same at the real bound: 65,537 bytes ending in "250", then "-more" and the final line
+ * (what a server sent in the issue's reproduction). */
+static void test_reply_of_64k_cut_after_250_is_one_reply(void **state)
+{
+    (void)state;
+    struct smtp_reply_parser p;
+    struct smtp_reply r;
+    smtp_reply_init(&p);
+    size_t first = 65537;
+    uint8_t *big = malloc(first);
+    assert_non_null(big);
+    size_t at = 0;
+    while (first - at - 3 >= 100) { /* lines "250-xxx...\r\n" of 100 bytes */
+        memcpy(big + at, "250-", 4);
+        memset(big + at + 4, 'x', 94);
+        memcpy(big + at + 98, "\r\n", 2);
+        at += 100;
+    }
+    size_t last = first - at - 3; /* one shorter line, then "250" */
+    memcpy(big + at, "250-", 4);
+    memset(big + at + 4, 'y', last - 6);
+    memcpy(big + at + last - 2, "\r\n250", 5);
+    smtp_reply_feed(&p, big, first);
+    size_t out = 0;
+    while (smtp_reply_next(&p, &r)) {
+        assert_true(r.partial);
+        out += r.len;
+    }
+    smtp_reply_feed(&p, LIT("-more\r\n250 2.1.5 ok\r\n"));
+    unsigned ended = 0;
+    while (smtp_reply_next(&p, &r)) {
+        out += r.len;
+        if (r.partial) continue;
+        ended++;
+        assert_int_equal(r.code, 250);
+        assert_false(r.malformed);
+        assert_int_equal(r.lines, at / 100 + 3);
+    }
+    assert_int_equal(ended, 1);
+    assert_int_equal(out, first + 21);
+    free(big);
+    smtp_reply_free(&p);
+}
+
 /* ---- pairing FIFO --------------------------------------------------------------------- */
 
 static struct smtp_pending pending(enum smtp_pending_kind kind, enum smtp_verb verb, uint64_t seq)
@@ -687,6 +837,8 @@ int main(void)
         cmocka_unit_test(test_reply_partial_inside_an_over_long_first_line),
         cmocka_unit_test(test_reply_take_rest_hands_over_every_buffered_byte),
         cmocka_unit_test(test_reply_take_rest_mid_reply_leaves_a_clean_parser),
+        cmocka_unit_test(test_reply_cut_within_the_first_bytes_of_a_line_does_not_end_the_reply),
+        cmocka_unit_test(test_reply_of_64k_cut_after_250_is_one_reply),
 
         cmocka_unit_test(test_fifo_pops_in_push_order),
         cmocka_unit_test(test_fifo_wraps_around_many_times),
