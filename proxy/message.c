@@ -30,6 +30,16 @@ static void collect(struct message_view *m, const uint8_t *p, size_t n)
     buf_append(&m->line, p, n < room ? n : room);
 }
 
+/* Shows the first n collected octets of the line, cut at MESSAGE_SHOW_LINE_MAX (a longer line
+ * had no line end collected), and starts the next line. */
+static void show_collected(struct message_view *m, size_t n, message_line_fn show, void *ctx)
+{
+    if (n > MESSAGE_SHOW_LINE_MAX) n = MESSAGE_SHOW_LINE_MAX;
+    show(ctx, buf_head(&m->line), n);
+    m->shown++;
+    buf_reset(&m->line);
+}
+
 static void end_line(struct message_view *m, message_line_fn show, void *ctx)
 {
     m->lines++;
@@ -38,10 +48,7 @@ static void end_line(struct message_view *m, message_line_fn show, void *ctx)
     size_t n = buf_size(&m->line);
     if (n && l[n - 1] == '\n') n--;
     if (n && l[n - 1] == '\r') n--;
-    if (n > MESSAGE_SHOW_LINE_MAX) n = MESSAGE_SHOW_LINE_MAX; /* cut: no CRLF was collected */
-    show(ctx, l, n);
-    m->shown++;
-    buf_reset(&m->line);
+    show_collected(m, n, show, ctx);
 }
 
 /* Delivers unstuffed content: hashes it, counts it and splits it into lines. after_cr: the
@@ -115,10 +122,7 @@ void message_view_end(struct message_view *m, struct message_summary *out, messa
     uint8_t md[EVP_MAX_MD_SIZE];
     unsigned md_len = 0;
     if (m->mid_line) { /* a last line without LF (BDAT) */
-        if (show && showing(m)) {
-            show(ctx, buf_head(&m->line), buf_size(&m->line));
-            m->shown++;
-        }
+        if (show && showing(m)) show_collected(m, buf_size(&m->line), show, ctx);
         m->lines++;
     }
     EVP_DigestFinal_ex(m->sha, md, &md_len);

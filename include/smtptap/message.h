@@ -44,8 +44,8 @@ void message_view_begin(struct message_view *m, bool bdat, unsigned max_shown);
  * terminator). Lines to show go to show(ctx, line, len) without their terminator. */
 void message_view_feed(struct message_view *m, const uint8_t *bytes, size_t len,
                        message_line_fn show, void *ctx);
-/* Ends the message (a last line without LF is shown through show, which may be NULL);
- * frees what the view owns. */
+/* Ends the message (a last line without LF is shown through show, which may be NULL, cut at
+ * MESSAGE_SHOW_LINE_MAX octets like every shown line); frees what the view owns. */
 void message_view_end(struct message_view *m, struct message_summary *out, message_line_fn show,
                       void *ctx);
 /* Frees without a summary (a message cut short). */

@@ -475,6 +475,31 @@ static void bdat_last_line_without_line_end_is_counted(void **state)
     assert_string_equal(r.sum.sha256_hex, want);
 }
 
+/* Issue 16, defect 3: a last line without LF (BDAT) is shown cut at MESSAGE_SHOW_LINE_MAX like
+ * every other line, not at the 1000 octets collected. */
+static void bdat_last_line_without_line_end_is_shown_cut_at_998_octets(void **state)
+{
+    (void)state;
+    static const size_t lens[] = {997, 998, 999, 1000, 1001, 3000};
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        size_t n = lens[i];
+        uint8_t *wire = malloc(n + 3);
+        assert_non_null(wire);
+        memcpy(wire, "a\r\n", 3);
+        memset(wire + 3, 'z', n);
+        struct shown s = {0};
+        struct message_summary sum;
+        struct message_view m;
+        message_view_begin(&m, true, 0);
+        message_view_feed(&m, wire, n + 3, show_cb, &s);
+        message_view_end(&m, &sum, show_cb, &s);
+        assert_int_equal(s.count, 2);
+        assert_int_equal(s.longest, n < MESSAGE_SHOW_LINE_MAX ? n : MESSAGE_SHOW_LINE_MAX);
+        assert_summary(&sum, wire, n + 3, 2, 0);
+        free(wire);
+    }
+}
+
 static void empty_bdat_message(void **state)
 {
     (void)state;
@@ -541,6 +566,7 @@ int main(void)
         cmocka_unit_test(bdat_content_is_delivered_without_unstuffing),
         cmocka_unit_test(bdat_chunks_make_one_message),
         cmocka_unit_test(bdat_last_line_without_line_end_is_counted),
+        cmocka_unit_test(bdat_last_line_without_line_end_is_shown_cut_at_998_octets),
         cmocka_unit_test(empty_bdat_message),
         cmocka_unit_test(aborted_message_frees_its_state),
         cmocka_unit_test(a_view_can_be_begun_again_for_the_next_message),
