@@ -27,9 +27,13 @@ static inline size_t buf_size(const struct buf *b)
 {
     return b->len - b->off;
 }
+/* The first readable byte. Never NULL: a buffer without storage (never fed, freed, released
+ * once drained) gives a valid pointer to no bytes, so memcpy and memchr of buf_size() bytes
+ * are always defined on it. */
 static inline const uint8_t *buf_head(const struct buf *b)
 {
-    return b->data + b->off;
+    static const uint8_t none[1];
+    return b->data ? b->data + b->off : none;
 }
 
 #endif

@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "smtptap/buf.h"
 
@@ -89,6 +90,32 @@ static void test_buf_fully_consumed_large_buffer_is_released(void **state)
     buf_free(&b);
 }
 
+/* Issue 16, defect 4: buf_head of a buffer without storage (never fed, freed, or released once
+ * drained) is a valid pointer to no bytes, never NULL + 0 (undefined behaviour that UBSan
+ * reports, and NULL may not be passed to memcpy or memchr even with a length of 0). */
+static void test_buf_head_of_an_empty_buffer_is_never_null(void **state)
+{
+    (void)state;
+    struct buf b;
+    buf_init(&b);
+    assert_non_null(buf_head(&b));
+    assert_null(memchr(buf_head(&b), '\n', buf_size(&b)));
+    buf_append(&b, "abc", 3);
+    buf_consume(&b, 3);
+    assert_non_null(buf_head(&b));
+    buf_free(&b);
+    assert_non_null(buf_head(&b));
+    uint8_t *big = calloc(1, 100000);
+    assert_non_null(big);
+    buf_append(&b, big, 100000);
+    buf_consume(&b, 100000); /* releases the storage */
+    assert_null(b.data);
+    assert_non_null(buf_head(&b));
+    assert_int_equal(buf_size(&b), 0);
+    free(big);
+    buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -96,6 +123,7 @@ int main(void)
         cmocka_unit_test(test_buf_compacts_consumed_space_before_growing),
         cmocka_unit_test(test_buf_printf_and_append_str_append_text),
         cmocka_unit_test(test_buf_fully_consumed_large_buffer_is_released),
+        cmocka_unit_test(test_buf_head_of_an_empty_buffer_is_never_null),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -661,6 +661,31 @@ static void test_framer_passes_nul_and_8bit_bytes_through_byte_exact(void **stat
                 NOCODES, exp, SMTP_IN_COMMAND, 0);
 }
 
+/* Issue 16, defect 4: a framer that was never fed has no storage; asking it for an item in any
+ * mode, or dropping its bytes, must not compute NULL + 0 (clang's UBSan reports it). */
+static void test_framer_never_fed_needs_more_in_every_mode(void **state)
+{
+    (void)state;
+    static const enum smtp_in_mode modes[] = {SMTP_IN_COMMAND, SMTP_IN_SASL, SMTP_IN_WAIT,
+                                              SMTP_IN_DATA,    SMTP_IN_BDAT, SMTP_IN_OPAQUE};
+    for (size_t i = 0; i < NELEM(modes); i++) {
+        struct smtp_in p;
+        struct smtp_in_item it;
+        smtp_in_init(&p);
+        p.mode = modes[i];
+        p.bdat_left = 1;
+        smtp_in_feed(&p, NULL, 0);
+        smtp_in_next(&p, &it);
+        assert_int_equal(it.kind, SMTP_IN_NEED_MORE);
+        assert_int_equal(smtp_in_buffered(&p), 0);
+        assert_int_equal(smtp_in_discard(&p), 0);
+        assert_int_equal(smtp_in_reset(&p), 0);
+        smtp_in_next(&p, &it);
+        assert_int_equal(it.kind, SMTP_IN_NEED_MORE);
+        smtp_in_free(&p);
+    }
+}
+
 static void test_framer_holds_an_incomplete_line_until_its_terminator(void **state)
 {
     (void)state;
@@ -1562,6 +1587,7 @@ int main(void)
         cmocka_unit_test(test_framer_command_verbs_are_case_insensitive),
         cmocka_unit_test(test_framer_accepts_crlf_and_bare_lf_terminators),
         cmocka_unit_test(test_framer_passes_nul_and_8bit_bytes_through_byte_exact),
+        cmocka_unit_test(test_framer_never_fed_needs_more_in_every_mode),
         cmocka_unit_test(test_framer_holds_an_incomplete_line_until_its_terminator),
         cmocka_unit_test(test_framer_pipelined_burst_blocks_after_data_until_354),
         cmocka_unit_test(test_framer_pipelined_burst_every_split),

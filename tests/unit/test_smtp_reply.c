@@ -501,6 +501,21 @@ static void test_reply_take_rest_mid_reply_leaves_a_clean_parser(void **state)
     smtp_reply_free(&p);
 }
 
+/* Issue 16, defect 4: a parser that was never fed has no storage; asking it for a reply or for
+ * its rest must not compute NULL + 0 (clang's UBSan reports it) nor hand out NULL. */
+static void test_reply_parser_never_fed_hands_out_no_null_pointer(void **state)
+{
+    (void)state;
+    struct smtp_reply_parser p;
+    struct smtp_reply r;
+    const uint8_t *rest = NULL;
+    smtp_reply_init(&p);
+    assert_false(smtp_reply_next(&p, &r));
+    assert_int_equal(smtp_reply_take_rest(&p, &rest), 0);
+    assert_non_null(rest);
+    smtp_reply_free(&p);
+}
+
 /* ---- replies past the bound, cut anywhere ----------------------------------------------- */
 
 /* The replies of a stream as the session pairs them: the pieces of a partial reply joined to
@@ -837,6 +852,7 @@ int main(void)
         cmocka_unit_test(test_reply_partial_inside_an_over_long_first_line),
         cmocka_unit_test(test_reply_take_rest_hands_over_every_buffered_byte),
         cmocka_unit_test(test_reply_take_rest_mid_reply_leaves_a_clean_parser),
+        cmocka_unit_test(test_reply_parser_never_fed_hands_out_no_null_pointer),
         cmocka_unit_test(test_reply_cut_within_the_first_bytes_of_a_line_does_not_end_the_reply),
         cmocka_unit_test(test_reply_of_64k_cut_after_250_is_one_reply),
 
