@@ -35,16 +35,33 @@ static void report_line_bytes(const uint8_t *line, size_t len, const char *what,
     }
 }
 
+/* RFC 5321 4.5.3.1.4 for commands, RFC 4954 4 for SASL responses. */
+static size_t line_limit(bool sasl)
+{
+    return sasl ? LINT_SASL_LINE_MAX : LINT_COMMAND_LINE_MAX;
+}
+
 void lint_command_line(const uint8_t *line, size_t len, bool sasl, lint_report_fn report, void *ctx)
 {
     const char *what = sasl ? "SASL line" : "command line";
     report_line_bytes(line, len, what, report, ctx);
-    size_t limit = sasl ? 12288 : LINT_COMMAND_LINE_MAX;
+    size_t limit = line_limit(sasl);
     if (len > limit) {
         char msg[128];
         snprintf(msg, sizeof msg, "%s is %zu octets (RFC limit %zu)", what, len, limit);
         report(ctx, msg);
     }
+}
+
+void lint_long_line(const uint8_t *piece, size_t len, bool sasl, size_t max_line,
+                    lint_report_fn report, void *ctx)
+{
+    const char *what = sasl ? "SASL line" : "command line";
+    report_line_bytes(piece, len, what, report, ctx);
+    char msg[128];
+    snprintf(msg, sizeof msg, "%s longer than %zu octets (RFC limit %zu), relayed in pieces", what,
+             max_line, line_limit(sasl));
+    report(ctx, msg);
 }
 
 void lint_reply(const uint8_t *reply, size_t len, lint_report_fn report, void *ctx)

@@ -11,11 +11,22 @@
 typedef void (*lint_report_fn)(void *ctx, const char *finding);
 
 /* RFC 5321 4.5.3.1 limits, terminator included. */
-enum { LINT_COMMAND_LINE_MAX = 512, LINT_REPLY_LINE_MAX = 512, LINT_TEXT_LINE_MAX = 1000 };
+enum {
+    LINT_COMMAND_LINE_MAX = 512,
+    LINT_SASL_LINE_MAX = 12288, /* RFC 4954 4: a SASL response */
+    LINT_REPLY_LINE_MAX = 512,
+    LINT_TEXT_LINE_MAX = 1000
+};
 
 /* One command (or SASL) line as received, terminator included when present. */
 void lint_command_line(const uint8_t *line, size_t len, bool sasl, lint_report_fn report,
                        void *ctx);
+/* The first piece of a command (or SASL) line longer than the framer's bound max_line, which
+ * relays it in pieces (smtp.h): reports the bytes of the piece as lint_command_line does, then
+ * what kind of line it is and its RFC limit, e.g. "SASL line longer than 16384 octets (RFC
+ * limit 12288), relayed in pieces". */
+void lint_long_line(const uint8_t *piece, size_t len, bool sasl, size_t max_line,
+                    lint_report_fn report, void *ctx);
 /* One complete reply as received (all its lines). */
 void lint_reply(const uint8_t *reply, size_t len, lint_report_fn report, void *ctx);
 

@@ -532,6 +532,39 @@ static void sasl_line_with_bare_lf_says_sasl(void **state)
                             "SASL line ends with a bare LF (RFC 5321 2.3.8 requires CRLF)\n");
 }
 
+/* Lints the first piece of an over-long line and returns the findings. */
+static void assert_long_line_findings(const uint8_t *piece, size_t len, bool sasl, const char *want)
+{
+    struct findings f;
+    memset(&f, 0, sizeof f);
+    lint_long_line(piece, len, sasl, len, collect_cb, &f);
+    assert_string_equal(f.text, want);
+}
+
+/* Issue 16, defect 5: a SASL response longer than the framer's bound (16384) is relayed in
+ * pieces; the finding says it is a SASL line and gives RFC 4954's limit, not "command line". */
+static void over_long_sasl_line_is_called_a_sasl_line(void **state)
+{
+    (void)state;
+    size_t n = 16384;
+    uint8_t *piece = malloc(n);
+    assert_non_null(piece);
+    memset(piece, 'Q', n);
+    assert_long_line_findings(
+        piece, n, true,
+        "SASL line longer than 16384 octets (RFC limit 12288), relayed in pieces\n");
+    assert_long_line_findings(
+        piece, n, false,
+        "command line longer than 16384 octets (RFC limit 512), relayed in pieces\n");
+    /* What the piece shows is reported too, as for a complete line. */
+    piece[100] = 0;
+    assert_long_line_findings(
+        piece, n, true,
+        "SASL line contains a NUL byte at offset 100\n"
+        "SASL line longer than 16384 octets (RFC limit 12288), relayed in pieces\n");
+    free(piece);
+}
+
 /* ---- replies -------------------------------------------------------------------------------- */
 
 static void well_formed_multiline_reply_gives_no_finding(void **state)
@@ -607,6 +640,7 @@ int main(void)
         cmocka_unit_test(command_over_512_octets_is_reported),
         cmocka_unit_test(sasl_lines_may_be_12288_octets),
         cmocka_unit_test(sasl_line_with_bare_lf_says_sasl),
+        cmocka_unit_test(over_long_sasl_line_is_called_a_sasl_line),
         cmocka_unit_test(well_formed_multiline_reply_gives_no_finding),
         cmocka_unit_test(reply_line_with_bare_lf_is_reported_per_line),
         cmocka_unit_test(bare_cr_and_nul_in_a_reply_are_reported),
