@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-BUILD_PKGS=(meson ninja-build pkg-config gcc libc6-dev libuv1-dev libssl-dev libinih-dev
+BUILD_PKGS=(meson ninja-build pkg-config gcc libc6-dev libuv1-dev libssl-dev
             libcmocka-dev libjansson-dev libpcap-dev)
 TEST_PKGS=(swaks curl msmtp postfix python3 python3-aiosmtpd python3-pytest socat nftables
            iproute2 openssl procps libio-socket-inet6-perl libnet-ssleay-perl sasl2-bin

@@ -1,12 +1,12 @@
-/* config.c - defaults, the INI file (inih) and the command line (getopt_long) into one
+/* config.c - defaults, the INI file (ini_read.h) and the command line (getopt_long) into one
  * struct config. A key given on the command line wins over the file. */
 #include "smtptap/config.h"
 
+#include "smtptap/ini_read.h"
 #include "smtptap/sink_auth.h"
 
 #include <errno.h>
 #include <getopt.h>
-#include <ini.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -247,19 +247,57 @@ static bool end_fault_section(struct ini_state *st)
     return true;
 }
 
-static int on_fault_value(struct ini_state *st, const char *name, const char *key,
-                          const char *value)
+/* The NAME of a [fault NAME] section (blanks after "fault" skipped; any case), or NULL when
+ * the section is another one. */
+static const char *fault_section_name(const char *section)
 {
+    if (strncasecmp(section, "fault", 5) != 0 || (section[5] != 0 && section[5] != ' '))
+        return NULL;
+    const char *name = section + 5;
     while (*name == ' ') name++;
-    if (!*name) {
+    return name;
+}
+
+static bool rule_named(const struct fault_set *set, const char *name)
+{
+    for (size_t i = 0; i < set->count; i++)
+        if (strcmp(set->rules[i].name, name) == 0) return true;
+    return false;
+}
+
+/* A section header: the fault rule being read ends; a [fault NAME] header begins the next
+ * one (other sections are checked at their keys). Returns 0 with a message in st->err. */
+static int on_ini_section(struct ini_state *st, const char *section)
+{
+    if (!end_fault_section(st)) return 0;
+    const char *name = fault_section_name(section);
+    if (!name) return 1;
+    size_t len = strlen(name);
+    if (len == 0) {
         buf_printf(st->err, "%s: [fault] needs a name: [fault NAME]", st->path);
         return 0;
     }
-    if (st->in_rule && strcmp(st->rule.name, name) != 0 && !end_fault_section(st)) return 0;
-    if (!st->in_rule) {
-        fault_rule_begin(&st->rule, name);
-        st->in_rule = true;
+    if (len >= FAULT_NAME_MAX) {
+        buf_printf(st->err,
+                   "%s: [fault %s]: the name is %zu characters long; a fault rule's name may "
+                   "have at most %d",
+                   st->path, name, len, FAULT_NAME_MAX - 1);
+        return 0;
     }
+    /* The rule of an earlier section of that name was added when its section ended. */
+    if (rule_named(&st->c->file_faults, name)) {
+        buf_printf(st->err, "%s: [fault %s] appears twice; give each rule its own name", st->path,
+                   name);
+        return 0;
+    }
+    fault_rule_begin(&st->rule, name);
+    st->in_rule = true;
+    return 1;
+}
+
+static int on_fault_value(struct ini_state *st, const char *key, const char *value)
+{
+    if (!st->in_rule) return 0; /* its header was refused: the message says why */
     char msg[300];
     if (fault_rule_set(&st->rule, key, value, msg, sizeof msg) == 0) return 1;
     buf_printf(st->err, "%s: %s", st->path, msg);
@@ -276,14 +314,14 @@ static void list_keys(struct buf *out, const char *section)
     }
 }
 
+/* ini_read's callback: a header (key NULL) or one value. */
 static int on_ini_value(void *user, const char *section, const char *key, const char *value)
 {
     struct ini_state *st = user;
     bool known_section = false;
-    if (buf_size(st->err)) return 0; /* inih goes on after an error: report only the first */
-    if (strncasecmp(section, "fault", 5) == 0 && (section[5] == 0 || section[5] == ' '))
-        return on_fault_value(st, section + 5, key, value);
-    if (!end_fault_section(st)) return 0;
+    if (buf_size(st->err)) return 0; /* reading goes on after an error: report only the first */
+    if (!key) return on_ini_section(st, section);
+    if (fault_section_name(section)) return on_fault_value(st, key, value);
     for (size_t i = 0; i < sizeof ini_keys / sizeof ini_keys[0]; i++) {
         if (strcmp(ini_keys[i].section, section) != 0) continue;
         known_section = true;
@@ -305,70 +343,47 @@ static int on_ini_value(void *user, const char *section, const char *key, const 
     return 0;
 }
 
-static bool rule_named(const struct fault_set *set, const char *name)
-{
-    for (size_t i = 0; i < set->count; i++)
-        if (strcmp(set->rules[i].name, name) == 0) return true;
-    return false;
-}
-
-/* inih says nothing about a section without keys, and merges two sections of the same name:
- * find [fault NAME] headers that made no rule, or appear twice, so that neither passes
- * silently. */
-static bool fault_sections_all_read(struct config *c, const char *path, struct buf *err)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) return true;
-    enum { SEEN_MAX = 256 };
-    static char seen[SEEN_MAX][FAULT_NAME_MAX];
-    unsigned nseen = 0;
-    char line[512];
-    bool ok = true;
-    while (ok && fgets(line, sizeof line, f)) {
-        char *p = line, name[FAULT_NAME_MAX];
-        while (*p == ' ' || *p == '\t') p++;
-        if (strncasecmp(p, "[fault", 6) != 0 || (p[6] != ' ' && p[6] != ']')) continue;
-        char *close = strchr(p, ']');
-        if (!close) continue;
-        p += 6;
-        while (*p == ' ') p++;
-        snprintf(name, sizeof name, "%.*s", (int)(close - p), p);
-        for (unsigned i = 0; i < nseen && ok; i++) {
-            if (strcmp(seen[i], name) != 0) continue;
-            buf_printf(err, "%s: [fault %s] appears twice; give each rule its own name", path,
-                       name);
-            ok = false;
-        }
-        if (ok && !rule_named(&c->file_faults, name)) {
-            buf_printf(err,
-                       "%s: [fault %s]: missing key \"on\" and \"action\"; a fault rule needs both",
-                       path, name);
-            ok = false;
-        }
-        if (nseen < SEEN_MAX) snprintf(seen[nseen++], FAULT_NAME_MAX, "%s", name);
-    }
-    fclose(f);
-    return ok;
-}
-
-enum config_result config_load_file(struct config *c, const char *path, struct buf *err)
+/* Reads the whole file into out, plus one byte of room for ini_read's last NUL. Returns false
+ * with a message naming the file and the reason. */
+static bool read_config_text(const char *path, struct buf *out, struct buf *err)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
         buf_printf(err, "--config %s: cannot read the file: %s", path, strerror(errno));
+        return false;
+    }
+    char chunk[4096];
+    size_t n;
+    bool too_large = false;
+    errno = 0;
+    while (!too_large && (n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        too_large = buf_size(out) + n > CONFIG_FILE_MAX;
+        buf_append(out, chunk, n);
+    }
+    int read_errno = ferror(f) ? (errno ? errno : EIO) : 0; /* a directory: EISDIR */
+    fclose(f);
+    if (read_errno)
+        buf_printf(err, "--config %s: cannot read the file: %s", path, strerror(read_errno));
+    else if (too_large)
+        buf_printf(err, "--config %s: larger than %d bytes; is it the right file?", path,
+                   CONFIG_FILE_MAX);
+    buf_append(out, "", 1);
+    return !read_errno && !too_large;
+}
+
+enum config_result config_load_file(struct config *c, const char *path, struct buf *err)
+{
+    struct buf text;
+    buf_init(&text);
+    if (!read_config_text(path, &text, err)) {
+        buf_free(&text);
         return CONFIG_ERR_CONFIG;
     }
     struct ini_state st = {.c = c, .err = err, .path = path};
-    int line = ini_parse_file(f, on_ini_value, &st);
-    if (line == 0 && !end_fault_section(&st)) line = -1;
-    int read_errno = ferror(f) ? (errno ? errno : EIO) : 0; /* inih takes EISDIR for EOF */
-    fclose(f);
-    if (read_errno && buf_size(err) == 0) {
-        buf_printf(err, "--config %s: cannot read the file: %s", path, strerror(read_errno));
-        return CONFIG_ERR_CONFIG;
-    }
-    if (line == 0) return fault_sections_all_read(c, path, err) ? CONFIG_OK : CONFIG_ERR_CONFIG;
-    if (line < 0) return CONFIG_ERR_CONFIG; /* the message says where */
+    int line = ini_read((char *)buf_head(&text), buf_size(&text) - 1, on_ini_value, &st);
+    buf_free(&text);
+    if (line == 0 && !end_fault_section(&st)) return CONFIG_ERR_CONFIG; /* names the section */
+    if (line == 0) return CONFIG_OK;
     if (buf_size(err) == 0)
         buf_printf(err, "%s: line %d: not an INI line; expected [section] or key = value", path,
                    line);

@@ -11,7 +11,10 @@
 #include "smtptap/fault.h"
 #include "smtptap/parse.h"
 
-enum { CONFIG_MAX_LISTEN = 16 };
+enum {
+    CONFIG_MAX_LISTEN = 16,
+    CONFIG_FILE_MAX = 1 << 20, /* bytes of an INI file: a larger one is not a configuration */
+};
 
 /* sysexits codes used by smtptap */
 enum { EXIT_USAGE = 64, EXIT_CONFIG = 78 };

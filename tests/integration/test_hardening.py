@@ -171,3 +171,30 @@ def test_100k_sasl_response_is_linted_as_a_sasl_line(tap):
     assert any(l.startswith("lint: SASL line longer than 16384 octets (RFC limit 12288)")
                for l in lints), lints
     assert not any("command line longer than" in l for l in lints), lints
+
+
+def test_long_fault_section_name_and_reply_line_work(tap, tmp_path):
+    """Defect 2: a [fault NAME] of 63 characters (inih refused 44 and more with a false
+    "missing key") whose reply line is 1,200 characters (inih split lines at 199)."""
+    name = "a-fault-rule-with-a-name-long-enough-to-say-exactly-what-it-does"[:63]
+    text = "4.2.0 " + "busy " * 239
+    ini = tmp_path / "long.ini"
+    ini.write_text(f"[fault {name}]\non = NOOP\naction = reply 450 {text}\n")
+    t = tap(["-u", "sink", "-c", str(ini)])
+    with RawSmtpClient("127.0.0.1", t.port, timeout=8) as c:
+        assert c.code() == 220
+        assert c.cmd(b"EHLO client.test")[-1].startswith(b"250")
+        assert c.cmd(b"NOOP") == [f"450 {text}".rstrip().encode()]
+        assert c.cmd(b"QUIT")[0].startswith(b"221")
+    assert f"[fault {name}]" in t.transcript() or name in t.transcript(), t.transcript()
+
+
+def test_fault_section_name_too_long_is_a_true_error(tmp_path):
+    """Defect 2: a name longer than a rule holds is refused for what it is, at its line."""
+    name = "n" * 64
+    ini = tmp_path / "toolong.ini"
+    ini.write_text(f"[listen]\nmax_sessions = 5\n[fault {name}]\non = NOOP\naction = drop\n")
+    rc, out, err = harness.run([harness.smtptap_bin(), "-c", str(ini)], timeout=10)
+    assert rc == 78, err
+    assert "64 characters" in err and "at most 63" in err and "(line 3)" in err, err
+    assert "missing key" not in err, err

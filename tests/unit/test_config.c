@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "smtptap/config.h"
+#include "smtptap/ini_read.h"
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -803,6 +804,109 @@ static void empty_fault_section_is_a_configuration_error(void **state)
     MESSAGE_HAS(f->err_text, f->path, "[fault last]", "missing key");
 }
 
+/* Issue 16, defect 2: inih (Debian's libinih 55) cuts section names at 49 characters and
+ * lines at 199, so "[fault <44 characters or more>]" was refused with a false "missing key
+ * \"on\" and \"action\"" and a long reply line was split in two. Names up to FAULT_NAME_MAX - 1
+ * characters and lines of any length work; a longer name is a true error. */
+static void long_fault_section_names_and_lines_work(void **state)
+{
+    struct fixture *f = *state;
+    char name[FAULT_NAME_MAX], other[FAULT_NAME_MAX], text[1400], ini[4096];
+    memset(name, 'n', FAULT_NAME_MAX - 1);
+    name[FAULT_NAME_MAX - 1] = 0;
+    memcpy(other, name, sizeof other);
+    other[FAULT_NAME_MAX - 2] = 'o'; /* the same first 62 characters */
+    memset(text, 't', sizeof text - 1);
+    text[sizeof text - 1] = 0;
+    snprintf(ini, sizeof ini,
+             "[fault %.44s]\non = MAIL\naction = drop\n"
+             "[fault %s]\non = RCPT\naction = reply 450 4.2.0 %s\n"
+             "[fault %s]\non = NOOP\naction = reset\n",
+             name, name, text, other);
+    write_ini(f, ini);
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_OK);
+    assert_string_equal(f->err_text, "");
+    const struct fault_set *set = &f->cfg.file_faults;
+    assert_int_equal(set->count, 3);
+    assert_int_equal(strlen(set->rules[0].name), 44);
+    assert_int_equal(set->rules[0].action, FAULT_DROP);
+    assert_string_equal(set->rules[1].name, name);
+    assert_int_equal(set->rules[1].stage, FAULT_RCPT);
+    assert_int_equal(strlen(set->rules[1].reply), strlen("450 4.2.0 \r\n") + strlen(text));
+    assert_string_equal(set->rules[2].name, other);
+    assert_int_equal(set->rules[2].action, FAULT_RESET);
+    config_free(&f->cfg);
+
+    /* One character more than a rule's name holds: said so, at its line. */
+    snprintf(ini, sizeof ini, "[listen]\nmax_sessions = 5\n[fault %sx]\non = MAIL\naction = drop\n",
+             name);
+    write_ini(f, ini);
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
+    MESSAGE_HAS(f->err_text, f->path, name, "64 characters", "at most 63", "(line 3)");
+    if (strstr(f->err_text, "missing key")) fail_msg("a false reason: \"%s\"", f->err_text);
+}
+
+/* inih merged two sections of the same name; they are one rule too many, said at the second. */
+static void fault_section_given_twice_is_a_configuration_error(void **state)
+{
+    struct fixture *f = *state;
+    write_ini(f, "[fault same]\non = MAIL\naction = drop\n[listen]\nmax_sessions = 5\n"
+                 "[fault same]\non = RCPT\naction = reset\n");
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
+    MESSAGE_HAS(f->err_text, f->path, "[fault same] appears twice", "(line 6)");
+}
+
+/* ---- the INI syntax (ini_read.h) ---------------------------------------------------------- */
+
+/* Every call of ini_read's callback as "[section]" or "section|key=value" lines. */
+static int record_ini(void *ctx, const char *section, const char *key, const char *value)
+{
+    struct buf *out = ctx;
+    if (!key)
+        buf_printf(out, "[%s]\n", section);
+    else
+        buf_printf(out, "%s|%s=%s\n", section, key, value);
+    return strcmp(key ? key : "", "refused") != 0;
+}
+
+static void assert_ini_reads(const char *text, size_t len, const char *calls, int error_line)
+{
+    struct buf out;
+    buf_init(&out);
+    char *copy = malloc(len + 1);
+    assert_non_null(copy);
+    memcpy(copy, text, len);
+    assert_int_equal(ini_read(copy, len, record_ini, &out), error_line);
+    buf_append(&out, "", 1);
+    assert_string_equal((const char *)buf_head(&out), calls);
+    buf_free(&out);
+    free(copy);
+}
+
+#define INI_READS(lit, calls, line) assert_ini_reads((lit), sizeof(lit) - 1, (calls), (line))
+
+/* inih's syntax, kept: comments, inline comments after a blank, key: value, blanks trimmed, a
+ * BOM, CRLF, continuation lines, an empty value, a last line without LF. */
+static void ini_syntax_is_inihs(void **state)
+{
+    (void)state;
+    INI_READS("\xEF\xBB\xBF; comment\n# comment\nk0 = before any section\n"
+              "[listen]  ; trailing\n  address = 127.0.0.1:25 ; inline\r\n"
+              "max_sessions:5\nempty =\nsemi = a;b\n   continued value\n"
+              "[ spaced ]\nlast = no newline",
+              "|k0=before any section\n[listen]\nlisten|address=127.0.0.1:25\n"
+              "listen|max_sessions=5\nlisten|empty=\nlisten|semi=a;b\n"
+              "listen|semi=continued value\n[ spaced ]\n spaced |last=no newline\n",
+              0);
+    /* Errors: the first line that is not INI (or that the callback refused) is returned;
+     * reading goes on. */
+    INI_READS("[open\nk = v\n", "|k=v\n", 1);
+    INI_READS("[s]\nno equals sign\nrefused = x\nk = v\n", "[s]\ns|refused=x\ns|k=v\n", 2);
+    INI_READS("[s]\nrefused = x\n", "[s]\ns|refused=x\n", 2);
+    INI_READS("[s]\nk = v\0w\nk2 = v2\n", "[s]\ns|k2=v2\n", 2);
+    INI_READS("", "", 0);
+}
+
 static void reload_reads_the_file_again_and_keeps_the_flags(void **state)
 {
     struct fixture *f = *state;
@@ -937,6 +1041,9 @@ int main(void)
         CONFIG_TEST(fault_section_followed_by_another_section),
         CONFIG_TEST(incomplete_fault_section_is_a_configuration_error),
         CONFIG_TEST(empty_fault_section_is_a_configuration_error),
+        CONFIG_TEST(long_fault_section_names_and_lines_work),
+        cmocka_unit_test(ini_syntax_is_inihs),
+        CONFIG_TEST(fault_section_given_twice_is_a_configuration_error),
         CONFIG_TEST(reload_reads_the_file_again_and_keeps_the_flags),
         CONFIG_TEST(reload_of_a_broken_file_gives_an_error_and_no_rules),
         CONFIG_TEST(reload_without_a_config_file_gives_the_flag_rules),
