@@ -26,6 +26,7 @@ static void emit(struct session *s, enum event_kind kind, enum event_dir dir, co
                  const union event_facts *facts)
 {
     if (!s->observed) return;
+    if (tcp_leg_tls_started(&s->client)) s->client_tls_seen = true;
     struct event ev = {
         .wall_us = wall_us(),
         .facts = facts,
@@ -35,7 +36,7 @@ static void emit(struct session *s, enum event_kind kind, enum event_dir dir, co
         .kind = kind,
         .dir = dir,
         .local = local,
-        .tls = tcp_leg_tls_started(&s->client), /* markers show the client's connection */
+        .tls = s->client_tls_seen, /* markers show the client's connection */
         .bytes = bytes,
         .len = len,
         .text = text,
@@ -62,6 +63,15 @@ void session_emit_to_smtptap(struct session *s, const uint8_t *bytes, size_t len
                              const union event_facts *facts)
 {
     emit(s, EV_REPLY, DIR_S2C, bytes, len, NULL, false, true, facts);
+}
+
+void session_emit_own_reply(struct session *s, const uint8_t *bytes, size_t len)
+{
+    union event_facts f = {.reply = {.code = 0}};
+    if (len >= 3 && bytes[0] >= '1' && bytes[0] <= '9' && bytes[1] >= '0' && bytes[1] <= '9' &&
+        bytes[2] >= '0' && bytes[2] <= '9')
+        f.reply.code = (bytes[0] - '0') * 100 + (bytes[1] - '0') * 10 + (bytes[2] - '0');
+    emit(s, EV_REPLY, DIR_S2C, bytes, len, NULL, true, false, &f);
 }
 
 void session_wire(struct session *s, enum event_dir dir, const uint8_t *bytes, size_t len)
@@ -104,7 +114,7 @@ void session_local_reply(struct session *s, const char *fmt, ...)
     if (n < 0) return;
     if ((size_t)n > sizeof line - 3) n = sizeof line - 3;
     memcpy(line + n, "\r\n", 3);
-    session_emit(s, EV_REPLY, DIR_S2C, (const uint8_t *)line, (size_t)n + 2, NULL, true);
+    session_emit_own_reply(s, (const uint8_t *)line, (size_t)n + 2);
     reply_send(s, (const uint8_t *)line, (size_t)n + 2);
 }
 
@@ -242,13 +252,6 @@ static void report_end(struct session *s)
         secs, (unsigned long long)s->commands, s->commands == 1 ? "" : "s",
         (unsigned long long)s->messages, s->messages == 1 ? "" : "s",
         (unsigned long long)s->bytes_up, (unsigned long long)s->bytes_down, server_ms, client_ms);
-    union event_facts f = {.end = {.seconds = secs,
-                                   .commands = s->commands,
-                                   .messages = s->messages,
-                                   .bytes_up = s->bytes_up,
-                                   .bytes_down = s->bytes_down,
-                                   .server_wait_ns = s->server_wait_ns}};
-    emit(s, EV_END, DIR_NONE, NULL, 0, NULL, false, false, &f);
 }
 
 static void timer_closed_cb(uv_handle_t *h);
@@ -303,6 +306,18 @@ void session_end(struct session *s)
 
 /* ---- freeing ----------------------------------------------------------------------------- */
 
+/* EV_END, the session's last event: after it nothing more is said of the session. */
+static void emit_end(struct session *s)
+{
+    union event_facts f = {.end = {.seconds = (double)(uv_hrtime() - s->start_ns) / 1e9,
+                                   .commands = s->commands,
+                                   .messages = s->messages,
+                                   .bytes_up = s->bytes_up,
+                                   .bytes_down = s->bytes_down,
+                                   .server_wait_ns = s->server_wait_ns}};
+    emit(s, EV_END, DIR_NONE, NULL, 0, NULL, false, false, &f);
+}
+
 static void timer_closed_cb(uv_handle_t *h)
 {
     struct session *s = h->data;
@@ -311,6 +326,7 @@ static void timer_closed_cb(uv_handle_t *h)
     reply_free_held(s);
     buf_free(&s->upgrade_hello);
     buf_free(&s->hello_line);
+    buf_free(&s->body);
     hello_memory_free(&s->hello);
     if (s->fault_set) fault_session_free(&s->faults);
     if (s->in_message && s->observed) message_view_abort(&s->msg);
@@ -319,6 +335,7 @@ static void timer_closed_cb(uv_handle_t *h)
     smtp_fifo_free(&s->fifo);
     if (s->addrs) uv_freeaddrinfo(s->addrs);
     envelope_free(&s->envelope);
+    emit_end(s);
     if (s->capture) s->capture->close(s->capture);
     s->env->closed(s->env->server, s);
 }
@@ -383,6 +400,7 @@ static void init(struct session *s, const struct session_env *env, uint64_t id)
     envelope_init(&s->envelope);
     buf_init(&s->upgrade_hello);
     buf_init(&s->hello_line);
+    buf_init(&s->body);
     auth_init(&s->auth);
     smtp_fifo_push(&s->fifo,
                    (struct smtp_pending){.kind = SMTP_PENDING_GREETING,

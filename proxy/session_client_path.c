@@ -7,7 +7,10 @@
 
 #include "session_int.h"
 
-enum { SHOWN_LINES = 40 }; /* message lines shown per message without -v */
+enum {
+    SHOWN_LINES = 40,       /* message lines shown per message without -v */
+    BODY_CHUNK = 64 * 1024, /* message bytes per EV_BODY */
+};
 
 static void on_lint(void *ctx, const char *finding)
 {
@@ -21,6 +24,8 @@ static void on_shown_line(void *ctx, const uint8_t *line, size_t len)
 
 /* ---- messages ---------------------------------------------------------------------------- */
 
+static void flush_body(struct session *s, uint64_t number);
+
 void session_finish_message(struct session *s)
 {
     s->messages++;
@@ -28,6 +33,7 @@ void session_finish_message(struct session *s)
     if (!s->observed) return;
     struct message_summary sum;
     message_view_end(&s->msg, &sum, on_shown_line, s);
+    flush_body(s, s->message_seq);
     lint_content_end(&s->lint, on_lint, s);
     char hidden[80] = "";
     if (sum.hidden_lines)
@@ -37,23 +43,46 @@ void session_finish_message(struct session *s)
     snprintf(text, sizeof text, "message %llu: %llu bytes, %llu lines, sha256 %s%s",
              (unsigned long long)s->messages, (unsigned long long)sum.size,
              (unsigned long long)sum.lines, sum.sha256_hex, hidden);
-    union event_facts f = {
-        .message = {
-            .number = s->messages, .size = sum.size, .lines = sum.lines, .sha256 = sum.sha256_hex}};
+    union event_facts f = {.message = {.number = s->message_seq,
+                                       .size = sum.size,
+                                       .lines = sum.lines,
+                                       .sha256 = sum.sha256_hex}};
     session_emit_facts(s, EV_MESSAGE, DIR_C2S, NULL, 0, text, false, &f);
 }
 
-/* Message bytes as the server receives them (unstuffed): EV_BODY, for the eml format. */
+/* Message bytes as the server receives them (unstuffed) go out as EV_BODY in pieces of up
+ * to BODY_CHUNK, not per line: a writer's cost is per event. */
+static void flush_body(struct session *s, uint64_t number)
+{
+    if (!buf_size(&s->body)) return;
+    union event_facts f = {.message = {.number = number}};
+    session_emit_facts(s, EV_BODY, DIR_C2S, buf_head(&s->body), buf_size(&s->body), NULL, false,
+                       &f);
+    buf_reset(&s->body);
+}
+
 static void on_body(void *ctx, const uint8_t *bytes, size_t len)
 {
     struct session *s = ctx;
-    union event_facts f = {.message = {.number = s->messages + 1}};
-    session_emit_facts(s, EV_BODY, DIR_C2S, bytes, len, NULL, false, &f);
+    buf_append(&s->body, bytes, len);
+    if (buf_size(&s->body) >= BODY_CHUNK) flush_body(s, s->message_seq);
+}
+
+void session_abort_message(struct session *s, const char *why)
+{
+    s->in_message = false;
+    if (!s->observed) return;
+    session_emitf(s, EV_INFO, DIR_C2S, "message %llu abandoned: %s",
+                  (unsigned long long)s->messages + 1, why);
+    message_view_abort(&s->msg);
+    lint_content_begin(&s->lint, false); /* drops what it gathered */
+    buf_reset(&s->body);                 /* EV_BODY of the next message carries a new number */
 }
 
 static void begin_message(struct session *s, bool bdat)
 {
     s->in_message = true;
+    s->message_seq++;
     if (!s->observed) return;
     message_view_begin(&s->msg, bdat, s->cfg->verbosity > 0 ? 0 : SHOWN_LINES);
     s->msg.on_body = on_body;

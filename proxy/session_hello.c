@@ -83,7 +83,7 @@ static bool answer(struct session *s, const struct smtp_pending *p, const struct
     if (hello_edit_for_client(s, p->verb, bytes, len, &edited))
         bytes = buf_head(&edited), len = buf_size(&edited);
     if (p->verb == SMTP_VERB_EHLO) explain_missing_auth(s, buf_head(&kept), buf_size(&kept));
-    session_emit(s, EV_REPLY, DIR_S2C, bytes, len, NULL, true);
+    session_emit_own_reply(s, bytes, len);
     if (fault) {
         struct smtp_pending faulted = *p;
         faulted.fault = fault;

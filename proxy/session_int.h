@@ -105,6 +105,9 @@ struct session {
     struct auth_decoder auth;
     bool in_message; /* between DATA's 354 (or the first BDAT) and the end of the message */
     struct message_view msg;
+    struct buf body;      /* owned: message bytes not yet emitted as EV_BODY */
+    uint64_t message_seq; /* messages begun, abandoned ones included: EV_BODY/EV_MESSAGE */
+    bool client_tls_seen; /* the client's connection was in TLS (kept after the leg closed) */
     struct lint_content lint;
 
     uv_timer_t timer; /* connect/greeting timeout, then idle timeout, then linger */
@@ -174,6 +177,8 @@ void session_emit_to_smtptap(struct session *s, const uint8_t *bytes, size_t len
 void session_emit_facts(struct session *s, enum event_kind kind, enum event_dir dir,
                         const uint8_t *bytes, size_t len, const char *text, bool local,
                         const union event_facts *facts);
+/* A reply smtptap wrote itself (marked [smtptap]; facts.reply.code from its first line). */
+void session_emit_own_reply(struct session *s, const uint8_t *bytes, size_t len);
 /* Bytes on the client's connection, in clear (EV_WIRE): C2S as framed, S2C as sent. */
 void session_wire(struct session *s, enum event_dir dir, const uint8_t *bytes, size_t len);
 /* A "!!" line for a rule that fired (EV_FAULT with its facts). */
@@ -229,6 +234,8 @@ void session_on_client_read(struct leg *leg, const uint8_t *bytes, size_t len);
 void session_pump_client(struct session *s);
 /* Local replies keep their place: those now at the head of the FIFO go out. */
 void session_flush_local_heads(struct session *s, bool from_client_path);
+/* A message in progress will not be delivered (RSET or a new hello between BDAT chunks). */
+void session_abort_message(struct session *s, const char *why);
 /* Counts and shows a finished message (also a BDAT 0 LAST). */
 void session_finish_message(struct session *s);
 

@@ -237,7 +237,7 @@ void reply_local(struct session *s, const struct smtp_pending *p, bool from_clie
     }
     const uint8_t *bytes = (const uint8_t *)r->reply;
     size_t len = strlen(r->reply);
-    session_emit(s, EV_REPLY, DIR_S2C, bytes, len, NULL, true);
+    session_emit_own_reply(s, bytes, len);
     reply_send(s, bytes, len);
     if (r == &reply_starttls_ready) {
         session_client_starttls(s);
@@ -263,7 +263,7 @@ static void strip(struct session *s, const struct fault_rule *r, const uint8_t *
     unsigned removed = fault_strip_caps(bytes, len, r->strip, &out);
     session_emit_fault(s, r, "fault %s: strip %s removed %u capabilit%s", r->name, r->strip,
                        removed, removed == 1 ? "y" : "ies");
-    session_emit(s, EV_REPLY, DIR_S2C, buf_head(&out), buf_size(&out), NULL, true);
+    session_emit_own_reply(s, buf_head(&out), buf_size(&out));
     reply_send(s, buf_head(&out), buf_size(&out));
     buf_free(&out);
 }
@@ -310,7 +310,7 @@ void reply_faulted(struct session *s, const struct smtp_pending *p, const uint8_
         first_line(local, local_len, fake, sizeof fake);
         snprintf(what, sizeof what, "reply \"%s\" replaced (the message reached the server)", fake);
         fired(s, r, what, bytes, len);
-        session_emit(s, EV_REPLY, DIR_S2C, local, local_len, NULL, true);
+        session_emit_own_reply(s, local, local_len);
         reply_send(s, local, local_len);
         end_if_closing(s, r->reply_code, SMTP_VERB_UNKNOWN);
         return;
@@ -332,7 +332,7 @@ void reply_greeting_fault(struct session *s)
     const struct fault_rule *r = g->fault;
     if (!r || r->action != FAULT_REPLY) return;
     session_emit_fault(s, r, "fault %s: greeting answered by smtptap", r->name);
-    session_emit(s, EV_REPLY, DIR_S2C, (const uint8_t *)r->reply, strlen(r->reply), NULL, true);
+    session_emit_own_reply(s, (const uint8_t *)r->reply, strlen(r->reply));
     reply_send(s, (const uint8_t *)r->reply, strlen(r->reply));
     if (r->reply_code == 421) session_end(s); /* as a server that greets with 421 would */
 }

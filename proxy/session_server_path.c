@@ -161,7 +161,10 @@ static void after_client_reply(struct session *s, const struct smtp_pending *p,
                                const struct smtp_reply *r)
 {
     auth_reply(s, p, r);
-    if (s->observed) follow_envelope(s, p, r);
+    bool resets =
+        p->verb == SMTP_VERB_RSET || p->verb == SMTP_VERB_EHLO || p->verb == SMTP_VERB_HELO;
+    if (resets && r->code / 100 == 2 && s->in_message && smtp_in_mode(&s->cin) != SMTP_IN_BDAT)
+        session_abort_message(s, "the transaction was reset between BDAT chunks");
     if (p->kind == SMTP_PENDING_GREETING && s->state == SESSION_GREETING)
         session_enter(s, SESSION_RELAYING, "greeting");
     session_resume_client(s, p, r->code, false);
@@ -171,11 +174,11 @@ static void after_client_reply(struct session *s, const struct smtp_pending *p,
 
 static void handle_reply(struct session *s, const struct smtp_reply *r)
 {
+    bool was_upgrading = upgrade_busy(s); /* before the check below, which may end it */
     if (r->partial && upgrade_waits_for_head(s) && upgrade_reply_too_long(s)) {
         session_emit_to_smtptap(s, r->bytes, r->len, NULL);
         return;
     }
-    bool was_upgrading = upgrade_busy(s);
     struct smtp_pending p;
     bool paired = !r->partial && smtp_fifo_pop(&s->fifo, &p);
     if (paired && !p.local && (p.verb == SMTP_VERB_EHLO || p.verb == SMTP_VERB_HELO))
@@ -186,7 +189,8 @@ static void handle_reply(struct session *s, const struct smtp_reply *r)
         upgrade_on_reply(s, &p, r);
         return;
     }
-    if (paired) upgrade_on_reply(s, &p, r); /* a no-prefix probe the client gets */
+    if (paired) upgrade_on_reply(s, &p, r);               /* a no-prefix probe the client gets */
+    if (paired && s->observed) follow_envelope(s, &p, r); /* the eml exists before the 250 */
     if (paired)
         deliver_to_client(s, &p, r);
     else

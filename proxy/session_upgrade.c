@@ -97,7 +97,7 @@ static void refuse(struct session *s, const char *why)
     int n = snprintf(line, sizeof line, "421 4.7.0 smtptap: upstream %s: %s\r\n", s->upstream_name,
                      why);
     if (n > (int)sizeof line - 1) n = (int)sizeof line - 1;
-    session_emit(s, EV_REPLY, DIR_S2C, (const uint8_t *)line, (size_t)n, NULL, true);
+    session_emit_own_reply(s, (const uint8_t *)line, (size_t)n);
     reply_send(s, (const uint8_t *)line, (size_t)n);
     session_end(s);
 }

@@ -213,6 +213,9 @@ static void stream_write(struct event_writer *w, const struct event *ev)
     text_format_event(ev, s->color, &s->line);
     if (buf_size(&s->line)) /* nothing for raw bytes, and no NULL to fwrite */
         fwrite(buf_head(&s->line), 1, buf_size(&s->line), s->stream);
+    /* A capture file is readable while its session runs: complete up to the last reply. The
+     * live stream is flushed once per loop iteration by the server. */
+    if (s->owns_stream && (ev->kind == EV_REPLY || ev->kind == EV_END)) fflush(s->stream);
 }
 
 static void stream_close(struct event_writer *w)

@@ -452,8 +452,6 @@ def test_files_are_0600_in_a_0700_directory(tap, tmp_path):
 # --------------------------------------------------------------------------- known gaps
 
 
-@pytest.mark.xfail(strict=True, reason="the session does not end a BDAT message on RSET: the "
-                   "discarded chunk and the next message share one body (and one number)")
 def test_rset_after_a_bdat_chunk_discards_it(tap, tmp_path):
     d = tmp_path / "cap"
     with harness.AiosmtpdServer(bdat=True) as srv:

@@ -388,8 +388,6 @@ def test_a_fault_and_a_lint_are_structured(tap, need, tmp_path, aiosmtpd):
         assert "lint" not in e or isinstance(e["lint"]["id"], str), e
 
 
-@pytest.mark.xfail(strict=True, reason="the session emits smtptap's own replies (faults, "
-                   "STARTTLS 220, 421s) without facts.reply: no \"reply\": {\"code\"} for them")
 def test_smtptaps_own_replies_have_their_code(tap, tmp_path, aiosmtpd):
     """`jq 'select(.reply.code >= 400)'` must find the replies smtptap wrote itself too."""
     cap = tmp_path / "cap"

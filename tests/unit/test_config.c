@@ -1006,6 +1006,7 @@ int main(void)
         CONFIG_TEST(bad_listen_value_names_flag_value_and_expected_form),
         CONFIG_TEST(bad_duration_names_flag_value_and_expected_form),
         CONFIG_TEST(bad_numbers_and_words_are_refused_with_what_is_accepted),
+        CONFIG_TEST(formats_combine_in_any_order),
         CONFIG_TEST(short_flag_errors_name_the_long_flag),
         CONFIG_TEST(unknown_long_flag_is_a_usage_error_naming_it),
         CONFIG_TEST(unknown_short_flag_is_a_usage_error_naming_it),
