@@ -515,6 +515,24 @@ def test_oversized_ehlo_reply_no_prefix_is_relayed(tap, upstream_ca):
         assert warn, t.transcript()[-3000:]
 
 
+def test_oversized_ehlo_reply_no_prefix_lets_pipelined_commands_go_on(tap, upstream_ca):
+    """No prefix, an EHLO reply over 64 KiB, and a MAIL pipelined behind the EHLO in the same
+    write: when the probe gives up (no STARTTLS can be looked for), the held MAIL goes on to
+    the server and is answered at once, not when the client next writes (the review of the
+    session refactor found it stuck until the idle timeout)."""
+    ca, ctx = upstream_ca
+    with FakeServer(_server_big_ehlo(ctx)) as srv:
+        t = tap(["-u", f"localhost:{srv.port}", "--upstream-ca", ca.cert_path])
+        with RawSmtpClient("127.0.0.1", t.port, timeout=5) as c:
+            assert c.reply() == [b"220 fake ESMTP"]
+            c.send(b"EHLO x\r\nMAIL FROM:<a@b.example>\r\n")
+            reply = c.reply()
+            assert len(reply) > 1000, len(reply)
+            assert c.reply() == [b"250 OK"], "the pipelined MAIL was not answered"
+            assert c.cmd(b"QUIT") == [b"221 bye"]
+        t.wait_session_end(1, timeout=8)
+
+
 # --------------------------------------------------------------------------- r5, r5b
 
 
