@@ -187,6 +187,8 @@ def capture_files(cap: Path) -> Dict[int, str]:
     """session number -> text of its capture file."""
     out = {}
     for p in sorted(cap.iterdir()):
+        if p.suffix != ".txt":
+            continue  # other formats: check_redacted greps them as bytes
         m = CAPTURE_NAME_RE.match(p.name)
         assert m, f"unexpected file in the capture directory: {p.name}"
         out[int(m.group(1))] = p.read_text(errors="replace")
@@ -680,12 +682,17 @@ def check_redacted(tap, cap: Path, nsessions: int, secrets: Sequence[str]):
     for sid, text in files.items():
         assert_no_secret(f"capture file of session {sid}", text, secrets)
     assert any("<redacted " in text for text in files.values())
+    # every file of every format, as bytes: jsonl, pcap (the wire bytes), eml
+    for p in sorted(cap.iterdir()):
+        data = p.read_bytes().decode("latin-1")
+        assert_no_secret(f"capture file {p.name}", data, secrets)
     return err, files
 
 
 def test_decode_and_redact_sink_every_client(tap, tmp_path):
     cap = tmp_path / "cap"
-    t = tap(["--decode-auth", "--redact", "-d", str(cap), "-c", users_ini(tmp_path)])
+    t = tap(["--decode-auth", "--redact", "-d", str(cap), "--format", "text,jsonl,pcap,eml",
+             "-c", users_ini(tmp_path)])
     secrets = [PASSWORD, WRONG, TOKEN, BAD_TOKEN, b64(PASSWORD), b64(WRONG),
                b64(f"\0{USER}\0{PASSWORD}"), b64(f"\0{USER}\0{WRONG}"),
                b64(f"user={TOKEN_USER}\x01auth=Bearer {TOKEN}\x01\x01"),
@@ -762,6 +769,10 @@ def test_decode_and_redact_sink_every_client(tap, tmp_path):
     assert hashes(lines)[2] == f'AUTH CRAM-MD5 user="{USER}" digest=<redacted 32 bytes>'
 
     err, files = check_redacted(t, cap, 7, secrets)
+    kinds = {p.suffix for p in cap.iterdir()}
+    assert kinds == {".txt", ".jsonl", ".pcap", ".eml"}, kinds
+    # the pcap has the AUTH lines, masked: not left out
+    assert any(b"<redacted " in p.read_bytes() for p in cap.glob("*.pcap"))
     # User names stay visible, in the live transcript and in each session's capture file.
     for where, text in [("stderr", err)] + [(f"capture {k}", v) for k, v in files.items()]:
         assert re.search(rf"## AUTH \S+ for ({USER}|{TOKEN_USER}): ", text), f"{where}:\n{text}"
