@@ -65,6 +65,33 @@ void session_emit_to_smtptap(struct session *s, const uint8_t *bytes, size_t len
     emit(s, EV_REPLY, DIR_S2C, bytes, len, NULL, false, true, facts);
 }
 
+void session_lint(struct session *s, const char *id, enum event_dir dir, int64_t offset,
+                  const char *fmt, ...)
+{
+    if (!s->observed) return;
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    union event_facts f = {.lint = {.id = id, .offset = offset}};
+    emit(s, EV_LINT, dir, NULL, 0, text, false, false, &f);
+}
+
+static void on_state_finding(void *ctx, const char *id, enum lint_side side, uint64_t offset,
+                             const char *text)
+{
+    session_lint(ctx, id, side == LINT_SIDE_C2S ? DIR_C2S : DIR_S2C,
+                 offset == LINT_STATE_NO_OFFSET ? -1 : (int64_t)offset, "lint: %s", text);
+}
+
+void session_lint_reply(struct session *s, const struct smtp_pending *p, const uint8_t *bytes,
+                        size_t len, bool last)
+{
+    if (!s->observed || !p) return; /* unasked replies: session_server_path.c says so */
+    lint_state_reply(&s->lstate, lint_reply_kind_of(p), p->verb, s->s2c_pos, bytes, len, last);
+}
+
 void session_emit_own_reply(struct session *s, const uint8_t *bytes, size_t len)
 {
     union event_facts f = {.reply = {.code = 0}};
@@ -402,6 +429,7 @@ static void init(struct session *s, const struct session_env *env, uint64_t id)
     buf_init(&s->hello_line);
     buf_init(&s->body);
     auth_init(&s->auth);
+    lint_state_init(&s->lstate, on_state_finding, s);
     smtp_fifo_push(&s->fifo,
                    (struct smtp_pending){.kind = SMTP_PENDING_GREETING,
                                          .fault = reply_fault_for(s, FAULT_GREETING, NULL, 0)});

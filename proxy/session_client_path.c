@@ -34,6 +34,7 @@ void session_finish_message(struct session *s)
     struct message_summary sum;
     message_view_end(&s->msg, &sum, on_shown_line, s);
     flush_body(s, s->message_seq);
+    lint_state_message_end(&s->lstate);
     lint_content_end(&s->lint, on_lint, s);
     char hidden[80] = "";
     if (sum.hidden_lines)
@@ -287,6 +288,9 @@ static void act_on_command(struct session *s, const struct smtp_in_item *it,
                            const struct command_plan *plan)
 {
     bool forward = plan->route == ROUTE_FORWARD || plan->route == ROUTE_CONTINUATION;
+    if (s->observed && it->first && !it->sasl)
+        lint_state_command(&s->lstate, s->c2s_pos, it->bytes, it->len,
+                           tcp_leg_tls_started(&s->client), smtp_fifo_count(&s->fifo) > 0);
     if (it->first) {
         if (!it->sasl) s->commands++;
         const struct fault_rule *rule = forward ? plan->fault : local_rule(plan);
@@ -338,6 +342,7 @@ static void client_content(struct session *s, const struct smtp_in_item *it)
     if (s->observed) {
         message_view_feed(&s->msg, it->bytes, it->len, on_shown_line, s);
         lint_content_feed(&s->lint, it->bytes, it->len, on_lint, s);
+        lint_state_content(&s->lstate, s->c2s_pos, it->bytes, it->len);
     }
     if (!(it->bdat && s->bdat_local)) leg_write(s->upstream, it->bytes, it->len);
     if (!it->end) return;
@@ -367,6 +372,7 @@ void session_pump_client(struct session *s)
         case SMTP_IN_CONTENT: client_content(s, &it); break;
         case SMTP_IN_RAW: relay_raw_up(s, it.bytes, it.len); break;
         }
+        s->c2s_pos += it.len;
     }
 }
 

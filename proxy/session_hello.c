@@ -84,6 +84,7 @@ static bool answer(struct session *s, const struct smtp_pending *p, const struct
         bytes = buf_head(&edited), len = buf_size(&edited);
     if (p->verb == SMTP_VERB_EHLO) explain_missing_auth(s, buf_head(&kept), buf_size(&kept));
     session_emit_own_reply(s, bytes, len);
+    session_lint_reply(s, p, bytes, len, true);
     if (fault) {
         struct smtp_pending faulted = *p;
         faulted.fault = fault;

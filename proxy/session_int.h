@@ -26,6 +26,7 @@
 #include "smtptap/hello.h"
 #include "smtptap/leg.h"
 #include "smtptap/lint.h"
+#include "smtptap/lint_state.h"
 #include "smtptap/message.h"
 #include "smtptap/session.h"
 #include "smtptap/sink_leg.h"
@@ -109,6 +110,9 @@ struct session {
     uint64_t message_seq; /* messages begun, abandoned ones included: EV_BODY/EV_MESSAGE */
     bool client_tls_seen; /* the client's connection was in TLS (kept after the leg closed) */
     struct lint_content lint;
+    struct lint_state lstate; /* the lint that needs the dialog's state (lint_state.h) */
+    uint64_t c2s_pos;         /* bytes framed from the client so far: lint offsets */
+    uint64_t s2c_pos;         /* bytes sent to the client so far */
 
     uv_timer_t timer; /* connect/greeting timeout, then idle timeout, then linger */
     enum timer_purpose timer_purpose;
@@ -177,6 +181,12 @@ void session_emit_to_smtptap(struct session *s, const uint8_t *bytes, size_t len
 void session_emit_facts(struct session *s, enum event_kind kind, enum event_dir dir,
                         const uint8_t *bytes, size_t len, const char *text, bool local,
                         const union event_facts *facts);
+/* A "**" lint line with its stable id and the offset in its side's stream. */
+void session_lint(struct session *s, const char *id, enum event_dir dir, int64_t offset,
+                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* A reply the client gets, for the stateful lint (p: what it answers, NULL when unasked). */
+void session_lint_reply(struct session *s, const struct smtp_pending *p, const uint8_t *bytes,
+                        size_t len, bool last);
 /* A reply smtptap wrote itself (marked [smtptap]; facts.reply.code from its first line). */
 void session_emit_own_reply(struct session *s, const uint8_t *bytes, size_t len);
 /* Bytes on the client's connection, in clear (EV_WIRE): C2S as framed, S2C as sent. */

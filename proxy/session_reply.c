@@ -74,6 +74,7 @@ static void write_client(struct session *s, const uint8_t *bytes, size_t len)
     leg_tls_release_hello(&s->client, NULL);
     if (s->client_dead) return;
     s->bytes_down += len; /* what the client is sent: edits and local replies included */
+    s->s2c_pos += len;
     session_wire(s, DIR_S2C, bytes, len);
     leg_write(&s->client.base, bytes, len);
 }
@@ -238,6 +239,7 @@ void reply_local(struct session *s, const struct smtp_pending *p, bool from_clie
     const uint8_t *bytes = (const uint8_t *)r->reply;
     size_t len = strlen(r->reply);
     session_emit_own_reply(s, bytes, len);
+    session_lint_reply(s, p, bytes, len, true);
     reply_send(s, bytes, len);
     if (r == &reply_starttls_ready) {
         session_client_starttls(s);

@@ -51,12 +51,13 @@ static void unpaired_reply(struct session *s, const struct smtp_reply *r)
         session_emitf(s, EV_INFO, DIR_S2C,
                       "upstream sent 421 unasked: it is closing the connection");
     } else if (s->in_message) {
-        session_emitf(
-            s, EV_LINT, DIR_S2C,
+        session_lint(
+            s, "server-ended-data-early", DIR_S2C, (int64_t)s->s2c_pos,
             "lint: server ended DATA early: it replied while the message was still open, so it "
             "saw an end of data smtptap did not (SMTP smuggling risk)");
     } else {
-        session_emitf(s, EV_LINT, DIR_S2C, "lint: reply that no command asked for");
+        session_lint(s, "reply-before-command", DIR_S2C, (int64_t)s->s2c_pos,
+                     "lint: reply that no command asked for");
     }
 }
 
@@ -98,9 +99,9 @@ static void observe_reply(struct session *s, const struct smtp_reply *r, bool pa
     else
         session_emit_facts(s, EV_REPLY, DIR_S2C, r->bytes, r->len, NULL, false, &f);
     if (!s->observed) return;
-    if (r->malformed && !r->partial)
-        session_emitf(s, EV_LINT, DIR_S2C,
-                      "lint: malformed reply (every line must start with the same 3-digit code)");
+    if (r->malformed && !r->partial && route == REPLY_UNPAIRED) /* paired: lint_state says it */
+        session_lint(s, "reply-code-changes", DIR_S2C, (int64_t)s->s2c_pos,
+                     "lint: malformed reply (every line must start with the same 3-digit code)");
     lint_reply(r->bytes, r->len, on_lint, s);
 }
 
@@ -114,6 +115,7 @@ static void deliver_to_client(struct session *s, const struct smtp_pending *p,
     size_t len = r->len;
     if (hello_edit_for_client(s, p->verb, r->bytes, r->len, &edited))
         bytes = buf_head(&edited), len = buf_size(&edited);
+    session_lint_reply(s, p, bytes, len, true);
     if (p->fault)
         reply_faulted(s, p, bytes, len, r->code);
     else

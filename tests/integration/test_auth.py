@@ -474,7 +474,8 @@ def test_decoded_text_is_escaped_once(tap, auth_server):
         c.cmd(b"EHLO client.test")
         assert c.cmd(b"AUTH PLAIN " + b64(USER).encode())[0].startswith(b"501")
         c.cmd(b"QUIT")
-    assert lints(ended(t, 2)) == [
+    # (the client also sent AUTH without the STARTTLS smtptap offered: a lint of its own)
+    assert [x for x in lints(ended(t, 2)) if x.startswith("lint: AUTH PLAIN")] == [
         "lint: AUTH PLAIN message has no NUL separator (expected authzid\\0authcid\\0password)"
     ], t.transcript()
 
