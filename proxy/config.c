@@ -319,7 +319,7 @@ static int on_ini_value(void *user, const char *section, const char *key, const 
 {
     struct ini_state *st = user;
     bool known_section = false;
-    if (buf_size(st->err)) return 0; /* reading goes on after an error: report only the first */
+    if (buf_size(st->err)) return 0; /* one message: the first (ini_read stops there too) */
     if (!key) return on_ini_section(st, section);
     if (fault_section_name(section)) return on_fault_value(st, key, value);
     for (size_t i = 0; i < sizeof ini_keys / sizeof ini_keys[0]; i++) {

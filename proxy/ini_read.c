@@ -1,7 +1,8 @@
 /* ini_read.c - the INI syntax of smtptap's configuration file, read in place (see ini_read.h).
  * Line by line it does what inih 55 does with Debian's defaults (multi-line values, BOM,
  * inline ';' comments after a blank, ';' and '#' comment lines), so files that worked keep
- * their meaning; only inih's length limits are gone and a NUL byte is an error. */
+ * their meaning; inih's length limits are gone, a NUL byte is an error, and reading stops at
+ * the first error (inih went on, so a later mistake could be reported with its line). */
 #include "smtptap/ini_read.h"
 
 #include <stdbool.h>
@@ -97,9 +98,8 @@ static void one_line(struct ini_reader *r, char *line, int lineno)
         start += 3; /* UTF-8 byte order mark */
     start = lskip(rstrip(start));
     if (*start == 0 || *start == ';' || *start == '#') return; /* blank or comment */
-    if (*r->prev_name && start > line) {                       /* indented: continuation */
-        *find_chars_or_comment(start, NULL) = 0;
-        call(r, lineno, r->prev_name, rstrip(start));
+    if (*r->prev_name && start > line) { /* indented: continuation, ';' and all (as inih) */
+        call(r, lineno, r->prev_name, start);
     } else if (*start == '[') {
         header_line(r, start, lineno);
     } else {
@@ -113,7 +113,7 @@ int ini_read(char *text, size_t len, ini_read_fn fn, void *ctx)
     int lineno = 0;
     size_t at = 0;
     text[len] = 0; /* ends the last line when it has no LF */
-    while (at < len) {
+    while (at < len && !r.error) {
         char *line = text + at;
         char *lf = memchr(line, '\n', len - at);
         size_t n = lf ? (size_t)(lf - line) : len - at;

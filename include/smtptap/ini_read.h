@@ -13,7 +13,8 @@
 /* Called for each section header with key and value NULL (section: the text between '[' and
  * the first ']', untrimmed), then for each value with the section it is in ("" before the
  * first header), the key and the value, both trimmed of blanks and without an inline comment.
- * A continuation line (indented, after a value) repeats the key with the line as its value.
+ * A continuation line (indented, after a value) repeats the key with the line as its value,
+ * blanks trimmed, an inline comment included (as inih does).
  * The strings are valid during the call only. Returns nonzero to go on, 0 when it refused
  * the line (the reader records that line as the error and goes on). */
 typedef int (*ini_read_fn)(void *ctx, const char *section, const char *key, const char *value);
@@ -22,8 +23,8 @@ typedef int (*ini_read_fn)(void *ctx, const char *section, const char *key, cons
  * header and value in order. The text is cut into strings in place (blanks, comments and line
  * ends become NULs, and text[len] too: text must have len + 1 bytes). Returns 0 when every line was
  * read and accepted, else the 1-based number of the first line that was not: a NUL byte in
- * it, a header without ']', a line without '=' or ':', or a line fn refused. Reading goes on
- * after an error, as inih did; fn is not called for lines that are not INI. */
+ * it, a header without ']', a line without '=' or ':', or a line fn refused. Reading stops
+ * there: fn is called for no line after it. */
 int ini_read(char *text, size_t len, ini_read_fn fn, void *ctx);
 
 #endif

@@ -506,6 +506,17 @@ static void ini_with_two_mistakes_reports_the_first_one(void **state)
         fail_msg("second mistake glued to the first: \"%s\"", f->err_text);
 }
 
+/* Found by fuzzing (tests/fuzz/fuzz_config.c): a line that is not INI, then a mistake in a
+ * later line: the message was the later mistake's, with the first line's number. */
+static void ini_line_that_is_not_ini_before_another_mistake_is_the_one_reported(void **state)
+{
+    struct fixture *f = *state;
+    write_ini(f, "[listen]\nthis is not ini\nbogus = 1\n");
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
+    MESSAGE_HAS(f->err_text, "line 2: not an INI line");
+    if (strstr(f->err_text, "bogus")) fail_msg("the later mistake reported: \"%s\"", f->err_text);
+}
+
 static void unreadable_config_file_is_a_configuration_error(void **state)
 {
     struct fixture *f = *state;
@@ -898,12 +909,16 @@ static void ini_syntax_is_inihs(void **state)
               "listen|max_sessions=5\nlisten|empty=\nlisten|semi=a;b\n"
               "listen|semi=continued value\n[ spaced ]\n spaced |last=no newline\n",
               0);
-    /* Errors: the first line that is not INI (or that the callback refused) is returned;
-     * reading goes on. */
-    INI_READS("[open\nk = v\n", "|k=v\n", 1);
-    INI_READS("[s]\nno equals sign\nrefused = x\nk = v\n", "[s]\ns|refused=x\ns|k=v\n", 2);
-    INI_READS("[s]\nrefused = x\n", "[s]\ns|refused=x\n", 2);
-    INI_READS("[s]\nk = v\0w\nk2 = v2\n", "[s]\ns|k2=v2\n", 2);
+    /* Found by comparing with inih (tests/fuzz/fuzz_config.c): a continuation line keeps a
+     * ';' after a blank, as inih does. */
+    INI_READS("[s]\nk = v ; comment\n  more ; not a comment\n",
+              "[s]\ns|k=v\ns|k=more ; not a comment\n", 0);
+    /* Errors: the first line that is not INI (or that the callback refused) is returned, and
+     * reading stops there. */
+    INI_READS("[open\nk = v\n", "", 1);
+    INI_READS("[s]\nno equals sign\nrefused = x\nk = v\n", "[s]\n", 2);
+    INI_READS("[s]\nrefused = x\nk = v\n", "[s]\ns|refused=x\n", 2);
+    INI_READS("[s]\nk = v\0w\nk2 = v2\n", "[s]\n", 2);
     INI_READS("", "", 0);
 }
 
@@ -1026,6 +1041,7 @@ int main(void)
         CONFIG_TEST(ini_bad_value_names_section_key_and_value),
         CONFIG_TEST(ini_line_that_is_not_ini_is_reported_with_its_number),
         CONFIG_TEST(ini_with_two_mistakes_reports_the_first_one),
+        CONFIG_TEST(ini_line_that_is_not_ini_before_another_mistake_is_the_one_reported),
         CONFIG_TEST(unreadable_config_file_is_a_configuration_error),
         CONFIG_TEST(directory_as_config_file_is_a_configuration_error),
         CONFIG_TEST(fault_section_with_an_unknown_key_names_it_and_the_line),
