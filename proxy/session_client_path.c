@@ -91,16 +91,29 @@ static void begin_message(struct session *s, bool bdat)
     lint_content_begin(&s->lint, bdat);
 }
 
+/* True for a complete "BDAT n LAST" line: its reply is the message's outcome. */
+static bool bdat_last(const struct smtp_in_item *it)
+{
+    const uint8_t *arg;
+    size_t arg_len;
+    uint64_t size;
+    bool last = false;
+    if (!it->complete || it->sasl || it->verb != SMTP_VERB_BDAT) return false;
+    smtp_verb_parse(it->bytes, it->len, &arg, &arg_len);
+    return smtp_bdat_parse(arg, arg_len, &size, &last) && last;
+}
+
 /* local: smtptap answers it (a fault's reply, or one of its own). */
 static bool push_pending(struct session *s, enum smtp_pending_kind kind, enum smtp_verb verb,
-                         const struct fault_rule *fault, bool local)
+                         const struct fault_rule *fault, bool local, bool ends_message)
 {
     struct smtp_pending p = {.kind = kind,
                              .verb = verb,
                              .seq = s->commands,
                              .fault = fault,
                              .local = local,
-                             .sent_ns = uv_hrtime()};
+                             .sent_ns = uv_hrtime(),
+                             .ends_message = ends_message};
     if (smtp_fifo_push(&s->fifo, p)) return true;
     session_emitf(s, EV_ERROR, DIR_C2S, "client sent %d commands without reading a reply: closing",
                   FIFO_MAX);
@@ -117,7 +130,6 @@ static void after_bdat_command(struct session *s, const struct smtp_in_item *it)
     bool last;
     smtp_verb_parse(it->bytes, it->len, &arg, &arg_len);
     if (!smtp_bdat_parse(arg, arg_len, &size, &last)) return;
-    if (last) s->bdat_last_seq = s->commands; /* its reply is the message's outcome */
     if (size != 0 || !last) return;
     if (!s->in_message) begin_message(s, true);
     session_finish_message(s);
@@ -295,7 +307,7 @@ static void act_on_command(struct session *s, const struct smtp_in_item *it,
         if (!it->sasl) s->commands++;
         const struct fault_rule *rule = forward ? plan->fault : local_rule(plan);
         if (!push_pending(s, it->sasl ? SMTP_PENDING_SASL : SMTP_PENDING_COMMAND, it->verb, rule,
-                          !forward))
+                          !forward, bdat_last(it)))
             return;
         if (plan->route == ROUTE_HELLO_REMEMBERED) {
             s->hello_fault = plan->fault;
@@ -348,7 +360,7 @@ static void client_content(struct session *s, const struct smtp_in_item *it)
     if (!it->end) return;
     if (it->bdat) s->bdat_local = false;
     if (!it->bdat && !push_pending(s, SMTP_PENDING_DATA_END, SMTP_VERB_DATA,
-                                   reply_fault_for(s, FAULT_DATA_END, NULL, 0), false))
+                                   reply_fault_for(s, FAULT_DATA_END, NULL, 0), false, true))
         return;
     if (!it->bdat || s->cin.bdat_last) session_finish_message(s);
 }

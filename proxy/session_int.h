@@ -142,7 +142,6 @@ struct session {
     struct sockaddr_storage upstream_local; /* our end of the upstream connection */
 
     struct envelope envelope; /* the transaction's accepted MAIL and RCPTs (EV_DELIVERY) */
-    uint64_t bdat_last_seq;   /* the running number of the last BDAT ... LAST command */
     uint64_t deliveries;      /* messages the server replied to */
     uint64_t server_wait_ns;  /* summed reply latencies of the client's commands */
 

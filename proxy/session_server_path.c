@@ -145,9 +145,7 @@ static void delivered(struct session *s, const struct smtp_reply *r)
 static void follow_envelope(struct session *s, const struct smtp_pending *p,
                             const struct smtp_reply *r)
 {
-    bool ends_message = p->kind == SMTP_PENDING_DATA_END ||
-                        (p->verb == SMTP_VERB_BDAT && p->seq == s->bdat_last_seq &&
-                         p->kind == SMTP_PENDING_COMMAND);
+    bool ends_message = p->kind == SMTP_PENDING_DATA_END || p->ends_message;
     if (ends_message)
         delivered(s, r);
     else if (p->verb == SMTP_VERB_MAIL || p->verb == SMTP_VERB_RCPT)

@@ -166,6 +166,7 @@ struct smtp_pending {
     bool local;        /* answered by the owner, not by the server: pairs with no reply */
     bool internal;     /* sent by the owner itself: its reply is not the client's */
     uint64_t sent_ns;  /* the owner's clock when the command's last byte came (latency) */
+    bool ends_message; /* BDAT ... LAST: its reply is the message's outcome */
 };
 
 /* A bounded ring; the owner decides what to do when it is full. */
