@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "fuzz.h"
@@ -40,11 +41,25 @@ struct sections {
     struct buf log; /* "section\x01key\n" for each value, "section\n" for each header */
 };
 
+/* "fault NAME" as config.c reads a section name: "fault" in any case, the blanks after it
+ * skipped; other sections as they are. */
+static void log_section(struct buf *log, const char *section)
+{
+    if (strncasecmp(section, "fault", 5) != 0 || (section[5] != 0 && section[5] != ' ')) {
+        buf_append_str(log, section);
+        return;
+    }
+    const char *name = section + 5;
+    while (*name == ' ') name++;
+    buf_printf(log, "fault %s", name);
+}
+
 static int log_ini(void *ctx, const char *section, const char *key, const char *value)
 {
     struct sections *s = ctx;
     (void)value;
-    buf_printf(&s->log, "%s%s%s\n", section, key ? "\x01" : "", key ? key : "");
+    log_section(&s->log, section);
+    buf_printf(&s->log, "%s%s\n", key ? "\x01" : "", key ? key : "");
     return 1;
 }
 
