@@ -26,11 +26,19 @@
 
 static char path[96];
 
+static void remove_file(void)
+{
+    unlink(path);
+}
+
+/* Writes the INI file to this process's path (made on first use, removed at exit). */
 static void write_file(const uint8_t *b, size_t n)
 {
-    if (!path[0]) /* tmpfs when there is one: the file is rewritten for every input */
+    if (!path[0]) { /* tmpfs when there is one: the file is rewritten for every input */
         snprintf(path, sizeof path, "%s/smtptap-fuzz-config-%d.ini",
                  access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp", (int)getpid());
+        atexit(remove_file);
+    }
     FILE *f = fopen(path, "w");
     if (!f || fwrite(b, 1, n, f) != n || fclose(f)) fuzz_fail("cannot write %s", path);
 }
