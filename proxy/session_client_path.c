@@ -324,9 +324,7 @@ static void act_on_command(struct session *s, const struct smtp_in_item *it,
     if (s->observed && it->first && it->complete)
         lint_command_line(it->bytes, it->len, it->sasl, on_lint, s);
     else if (s->observed && it->first)
-        session_emitf(s, EV_LINT, DIR_C2S,
-                      "lint: command line longer than %zu octets, relayed in pieces",
-                      s->cin.max_line);
+        lint_long_line(it->bytes, it->len, it->sasl, s->cin.max_line, on_lint, s);
     if (forward) {
         forward_line(s, it);
     } else {

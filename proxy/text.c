@@ -168,6 +168,7 @@ static void one_line(const struct event *ev, const uint8_t *line, size_t n, bool
 static void lines(const struct event *ev, const uint8_t *b, size_t n, bool color, struct buf *out)
 {
     size_t start = 0;
+    if (!b) b = (const uint8_t *)""; /* no bytes: one empty line (and no arithmetic on NULL) */
     do {
         const uint8_t *lf = start < n ? memchr(b + start, '\n', n - start) : NULL;
         size_t end = lf ? (size_t)(lf - b) : n;

@@ -151,8 +151,6 @@ def test_reply_over_64k_cut_after_its_code_pairs_with_its_command(tap):
         assert not [l for l in t.lines(sid) if l.is_reply and "[smtptap]" in l.text]
 
 
-@pytest.mark.xfail(strict=True, reason="needs session_client_path.c to call lint_long_line "
-                   "(lint.h) for the first piece of an over-long line")
 def test_100k_sasl_response_is_linted_as_a_sasl_line(tap):
     """Defect 5: a 100 KB SASL response (after a 334) is relayed in pieces; the lint says it
     is a SASL line with RFC 4954's limit, not "command line longer than"."""
