@@ -39,6 +39,7 @@
 #include <time.h>
 
 #include "smtptap/capture.h"
+#include "smtptap/utf8.h"
 
 /* The date and time of one second, as "ts" shows it. */
 struct second_text {
@@ -70,24 +71,8 @@ enum { KEEP_LINE_BUFFER = 1 << 20 }; /* a larger one is freed after its line */
  * no overlong forms, no surrogates, nothing above U+10FFFF. */
 static size_t utf8_seq(const uint8_t *p, size_t n)
 {
-    size_t len;
-    uint32_t min;
-    if (p[0] >= 0xc2 && p[0] <= 0xdf)
-        len = 2, min = 0x80;
-    else if (p[0] >= 0xe0 && p[0] <= 0xef)
-        len = 3, min = 0x800;
-    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-        len = 4, min = 0x10000;
-    else
-        return 0;
-    if (n < len) return 0;
-    uint32_t cp = p[0] & (0x7f >> len);
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80) return 0;
-        cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-    return len;
+    uint32_t cp;
+    return utf8_sequence(p, n, &cp);
 }
 
 /* True when b can go into a JSON string as it is: valid UTF-8 and no NUL. */

@@ -2,6 +2,8 @@
  * server, "<- " server to client, "~" instead of "-" once the leg is in TLS. */
 #include "smtptap/text.h"
 
+#include "smtptap/utf8.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,7 +17,6 @@
 #define C_MAGENTA "\033[35m"
 #define C_BOLD    "\033[1m"
 
-/* Length of a valid UTF-8 sequence starting at p, or 0. */
 /* Code points that are valid UTF-8 but act on a terminal or reorder what it shows: the C1
  * controls (0x9B is an 8-bit CSI, so a peer could send escape sequences into the live
  * transcript) and the bidirectional controls (a line could be made to read backwards). */
@@ -25,27 +26,12 @@ static bool steers_the_terminal(uint32_t cp)
            (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
 }
 
+/* A valid UTF-8 sequence at p that the terminal may show as it is, or 0. */
 static size_t utf8_len(const uint8_t *p, size_t n)
 {
-    size_t len;
-    uint32_t min;
-    if (p[0] >= 0xc2 && p[0] <= 0xdf)
-        len = 2, min = 0x80;
-    else if (p[0] >= 0xe0 && p[0] <= 0xef)
-        len = 3, min = 0x800;
-    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-        len = 4, min = 0x10000;
-    else
-        return 0;
-    if (n < len) return 0;
-    uint32_t cp = p[0] & (0x7f >> len);
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80) return 0;
-        cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-    if (steers_the_terminal(cp)) return 0; /* escaped byte by byte instead */
-    return len;
+    uint32_t cp;
+    size_t len = utf8_sequence(p, n, &cp);
+    return len && !steers_the_terminal(cp) ? len : 0; /* else escaped byte by byte */
 }
 
 void text_escape(const uint8_t *b, size_t n, struct buf *out)
