@@ -29,6 +29,7 @@ import pwd
 import re
 import secrets
 import selectors
+import shlex
 import shutil
 import signal
 import smtplib
@@ -52,6 +53,25 @@ EX_OK, EX_USAGE, EX_NOINPUT, EX_CONFIG = 0, 64, 66, 78
 def smtptap_bin() -> str:
     """$SMTPTAP_BIN, else build/smtptap in the source tree."""
     return os.environ.get("SMTPTAP_BIN") or str(ROOT / "build" / "smtptap")
+
+
+def smtptap_wrapper() -> List[str]:
+    """$SMTPTAP_WRAPPER split like a shell would (e.g. "valgrind --log-file=... -q"): a
+    command every smtptap started by Smtptap or run() runs under; [] when unset."""
+    return shlex.split(os.environ.get("SMTPTAP_WRAPPER", ""))
+
+
+# $SMTPTAP_TIMEOUT_SCALE (default 1): Smtptap's start, stop and wait_for timeouts are
+# multiplied by it (a wrapper such as valgrind makes smtptap many times slower).
+TIMEOUT_SCALE = float(os.environ.get("SMTPTAP_TIMEOUT_SCALE") or 1)
+
+
+def wrapped(cmd: Sequence[str]) -> List[str]:
+    """CMD behind smtptap_wrapper() when it runs the smtptap binary, else CMD."""
+    cmd = list(cmd)
+    if cmd and str(cmd[0]) == smtptap_bin():
+        return smtptap_wrapper() + cmd
+    return cmd
 
 
 def have_tool(name: str) -> bool:
@@ -127,10 +147,14 @@ def run(cmd: Sequence[str], timeout: float = 30.0, *, input: Optional[bytes | st
     """Run CMD, return (rc, stdout, stderr) (text unless binary=True).
 
     On timeout the whole process group is killed and an AssertionError carries what
-    the command printed so far; a hung client is a test failure, not a hung suite."""
+    the command printed so far; a hung client is a test failure, not a hung suite.
+    The smtptap binary runs behind $SMTPTAP_WRAPPER, its timeout scaled (TIMEOUT_SCALE)."""
     if isinstance(input, str):
         input = input.encode()
-    p = subprocess.Popen(list(cmd), stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+    full = wrapped(cmd)
+    if len(full) > len(cmd):  # smtptap behind $SMTPTAP_WRAPPER
+        timeout *= TIMEOUT_SCALE
+    p = subprocess.Popen(full, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd,
                          start_new_session=True)
     try:
@@ -276,14 +300,15 @@ class Smtptap:
 
     args come after `--listen 127.0.0.1:0 --color=never` (pass listen=None / color=None
     to leave those out).  stderr and stdout are collected by threads; .transcript() is
-    the stderr text so far."""
+    the stderr text so far.  umask= sets the process's umask (default: inherited); the
+    process runs behind $SMTPTAP_WRAPPER when set (see smtptap_wrapper())."""
 
     def __init__(self, args: Sequence[str] = (), *, listen: Optional[str] = "127.0.0.1:0",
                  color: Optional[str] = "never", env: Optional[dict] = None,
                  extra_env: Optional[dict] = None, binary: Optional[str] = None,
                  cwd: Optional[str] = None, start_timeout: float = 10.0,
                  stop_timeout: float = 10.0, wait_listening: bool = True,
-                 stderr_tty: bool = False):
+                 stderr_tty: bool = False, umask: int = -1):
         self.binary = binary or smtptap_bin()
         cmd = [self.binary]
         if listen is not None:
@@ -298,8 +323,9 @@ class Smtptap:
             e.update(extra_env)
         self.env = e
         self.cwd = cwd
-        self.start_timeout = start_timeout
-        self.stop_timeout = stop_timeout
+        self.umask = umask
+        self.start_timeout = start_timeout  # scaled by wait_for
+        self.stop_timeout = stop_timeout * TIMEOUT_SCALE
         self.wait_listening = wait_listening
         self.stderr_tty = stderr_tty  # stderr on a pseudo-terminal (for --color=auto tests)
         self.proc: Optional[subprocess.Popen] = None
@@ -325,14 +351,15 @@ class Smtptap:
             attrs = termios.tcgetattr(slave)
             attrs[1] &= ~termios.ONLCR  # keep "\n" line ends as the program wrote them
             termios.tcsetattr(slave, termios.TCSANOW, attrs)
-            self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=slave, env=self.env, cwd=self.cwd)
+            self.proc = subprocess.Popen(wrapped(self.cmd), stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=slave, env=self.env,
+                                         cwd=self.cwd, umask=self.umask)
             os.close(slave)
             err_stream = _PtyReader(master)
         else:
-            self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen(wrapped(self.cmd), stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         env=self.env, cwd=self.cwd)
+                                         env=self.env, cwd=self.cwd, umask=self.umask)
             err_stream = self.proc.stderr
         for name, stream, buf in (("stderr", err_stream, self._err),
                                   ("stdout", self.proc.stdout, self._out)):
@@ -397,7 +424,9 @@ class Smtptap:
 
     def wait_exit(self, timeout: float = 10.0, *, expect_rc: int = 0) -> int:
         """Wait for smtptap to exit by itself (e.g. after a signal it already got), then
-        check it like stop() does.  Sends nothing: a second signal could race shutdown."""
+        check it like stop() does.  Sends nothing: a second signal could race shutdown.
+        TIMEOUT is multiplied by TIMEOUT_SCALE."""
+        timeout *= TIMEOUT_SCALE
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -436,7 +465,9 @@ class Smtptap:
                  flags: int = re.M, raw: bool = False) -> re.Match:
         """Wait until PATTERN (regex) matched COUNT times in stderr; return the last match.
         Colour escape codes are removed before matching unless raw=True.
-        Fails early if smtptap exits; on timeout the assertion shows the transcript."""
+        Fails early if smtptap exits; on timeout the assertion shows the transcript.
+        TIMEOUT is multiplied by TIMEOUT_SCALE."""
+        timeout *= TIMEOUT_SCALE
         rx = pattern if isinstance(pattern, re.Pattern) else re.compile(pattern, flags)
         deadline = time.monotonic() + timeout
         with self._cond:
