@@ -298,7 +298,16 @@ static int open_ca(const struct config *cfg, struct tls_ca *ca)
         snprintf(dir, sizeof dir, "%s", cfg->ca_dir);
     else
         tls_default_ca_dir(dir, sizeof dir);
-    if (tls_ca_open(ca, dir, err, sizeof err) == 0) return 0;
+    if (tls_ca_open(ca, dir, err, sizeof err) == 0) {
+        /* The key signs a certificate for any name the client asks for: a key others can
+         * read lets them impersonate any server to whoever trusts the CA. */
+        if (ca->warning[0])
+            fprintf(stderr,
+                    "smtptap: warning: --ca-dir %s: %s; the CA key can impersonate any "
+                    "server to clients that trust the CA\n",
+                    dir, ca->warning);
+        return 0;
+    }
     fprintf(stderr, "smtptap: --ca-dir %s: %s\n", dir, err);
     return EXIT_CONFIG;
 }
