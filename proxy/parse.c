@@ -115,6 +115,16 @@ static bool is_numeric_ip(const char *h)
     return inet_pton(AF_INET, h, tmp) == 1 || inet_pton(AF_INET6, h, tmp) == 1;
 }
 
+bool is_loopback_address(const char *h)
+{
+    unsigned char a[16];
+    if (inet_pton(AF_INET, h, a) == 1) return a[0] == 127;
+    if (inet_pton(AF_INET6, h, a) != 1) return false;
+    static const unsigned char one[16] = {[15] = 1}, mapped[12] = {[10] = 0xff, [11] = 0xff};
+    if (memcmp(a, one, 16) == 0) return true;          /* ::1 */
+    return memcmp(a, mapped, 12) == 0 && a[12] == 127; /* ::ffff:127.x.x.x */
+}
+
 const char *parse_listen(const char *s, struct listen_spec *out)
 {
     memset(out, 0, sizeof *out);

@@ -173,6 +173,42 @@ static void raise_fd_limit(void)
     }
 }
 
+/* A listener that other hosts can reach turns smtptap into a relay from this host's address
+ * and writes what strangers send into the transcript: said at every start, on purpose with
+ * no switch to silence it (-q does not). */
+static void warn_if_exposed(const struct server *srv, const struct listener *l)
+{
+    if (is_loopback_address(l->spec.addr.host)) return;
+    const struct upstream_spec *u = &srv->cfg->upstream;
+    char what[400], up[300];
+    if (u->kind == UPSTREAM_SINK) {
+        snprintf(what, sizeof what, "send mail to smtptap's built-in sink");
+    } else if (u->kind == UPSTREAM_TRANSPARENT) {
+        snprintf(what, sizeof what,
+                 "relay mail through smtptap, from this host's address, to where each "
+                 "redirected connection was going");
+    } else {
+        format_hostport(u->target.host, u->target.port, up, sizeof up);
+        snprintf(what, sizeof what, "relay mail through smtptap to %s, from this host's address",
+                 up);
+    }
+    const char *cap = srv->cfg->capture_dir;
+    const char *live = srv->cfg->verbosity >= 0 ? "this transcript" : "";
+    const char *files = !cap[0]                 ? ""
+                        : strcmp(cap, "-") == 0 ? "the jsonl on stdout"
+                                                : "the capture files";
+    char where[200] = "";
+    if (*live || *files)
+        snprintf(where, sizeof where,
+                 ", and what they send (credentials too, unless --redact) goes into %s%s%s", live,
+                 *live && *files ? " and " : "", files);
+    fprintf(stderr,
+            "smtptap: warning: %s is not a loopback address: anyone who can reach it can %s%s. "
+            "If that is not intended, listen on 127.0.0.1 or [::1]; if it is, let a firewall "
+            "decide who reaches it (this warning has no switch)\n",
+            l->bound, what, where);
+}
+
 static int open_listeners(struct server *srv)
 {
     char err[512], up[320];
@@ -195,6 +231,7 @@ static int open_listeners(struct server *srv)
         fprintf(stderr, "smtptap %s listening on %s (%s), upstream %s\n", SMTPTAP_VERSION,
                 srv->listeners[i].bound,
                 srv->cfg->listen[i].implicit_tls ? "implicit TLS" : "plain", up);
+        warn_if_exposed(srv, &srv->listeners[i]);
     }
     fflush(stderr);
     return 0;

@@ -33,6 +33,9 @@ struct upstream_spec {
 const char *parse_hostport(const char *s, bool allow_zero, struct hostport *out);
 /* "[tls:]ADDR:PORT" with a numeric address (or localhost). */
 const char *parse_listen(const char *s, struct listen_spec *out);
+/* A numeric address in 127.0.0.0/8, ::1 or ::ffff:127.0.0.0/104: reachable from this host
+ * only. Anything else (0.0.0.0, ::, a host name) is false. */
+bool is_loopback_address(const char *numeric_host);
 /* "sink" | "transparent" | "[tls:|starttls:|plain:]HOST:PORT". */
 const char *parse_upstream(const char *s, struct upstream_spec *out);
 /* "250ms", "2s", "1m", "1h", or a bare number of seconds. */

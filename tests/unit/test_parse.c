@@ -148,6 +148,20 @@ static void listen_on_localhost_means_ipv4_loopback(void **state)
     assert_int_equal(l.addr.port, 25);
 }
 
+static void loopback_addresses_are_127_slash_8_and_ipv6_one(void **state)
+{
+    (void)state;
+    const char *yes[] = {"127.0.0.1", "127.255.255.254", "127.0.0.2",
+                         "::1",       "0:0:0:0:0:0:0:1", "::ffff:127.0.0.1"};
+    const char *no[] = {"0.0.0.0",     "::",        "10.0.0.1", "192.168.1.1",     "128.0.0.1",
+                        "126.0.0.1",   "::2",       "fe80::1",  "::ffff:10.0.0.1", "::ffff:0.0.0.0",
+                        "::127.0.0.1", "localhost", "",         "127.0.0.1:25",    "1::1"};
+    for (size_t i = 0; i < sizeof yes / sizeof *yes; i++)
+        if (!is_loopback_address(yes[i])) fail_msg("%s is loopback", yes[i]);
+    for (size_t i = 0; i < sizeof no / sizeof *no; i++)
+        if (is_loopback_address(no[i])) fail_msg("%s is not loopback", no[i]);
+}
+
 static void listen_on_port_zero_asks_for_a_free_port(void **state)
 {
     (void)state;
@@ -460,6 +474,7 @@ int main(void)
         cmocka_unit_test(host_of_256_characters_is_too_long),
         cmocka_unit_test(listen_on_loopback_port),
         cmocka_unit_test(listen_on_localhost_means_ipv4_loopback),
+        cmocka_unit_test(loopback_addresses_are_127_slash_8_and_ipv6_one),
         cmocka_unit_test(listen_on_port_zero_asks_for_a_free_port),
         cmocka_unit_test(listen_with_tls_prefix_means_implicit_tls),
         cmocka_unit_test(listen_on_a_host_name_is_refused),
