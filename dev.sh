@@ -6,14 +6,17 @@
 #   ./dev.sh test-asan               the same suite on an ASan+UBSan build
 #   ./dev.sh bench                   the benchmark in tests/bench (not a test)
 #   ./dev.sh bench-tls               the TLS benchmark in tests/bench (not a test)
+# Arguments are taken where the caller stands (./dev.sh run -d ./captures writes there): the
+# script does not change directory. Meson and ninja print only when they fail. `run` and
+# `test` share build/ (configured once with tests enabled; `run` builds only the binary).
 set -euo pipefail
-cd "$(dirname "$0")"
+root=$(cd "$(dirname "$0")" && pwd)
 
 BUILD_PKGS=(meson ninja-build pkg-config gcc libc6-dev libuv1-dev libssl-dev
-            libcmocka-dev libjansson-dev libpcap-dev)
+            libcmocka-dev libjansson-dev libpcap-dev scdoc)
 TEST_PKGS=(swaks curl msmtp postfix python3 python3-aiosmtpd python3-pytest socat nftables
            iproute2 openssl procps libio-socket-inet6-perl libnet-ssleay-perl sasl2-bin
-           python3-cryptography jq tshark)
+           python3-cryptography jq tshark systemd man-db util-linux)
 BENCH_PKGS=(haproxy socat postfix python3 procps)
 
 as_root() {
@@ -35,15 +38,48 @@ install_missing() {
         "${missing[@]}" >&2
 }
 
-build() { # build DIR [meson options]
+quietly() { # CMD...: run it; its output is shown (on stderr) only when it fails
+    local out
+    if ! out=$("$@" 2>&1); then
+        printf '%s\n' "$out" >&2
+        echo "dev.sh: failed: $*" >&2
+        return 1
+    fi
+}
+
+# options_differ DIR [meson options]: true when DIR is configured with another value for
+# one of the -Dname=value / --name=value options given (meson configure would regenerate
+# the build even when nothing changes).
+options_differ() {
     local dir=$1
     shift
-    if [ -f "$dir/build.ninja" ]; then
-        meson configure "$dir" "$@" >&2 # e.g. tests enabled after a ./dev.sh run
-    else
-        meson setup "$dir" "$@" >&2
+    /usr/bin/python3 - "$dir/meson-info/intro-buildoptions.json" "$@" <<'PY'
+import json, sys
+try:
+    have = {o["name"]: o["value"] for o in json.load(open(sys.argv[1]))}
+except (OSError, ValueError):
+    sys.exit(0)
+def text(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return ",".join(v) if isinstance(v, list) else str(v)
+for arg in sys.argv[2:]:
+    name, _, value = arg.lstrip("-").removeprefix("D").partition("=")
+    if name not in have or text(have[name]) != value:
+        sys.exit(0)
+sys.exit(1)
+PY
+}
+
+build() { # build DIR TARGET|"" [meson options]: configure DIR when needed, then build
+    local dir=$root/$1 target=$2
+    shift 2
+    if [ ! -f "$dir/build.ninja" ]; then
+        quietly meson setup "$dir" "$root" "$@"
+    elif options_differ "$dir" "$@"; then
+        quietly meson configure "$dir" "$@"
     fi
-    ninja -C "$dir" >&2
+    quietly ninja -C "$dir" ${target:+"$target"}
 }
 
 cmd=${1:-run}
@@ -51,32 +87,32 @@ cmd=${1:-run}
 case "$cmd" in
 run)
     install_missing "${BUILD_PKGS[@]}"
-    build build -Dtests=disabled
-    exec build/smtptap "$@"
+    build build smtptap -Dtests=enabled # the same configuration as `test`: no rebuild between
+    exec "$root/build/smtptap" "$@"
     ;;
 test)
     install_missing "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"
-    as_root tests/mta/install.sh # Exim and OpenSMTPD unpacked beside Postfix (they conflict)
-    build build -Dtests=enabled
-    meson test -C build --print-errorlogs "$@"
+    as_root "$root/tests/mta/install.sh" # Exim and OpenSMTPD beside Postfix (they conflict)
+    build build "" -Dtests=enabled
+    meson test -C "$root/build" --print-errorlogs "$@"
     ;;
 test-asan)
     install_missing "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"
-    as_root tests/mta/install.sh
-    build build-asan -Dtests=enabled -Db_sanitize=address,undefined -Db_lundef=false \
+    as_root "$root/tests/mta/install.sh"
+    build build-asan "" -Dtests=enabled -Db_sanitize=address,undefined -Db_lundef=false \
         --buildtype=debug
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-        meson test -C build-asan --print-errorlogs --timeout-multiplier 3 "$@"
+        meson test -C "$root/build-asan" --print-errorlogs --timeout-multiplier 3 "$@"
     ;;
 bench)
     install_missing "${BUILD_PKGS[@]}" "${BENCH_PKGS[@]}"
-    build build-release --buildtype=release -Dtests=disabled
-    exec tests/bench/bench.sh "$@"
+    build build-release smtptap --buildtype=release -Dtests=disabled
+    exec "$root/tests/bench/bench.sh" "$@"
     ;;
 bench-tls)
     install_missing "${BUILD_PKGS[@]}" "${BENCH_PKGS[@]}" stunnel4 sslsplit openssl
-    build build-release --buildtype=release -Dtests=disabled
-    exec tests/bench/bench_tls.sh "$@"
+    build build-release smtptap --buildtype=release -Dtests=disabled
+    exec "$root/tests/bench/bench_tls.sh" "$@"
     ;;
 *)
     echo "usage: ./dev.sh run|test|test-asan|bench|bench-tls [ARGS]" >&2
