@@ -4,6 +4,7 @@
 #   ./dev.sh run [SMTPTAP OPTIONS]   build and run (default: built-in sink on 127.0.0.1:2525)
 #   ./dev.sh test [MESON TEST ARGS]  build and run the whole test suite
 #   ./dev.sh test-asan               the same suite on an ASan+UBSan build
+#   ./dev.sh test-valgrind           the timing-free integration tests under valgrind memcheck
 #   ./dev.sh bench                   the benchmark in tests/bench (not a test)
 #   ./dev.sh bench-tls               the TLS benchmark in tests/bench (not a test)
 # Arguments are taken where the caller stands (./dev.sh run -d ./captures writes there): the
@@ -104,6 +105,11 @@ test-asan)
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
         meson test -C "$root/build-asan" --print-errorlogs --timeout-multiplier 3 "$@"
     ;;
+test-valgrind)
+    install_missing "${BUILD_PKGS[@]}" "${TEST_PKGS[@]}" valgrind
+    as_root "$root/tests/mta/install.sh"
+    exec "$root/tests/valgrind/run.sh" "$@"
+    ;;
 bench)
     install_missing "${BUILD_PKGS[@]}" "${BENCH_PKGS[@]}"
     build build-release smtptap --buildtype=release -Dtests=disabled
@@ -115,7 +121,7 @@ bench-tls)
     exec "$root/tests/bench/bench_tls.sh" "$@"
     ;;
 *)
-    echo "usage: ./dev.sh run|test|test-asan|bench|bench-tls [ARGS]" >&2
+    echo "usage: ./dev.sh run|test|test-asan|test-valgrind|bench|bench-tls [ARGS]" >&2
     exit 64
     ;;
 esac
