@@ -8,9 +8,17 @@ enum { LINT_SHOW_PER_KIND = 3 };
 enum { K_BARE_LF, K_BARE_CR, K_NUL, K_LONG, K_SMUGGLE };
 static const char *kind_names[] = {"bare LF", "bare CR", "NUL byte", "over-long line",
                                    "SMTP smuggling sequence"};
+static const char *kind_ids[] = {"bare-lf-in-message", "bare-cr-in-message", "nul-in-message",
+                                 "long-message-line", "smuggling-sequence"};
+
+static void say(lint_report_fn report, void *ctx, const char *id, int64_t at, const char *text)
+{
+    struct lint_finding f = {.id = id, .at = at, .text = text};
+    report(ctx, &f);
+}
 
 static void report_line_bytes(const uint8_t *line, size_t len, const char *what,
-                              lint_report_fn report, void *ctx)
+                              lint_report_fn report, void *ctx, int64_t base)
 {
     char msg[160];
     size_t body = len;
@@ -20,7 +28,7 @@ static void report_line_bytes(const uint8_t *line, size_t len, const char *what,
     if (has_crlf) body--;
     if (has_lf && !has_crlf) {
         snprintf(msg, sizeof msg, "%s ends with a bare LF (RFC 5321 2.3.8 requires CRLF)", what);
-        report(ctx, msg);
+        say(report, ctx, "bare-lf-line-ending", base + (int64_t)len - 1, msg);
     }
     for (size_t i = 0; i < body; i++) {
         if (line[i] == '\r' || line[i] == '\n' || line[i] == 0) {
@@ -29,7 +37,11 @@ static void report_line_bytes(const uint8_t *line, size_t len, const char *what,
                      : line[i] == '\r' ? "bare CR"
                                        : "bare LF",
                      i);
-            report(ctx, msg);
+            say(report, ctx,
+                line[i] == 0      ? "nul-in-line"
+                : line[i] == '\r' ? "bare-cr-in-line"
+                                  : "bare-lf-in-line",
+                base + (int64_t)i, msg);
             break;
         }
     }
@@ -44,12 +56,12 @@ static size_t line_limit(bool sasl)
 void lint_command_line(const uint8_t *line, size_t len, bool sasl, lint_report_fn report, void *ctx)
 {
     const char *what = sasl ? "SASL line" : "command line";
-    report_line_bytes(line, len, what, report, ctx);
+    report_line_bytes(line, len, what, report, ctx, 0);
     size_t limit = line_limit(sasl);
     if (len > limit) {
         char msg[128];
         snprintf(msg, sizeof msg, "%s is %zu octets (RFC limit %zu)", what, len, limit);
-        report(ctx, msg);
+        say(report, ctx, sasl ? "long-sasl-line" : "long-command-line", 0, msg);
     }
 }
 
@@ -57,11 +69,11 @@ void lint_long_line(const uint8_t *piece, size_t len, bool sasl, size_t max_line
                     lint_report_fn report, void *ctx)
 {
     const char *what = sasl ? "SASL line" : "command line";
-    report_line_bytes(piece, len, what, report, ctx);
+    report_line_bytes(piece, len, what, report, ctx, 0);
     char msg[128];
     snprintf(msg, sizeof msg, "%s longer than %zu octets (RFC limit %zu), relayed in pieces", what,
              max_line, line_limit(sasl));
-    report(ctx, msg);
+    say(report, ctx, sasl ? "long-sasl-line" : "long-command-line", 0, msg);
 }
 
 void lint_reply(const uint8_t *reply, size_t len, lint_report_fn report, void *ctx)
@@ -70,12 +82,12 @@ void lint_reply(const uint8_t *reply, size_t len, lint_report_fn report, void *c
     while (start < len) {
         const uint8_t *lf = memchr(reply + start, '\n', len - start);
         size_t end = lf ? (size_t)(lf - reply) + 1 : len;
-        report_line_bytes(reply + start, end - start, "reply line", report, ctx);
+        report_line_bytes(reply + start, end - start, "reply line", report, ctx, (int64_t)start);
         if (end - start > LINT_REPLY_LINE_MAX) {
             char msg[128];
             snprintf(msg, sizeof msg, "reply line is %zu octets (RFC 5321 limit %d)", end - start,
                      LINT_REPLY_LINE_MAX);
-            report(ctx, msg);
+            say(report, ctx, "long-reply-line", (int64_t)start, msg);
         }
         start = end;
     }
@@ -91,15 +103,16 @@ void lint_content_begin(struct lint_content *l, bool bdat)
     l->tail[3] = '\n';
 }
 
-static void finding(struct lint_content *l, int kind, const char *detail, lint_report_fn report,
-                    void *ctx)
+/* back: how many bytes before the one being looked at the finding starts. */
+static void finding(struct lint_content *l, int kind, int64_t back, const char *detail,
+                    lint_report_fn report, void *ctx)
 {
     if (++l->counts[kind] > LINT_SHOW_PER_KIND) return;
     char msg[200];
     snprintf(msg, sizeof msg, "%s in %s at line %llu%s%s", kind_names[kind],
              l->bdat ? "BDAT" : "DATA", (unsigned long long)l->line, detail ? ": " : "",
              detail ? detail : "");
-    report(ctx, msg);
+    say(report, ctx, kind_ids[kind], (int64_t)l->at - back, msg);
 }
 
 /* Called for each byte c with l->tail holding the four bytes before it (newest last).
@@ -130,7 +143,7 @@ static void check_smuggling(struct lint_content *l, uint8_t c, lint_report_fn re
         return;
     if (strcmp(before, "<CR><LF>") == 0 && strcmp(after, "<CR><LF>") == 0) return;
     snprintf(detail, sizeof detail, "%s.%s", before, after);
-    finding(l, K_SMUGGLE, detail, report, ctx);
+    finding(l, K_SMUGGLE, 4 - dot, detail, report, ctx); /* at the lone dot */
 }
 
 /* Bytes that can start or end a finding; any other byte after a non-CR only grows the line. */
@@ -160,18 +173,18 @@ static void one_byte(struct lint_content *l, uint8_t c, lint_report_fn report, v
     if (!l->bdat) check_smuggling(l, c, report, ctx);
     uint8_t prev = l->tail[3];
     if (c == '\n') {
-        if (prev != '\r') finding(l, K_BARE_LF, NULL, report, ctx);
+        if (prev != '\r') finding(l, K_BARE_LF, 0, NULL, report, ctx);
         if (l->line_len + 1 > LINT_TEXT_LINE_MAX) {
             char detail[64];
             snprintf(detail, sizeof detail, "%llu octets (RFC 5321 limit %d)",
                      (unsigned long long)l->line_len + 1, LINT_TEXT_LINE_MAX);
-            finding(l, K_LONG, detail, report, ctx);
+            finding(l, K_LONG, (int64_t)l->line_len, detail, report, ctx); /* its start */
         }
         l->line++;
         l->line_len = 0;
     } else {
-        if (prev == '\r') finding(l, K_BARE_CR, NULL, report, ctx);
-        if (c == 0) finding(l, K_NUL, NULL, report, ctx);
+        if (prev == '\r') finding(l, K_BARE_CR, 1, NULL, report, ctx);
+        if (c == 0) finding(l, K_NUL, 0, NULL, report, ctx);
         /* RFC 5321 4.5.3.1.6: the limit does not count a dot added for transparency. */
         if (l->bdat || l->line_len || c != '.') l->line_len++;
     }
@@ -189,6 +202,7 @@ void lint_content_feed(struct lint_content *l, const uint8_t *b, size_t len, lin
             i += run;
             continue;
         }
+        l->at = i;
         one_byte(l, b[i++], report, ctx);
     }
 }
@@ -196,12 +210,13 @@ void lint_content_feed(struct lint_content *l, const uint8_t *b, size_t len, lin
 void lint_content_end(struct lint_content *l, lint_report_fn report, void *ctx)
 {
     /* A CR as the very last byte (BDAT) has no next byte to show it is bare. */
-    if (l->tail[3] == '\r') finding(l, K_BARE_CR, NULL, report, ctx);
+    l->at = 0; /* just after the last piece */
+    if (l->tail[3] == '\r') finding(l, K_BARE_CR, 1, NULL, report, ctx);
     for (int k = 0; k < 5; k++) {
         if (l->counts[k] <= LINT_SHOW_PER_KIND) continue;
         char msg[128];
         snprintf(msg, sizeof msg, "%s in %s: %u occurrences in all (%d shown)", kind_names[k],
                  l->bdat ? "BDAT" : "DATA", l->counts[k], LINT_SHOW_PER_KIND);
-        report(ctx, msg);
+        say(report, ctx, kind_ids[k], LINT_AT_NONE, msg);
     }
 }

@@ -246,7 +246,7 @@ static void on_auth(struct lint_state *ls, uint64_t off, bool client_in_tls)
 {
     if (!ls->caps.starttls || client_in_tls) return;
     say(ls, LINT_ID_AUTH_BEFORE_STARTTLS, LINT_SIDE_C2S, off,
-        "client sent AUTH in plain text although the server offered STARTTLS (RFC 3207, RFC "
+        "client sent AUTH in plain text although STARTTLS was offered to it (RFC 3207, RFC "
         "4954 4): the credentials cross the network unencrypted");
 }
 

@@ -78,6 +78,13 @@ void session_lint(struct session *s, const char *id, enum event_dir dir, int64_t
     emit(s, EV_LINT, dir, NULL, 0, text, false, false, &f);
 }
 
+void session_on_lint(void *ctx, const struct lint_finding *f)
+{
+    const struct lint_where *w = ctx;
+    int64_t offset = f->at == LINT_AT_NONE ? -1 : w->base + f->at;
+    session_lint(w->s, f->id, w->dir, offset < 0 ? -1 : offset, "lint: %s", f->text);
+}
+
 static void on_state_finding(void *ctx, const char *id, enum lint_side side, uint64_t offset,
                              const char *text)
 {

@@ -12,11 +12,6 @@ enum {
     BODY_CHUNK = 64 * 1024, /* message bytes per EV_BODY */
 };
 
-static void on_lint(void *ctx, const char *finding)
-{
-    session_emitf(ctx, EV_LINT, DIR_NONE, "lint: %s", finding);
-}
-
 static void on_shown_line(void *ctx, const uint8_t *line, size_t len)
 {
     session_emit(ctx, EV_CONTENT, DIR_C2S, line, len, NULL, false);
@@ -35,7 +30,8 @@ void session_finish_message(struct session *s)
     message_view_end(&s->msg, &sum, on_shown_line, s);
     flush_body(s, s->message_seq);
     lint_state_message_end(&s->lstate);
-    lint_content_end(&s->lint, on_lint, s);
+    struct lint_where at_end = {s, DIR_C2S, (int64_t)s->content_end_pos};
+    lint_content_end(&s->lint, session_on_lint, &at_end);
     char hidden[80] = "";
     if (sum.hidden_lines)
         snprintf(hidden, sizeof hidden, " (%u line%s not shown, -v shows them)", sum.hidden_lines,
@@ -141,7 +137,8 @@ static void show_auth_view(struct session *s, const struct auth_view *v)
 {
     if (v->decoded && s->cfg->decode_auth)
         session_emit(s, EV_AUTH, DIR_NONE, NULL, 0, s->cfg->redact ? v->redacted : v->text, false);
-    if (v->problem[0]) session_emitf(s, EV_LINT, DIR_NONE, "lint: %s", v->problem);
+    if (v->problem[0])
+        session_lint(s, "sasl-malformed", DIR_C2S, (int64_t)s->c2s_pos, "lint: %s", v->problem);
 }
 
 /* The command event for a client line; AUTH lines go through the decoder and, with
@@ -167,7 +164,7 @@ static void emit_client_line(struct session *s, const struct smtp_in_item *it)
             command_event(s, it->bytes, it->len);
             return;
         }
-        int n = snprintf(masked, sizeof masked, "<redacted %zu bytes>", it->len);
+        int n = snprintf(masked, sizeof masked, "<redacted>"); /* its length neither */
         command_event(s, (const uint8_t *)masked, (size_t)n);
         return;
     }
@@ -321,10 +318,11 @@ static void act_on_command(struct session *s, const struct smtp_in_item *it,
             envelope_command(&s->envelope, it->verb, it->bytes, it->len);
     }
     emit_client_line(s, it);
+    struct lint_where here = {s, DIR_C2S, (int64_t)s->c2s_pos};
     if (s->observed && it->first && it->complete)
-        lint_command_line(it->bytes, it->len, it->sasl, on_lint, s);
+        lint_command_line(it->bytes, it->len, it->sasl, session_on_lint, &here);
     else if (s->observed && it->first)
-        lint_long_line(it->bytes, it->len, it->sasl, s->cin.max_line, on_lint, s);
+        lint_long_line(it->bytes, it->len, it->sasl, s->cin.max_line, session_on_lint, &here);
     if (forward) {
         forward_line(s, it);
     } else {
@@ -351,7 +349,9 @@ static void client_content(struct session *s, const struct smtp_in_item *it)
     if (!s->in_message) begin_message(s, it->bdat);
     if (s->observed) {
         message_view_feed(&s->msg, it->bytes, it->len, on_shown_line, s);
-        lint_content_feed(&s->lint, it->bytes, it->len, on_lint, s);
+        struct lint_where here = {s, DIR_C2S, (int64_t)s->c2s_pos};
+        lint_content_feed(&s->lint, it->bytes, it->len, session_on_lint, &here);
+        s->content_end_pos = s->c2s_pos + it->len;
         lint_state_content(&s->lstate, s->c2s_pos, it->bytes, it->len);
     }
     if (!(it->bdat && s->bdat_local)) leg_write(s->upstream, it->bytes, it->len);

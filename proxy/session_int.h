@@ -112,6 +112,7 @@ struct session {
     struct lint_content lint;
     struct lint_state lstate; /* the lint that needs the dialog's state (lint_state.h) */
     uint64_t c2s_pos;         /* bytes framed from the client so far: lint offsets */
+    uint64_t content_end_pos; /* c2s_pos just after the last message byte fed to lint */
     uint64_t s2c_pos;         /* bytes sent to the client so far */
 
     uv_timer_t timer; /* connect/greeting timeout, then idle timeout, then linger */
@@ -184,6 +185,14 @@ void session_emit_facts(struct session *s, enum event_kind kind, enum event_dir 
 void session_lint(struct session *s, const char *id, enum event_dir dir, int64_t offset,
                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 /* A reply the client gets, for the stateful lint (p: what it answers, NULL when unasked). */
+/* Where a lint.c finding is: the session, the direction and the stream offset its `at` counts
+ * from (the ctx of a lint_report_fn; session_on_lint is that function). */
+struct lint_where {
+    struct session *s;
+    enum event_dir dir;
+    int64_t base;
+};
+void session_on_lint(void *ctx, const struct lint_finding *f);
 void session_lint_reply(struct session *s, const struct smtp_pending *p, const uint8_t *bytes,
                         size_t len, bool last);
 /* A reply smtptap wrote itself (marked [smtptap]; facts.reply.code from its first line). */

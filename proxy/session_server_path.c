@@ -6,11 +6,6 @@
 
 #include "session_int.h"
 
-static void on_lint(void *ctx, const char *finding)
-{
-    session_emitf(ctx, EV_LINT, DIR_NONE, "lint: %s", finding);
-}
-
 void session_resume_client(struct session *s, const struct smtp_pending *p, int code,
                            bool from_client_path)
 {
@@ -41,7 +36,8 @@ static void auth_reply(struct session *s, const struct smtp_pending *p, const st
     auth_on_reply(&s->auth, r->code, r->bytes, r->len, &v);
     if (v.decoded && s->cfg->decode_auth)
         session_emit(s, EV_AUTH, DIR_NONE, NULL, 0, s->cfg->redact ? v.redacted : v.text, false);
-    if (v.problem[0]) session_emitf(s, EV_LINT, DIR_NONE, "lint: %s", v.problem);
+    if (v.problem[0])
+        session_lint(s, "sasl-malformed", DIR_S2C, (int64_t)s->s2c_pos, "lint: %s", v.problem);
 }
 
 static void unpaired_reply(struct session *s, const struct smtp_reply *r)
@@ -88,8 +84,8 @@ static void observe_reply(struct session *s, const struct smtp_reply *r, bool pa
         if (route == REPLY_TO_CLIENT) s->server_wait_ns += f.reply.latency_ns;
     }
     if (r->partial && !s->reply_in_pieces)
-        session_emitf(s, EV_LINT, DIR_S2C, "lint: reply longer than %zu octets, relayed in pieces",
-                      s->sin.max_reply);
+        session_lint(s, "long-reply", DIR_S2C, (int64_t)s->s2c_pos,
+                     "lint: reply longer than %zu octets, relayed in pieces", s->sin.max_reply);
     else if (route == REPLY_UNPAIRED)
         unpaired_reply(s, r);
     s->reply_in_pieces = r->partial;
@@ -102,7 +98,8 @@ static void observe_reply(struct session *s, const struct smtp_reply *r, bool pa
     if (r->malformed && !r->partial && route == REPLY_UNPAIRED) /* paired: lint_state says it */
         session_lint(s, "reply-code-changes", DIR_S2C, (int64_t)s->s2c_pos,
                      "lint: malformed reply (every line must start with the same 3-digit code)");
-    lint_reply(r->bytes, r->len, on_lint, s);
+    struct lint_where here = {s, DIR_S2C, (int64_t)s->s2c_pos};
+    lint_reply(r->bytes, r->len, session_on_lint, &here);
 }
 
 /* The client's reply, shaped by smtptap's EHLO edit and by the command's fault rule. */

@@ -65,7 +65,10 @@ void session_discard_after_starttls(struct session *s, enum starttls_discard whi
         n = smtp_in_discard(&s->cin); /* the framer stays opaque */
     else
         n = smtp_reply_take_rest(&s->sin, &rest);
-    if (n) session_emitf(s, EV_LINT, client ? DIR_C2S : DIR_S2C, words[which], n);
+    if (n)
+        session_lint(s, client ? "command-injection" : "response-injection",
+                     client ? DIR_C2S : DIR_S2C, (int64_t)(client ? s->c2s_pos : s->s2c_pos),
+                     words[which], n);
 }
 
 void session_start_passthrough(struct session *s)

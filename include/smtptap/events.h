@@ -59,7 +59,7 @@ struct event_reply_facts {
 };
 
 struct event_lint_facts {
-    const char *id; /* stable rule id, e.g. "bare-lf-in-data" */
+    const char *id; /* stable rule id, e.g. "bare-lf-in-message" (README: Lint) */
     int64_t offset; /* byte offset in the client's (C2S) or server's (S2C) stream, -1 unknown */
 };
 

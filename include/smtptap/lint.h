@@ -1,6 +1,7 @@
 /* lint.h - pure protocol warnings: bare CR/LF, NUL, over-long lines and SMTP smuggling
  * sequences in commands, replies and message content. Findings are reported through a
- * callback as one human sentence each; nothing is changed in the bytes. */
+ * callback, each with a stable id, where it is, and one human sentence; nothing is changed in
+ * the bytes. */
 #ifndef SMTPTAP_LINT_H
 #define SMTPTAP_LINT_H
 
@@ -8,7 +9,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef void (*lint_report_fn)(void *ctx, const char *finding);
+/* One finding. id: a stable rule id ("bare-lf-in-message", ...; README lists them). at: the
+ * offending byte's offset from the first byte of the input given to the call that reported it
+ * (negative: a byte of an earlier piece of the same message), LINT_AT_NONE for a summary. */
+struct lint_finding {
+    const char *id;
+    int64_t at;
+    const char *text;
+};
+#define LINT_AT_NONE INT64_MIN
+
+typedef void (*lint_report_fn)(void *ctx, const struct lint_finding *f);
 
 /* RFC 5321 4.5.3.1 limits, terminator included. */
 enum {
@@ -38,6 +49,7 @@ struct lint_content {
     uint8_t tail[4];   /* the last bytes seen, newest last, for sequences across chunks */
     bool bdat;
     uint32_t counts[5]; /* per finding kind */
+    size_t at;          /* offset in the piece being fed of the byte being looked at */
 };
 
 void lint_content_begin(struct lint_content *l, bool bdat);

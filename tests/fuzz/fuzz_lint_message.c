@@ -10,6 +10,8 @@
  *     last 3 bytes held back as the terminator), BDAT as is;
  *   - no shown line is longer than MESSAGE_SHOW_LINE_MAX, the last one without LF included
  *     (issue 16, defect 3), and no more lines are shown than asked;
+ *   - every finding has a rule id, and an offset inside the bytes (the absolute offset, from
+ *     the piece's base, is part of what must not depend on the cut);
  *   - command, SASL and reply lint on the same bytes: findings are short sentences. */
 #include <openssl/sha.h>
 #include <stdio.h>
@@ -22,18 +24,30 @@
 #include "smtptap/message.h"
 
 struct seen {
-    struct buf findings; /* each finding, then "\n" */
+    struct buf findings; /* each finding: id, absolute offset, sentence, then "\n" */
+    size_t base;         /* offset of the piece being fed in the whole input */
+    size_t len;          /* the whole input's length */
     struct buf shown;    /* each shown line, then its length */
     unsigned shown_count;
     struct message_summary sum;
 };
 
-static void on_finding(void *ctx, const char *finding)
+static void on_finding(void *ctx, const struct lint_finding *f)
 {
     struct seen *s = ctx;
-    size_t n = strlen(finding);
+    size_t n = strlen(f->text);
     FUZZ_CHECK(n > 0 && n < 300, "a finding of %zu characters", n);
-    buf_append(&s->findings, finding, n);
+    FUZZ_CHECK(f->id && *f->id, "a finding without an id: %s", f->text);
+    char where[64] = "summary";
+    if (f->at != LINT_AT_NONE) {
+        int64_t at = (int64_t)s->base + f->at;
+        FUZZ_CHECK(at >= 0 && (size_t)at <= s->len, "%s at %lld, outside the %zu input bytes",
+                   f->id, (long long)at, s->len);
+        snprintf(where, sizeof where, "%lld", (long long)at);
+    }
+    buf_append(&s->findings, f->id, strlen(f->id));
+    buf_append(&s->findings, where, strlen(where));
+    buf_append(&s->findings, f->text, n);
     buf_append(&s->findings, "\n", 1);
 }
 
@@ -50,6 +64,7 @@ static void view(const uint8_t *b, size_t n, bool bdat, unsigned max_shown, cons
                  size_t ncuts, struct seen *s)
 {
     memset(s, 0, sizeof *s);
+    s->len = n;
     buf_init(&s->findings);
     buf_init(&s->shown);
     struct lint_content l;
@@ -59,10 +74,12 @@ static void view(const uint8_t *b, size_t n, bool bdat, unsigned max_shown, cons
     size_t from = 0;
     for (size_t k = 0; k <= ncuts; k++) {
         size_t to = k < ncuts ? cuts[k] : n;
+        s->base = from;
         lint_content_feed(&l, b + from, to - from, on_finding, s);
         message_view_feed(&m, b + from, to - from, on_shown, s);
         from = to;
     }
+    s->base = n;
     lint_content_end(&l, on_finding, s);
     message_view_end(&m, &s->sum, on_shown, s);
 }
@@ -126,6 +143,7 @@ static void lint_lines(const uint8_t *b, size_t n)
 {
     struct seen s;
     memset(&s, 0, sizeof s);
+    s.len = n;
     buf_init(&s.findings);
     lint_command_line(b, n, false, on_finding, &s);
     lint_command_line(b, n, true, on_finding, &s);

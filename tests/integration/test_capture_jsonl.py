@@ -362,13 +362,14 @@ def test_raw_8bit_commands_and_replies_round_trip(tap, need, tmp_path, aiosmtpd)
 def test_a_fault_and_a_lint_are_structured(tap, need, tmp_path, aiosmtpd):
     need("jq")
     cap = tmp_path / "cap"
-    t = tap(["-u", aiosmtpd.hostport, "-d", str(cap), "--format", "text,jsonl",
+    t = tap(["-u", "plain:" + aiosmtpd.hostport, "-d", str(cap), "--format", "text,jsonl",
              "--fault", "RCPT *@busy.example: reply 450 4.2.0 Busy, try later"])
     with RawSmtpClient("127.0.0.1", t.port) as c:
         assert c.code() == 220
         assert c.cmd(b"EHLO client.test")[-1].startswith(b"250 ")
         assert c.cmd(b"MAIL FROM:<a@example.org>")[-1].startswith(b"250 ")
         assert c.cmd(b"RCPT TO:<x@busy.example>") == [b"450 4.2.0 Busy, try later"]
+        line_at = c.sent  # the offset of the next line in the client's stream
         c.send(b"NOOP bare LF\n")
         assert c.reply()[-1].startswith(b"250")
         assert c.cmd(b"QUIT")[-1].startswith(b"221")
@@ -384,8 +385,11 @@ def test_a_fault_and_a_lint_are_structured(tap, need, tmp_path, aiosmtpd):
     assert events.index(fault) < events.index(local)
     lints = [e for e in of_kind(events, "lint") if "bare LF" in e["text"]]
     assert len(lints) == 1, of_kind(events, "lint")
-    for e in of_kind(events, "lint"):  # the facts, where the session gives them
-        assert "lint" not in e or isinstance(e["lint"]["id"], str), e
+    # the rule id, the side and the offset of the LF itself, as for the stateful rules
+    assert lints[0]["dir"] == "c2s", lints[0]
+    assert lints[0]["lint"] == {"id": "bare-lf-line-ending", "offset": line_at + 12}, lints[0]
+    for e in of_kind(events, "lint"):  # every finding has its rule id
+        assert isinstance(e["lint"]["id"], str) and e["lint"]["id"], e
 
 
 def test_smtptaps_own_replies_have_their_code(tap, tmp_path, aiosmtpd):

@@ -678,7 +678,7 @@ def test_auth_before_starttls(lab, tmp_path):
         c.quit()
         s = lb.finish(c)
         assert_finding(s, "auth-before-starttls",
-                       "client sent AUTH in plain text although the server offered STARTTLS",
+                       "client sent AUTH in plain text although STARTTLS was offered to it",
                        "c2s", s.c2s.index(auth), auth + CRLF)
 
         lb = lab(srv.hostport, client_starttls="offer")

@@ -28,12 +28,19 @@ struct findings {
     char text[8192];
     size_t len;
     unsigned count;
+    const char *ids[16]; /* the first findings' rule ids and offsets */
+    int64_t at[16];
 };
 
-static void collect_cb(void *ctx, const char *finding)
+static void collect_cb(void *ctx, const struct lint_finding *found)
 {
     struct findings *f = ctx;
-    int n = snprintf(f->text + f->len, sizeof f->text - f->len, "%s\n", finding);
+    assert_non_null(found->id);
+    if (f->count < NELEM(f->ids)) {
+        f->ids[f->count] = found->id;
+        f->at[f->count] = found->at;
+    }
+    int n = snprintf(f->text + f->len, sizeof f->text - f->len, "%s\n", found->text);
     assert_true(n > 0 && (size_t)n < sizeof f->text - f->len);
     f->len += (size_t)n;
     f->count++;
@@ -589,6 +596,56 @@ static void bare_cr_and_nul_in_a_reply_are_reported(void **state)
                           "reply line contains a NUL byte at offset 5\n");
 }
 
+/* Every finding carries a stable rule id and the offset of the offending byte (README's lint
+ * table; jsonl lint events). */
+static void findings_have_rule_ids_and_offsets(void **state)
+{
+    (void)state;
+    struct findings f = {0};
+    lint_reply(LIT("250-ok\r\n250 o\0k\r\n"), collect_cb, &f);
+    assert_int_equal(f.count, 1);
+    assert_string_equal(f.ids[0], "nul-in-line");
+    assert_int_equal(f.at[0], 8 + 5); /* from the reply's first byte */
+
+    memset(&f, 0, sizeof f);
+    lint_command_line(LIT("NOOP\n"), false, collect_cb, &f);
+    assert_string_equal(f.ids[0], "bare-lf-line-ending");
+    assert_int_equal(f.at[0], 4);
+
+    memset(&f, 0, sizeof f);
+    struct lint_content l;
+    lint_content_begin(&l, false);
+    lint_content_feed(&l, LIT("ab\ncd"), collect_cb, &f);     /* bare LF at 2 */
+    lint_content_feed(&l, LIT("\rx"), collect_cb, &f);        /* bare CR at 0 of this piece */
+    lint_content_feed(&l, LIT("\n.\nz\r\n"), collect_cb, &f); /* <LF>.<LF>: the dot at 1 */
+    lint_content_end(&l, collect_cb, &f);
+    assert_int_equal(f.count, 5); /* the LF after the dot is bare too */
+    assert_string_equal(f.ids[0], "bare-lf-in-message");
+    assert_int_equal(f.at[0], 2);
+    assert_string_equal(f.ids[1], "bare-cr-in-message");
+    assert_int_equal(f.at[1], 0);
+    assert_string_equal(f.ids[2], "bare-lf-in-message");
+    assert_int_equal(f.at[2], 0);
+    assert_string_equal(f.ids[3], "smuggling-sequence");
+    assert_int_equal(f.at[3], 1);
+    assert_string_equal(f.ids[4], "bare-lf-in-message");
+    assert_int_equal(f.at[4], 2);
+}
+
+static void a_summary_of_many_findings_has_no_offset(void **state)
+{
+    (void)state;
+    struct findings f = {0};
+    struct lint_content l;
+    lint_content_begin(&l, true);
+    lint_content_feed(&l, LIT("\0\0\0\0\0"), collect_cb, &f);
+    lint_content_end(&l, collect_cb, &f);
+    assert_int_equal(f.count, 4); /* 3 shown, then the summary */
+    assert_int_equal(f.at[2], 2);
+    assert_string_equal(f.ids[3], "nul-in-message");
+    assert_true(f.at[3] == LINT_AT_NONE);
+}
+
 static void reply_line_over_512_octets_is_reported(void **state)
 {
     (void)state;
@@ -645,6 +702,8 @@ int main(void)
         cmocka_unit_test(reply_line_with_bare_lf_is_reported_per_line),
         cmocka_unit_test(bare_cr_and_nul_in_a_reply_are_reported),
         cmocka_unit_test(reply_line_over_512_octets_is_reported),
+        cmocka_unit_test(findings_have_rule_ids_and_offsets),
+        cmocka_unit_test(a_summary_of_many_findings_has_no_offset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

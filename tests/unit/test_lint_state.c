@@ -946,8 +946,8 @@ static void auth_in_clear_when_starttls_was_offered_is_reported(void **state)
     (void)state;
     struct findings f =
         EXPECT(DIALOG(auth_in_clear), AT(LINT_ID_AUTH_BEFORE_STARTTLS, LINT_SIDE_C2S, "AUTH"));
-    assert_text(&f, "auth-before-starttls: client sent AUTH in plain text although the server "
-                    "offered STARTTLS");
+    assert_text(&f, "auth-before-starttls: client sent AUTH in plain text although STARTTLS "
+                    "was offered to it");
 }
 
 static const struct step auth_in_tls[] = {
