@@ -184,6 +184,7 @@ def test_long_fault_section_name_and_reply_line_work(tap, tmp_path):
         assert c.cmd(b"EHLO client.test")[-1].startswith(b"250")
         assert c.cmd(b"NOOP") == [f"450 {text}".rstrip().encode()]
         assert c.cmd(b"QUIT")[0].startswith(b"221")
+    t.wait_session_end(1)  # the transcript is written as the session goes: wait for all of it
     assert f"[fault {name}]" in t.transcript() or name in t.transcript(), t.transcript()
 
 
