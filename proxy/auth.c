@@ -51,6 +51,14 @@ __attribute__((format(printf, 2, 0))) static void sb_vfmt(struct sb *s, const ch
     sb_put(s, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }
 
+__attribute__((format(printf, 2, 3))) static void sb_fmt(struct sb *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sb_vfmt(s, fmt, ap);
+    va_end(ap);
+}
+
 /* Appends bytes as printable ASCII: \\ for a backslash, \" for a quote when quoted, \xNN for
  * anything else outside 0x20-0x7e. */
 static void sb_escaped(struct sb *s, const uint8_t *p, size_t n, bool quoted)
@@ -107,9 +115,21 @@ static void out_begin(struct out *o, struct auth_view *v, const struct auth_deco
     out_fmt(o, "%s", o->who);
 }
 
-/* Appends ` key="value"`, or ` "value"` without a key; a secret value reads
- * `<redacted N bytes>` in the redacted text. */
-static void out_field(struct out *o, const char *key, const uint8_t *p, size_t n, bool secret)
+/* How a value reads in the redacted text. A redacted value never tells its length (a
+ * password's length is a clue to it); only data of a mechanism smtptap does not decode
+ * keeps its size, which is all that can be said of it (a Kerberos ticket's size, say). */
+enum secrecy {
+    VISIBLE,       /* as in the text: user names, prompts */
+    SECRET,        /* <redacted>: passwords and anything that may hold one */
+    SECRET_TOKEN,  /* <redacted token>: an OAuth bearer token */
+    SECRET_DIGEST, /* <redacted digest>: a CRAM-MD5 digest */
+    SECRET_BLOB,   /* <redacted N bytes>: opaque data of a mechanism smtptap does not decode */
+};
+
+/* Appends ` key="value"`, or ` "value"` without a key; a secret value reads as its
+ * `secrecy` says in the redacted text. */
+static void out_field(struct out *o, const char *key, const uint8_t *p, size_t n,
+                      enum secrecy secrecy)
 {
     if (key)
         out_fmt(o, " %s=", key);
@@ -118,15 +138,19 @@ static void out_field(struct out *o, const char *key, const uint8_t *p, size_t n
     sb_put(&o->text, "\"", 1);
     sb_escaped(&o->text, p, n, true);
     sb_put(&o->text, "\"", 1);
-    if (!secret) {
+    char mark[64];
+    switch (secrecy) {
+    case VISIBLE:
         sb_put(&o->red, "\"", 1);
         sb_escaped(&o->red, p, n, true);
         sb_put(&o->red, "\"", 1);
-    } else {
-        char mark[64];
-        int len = snprintf(mark, sizeof mark, "<redacted %zu bytes>", n);
-        sb_put(&o->red, mark, (size_t)len);
+        return;
+    case SECRET: snprintf(mark, sizeof mark, "<redacted>"); break;
+    case SECRET_TOKEN: snprintf(mark, sizeof mark, "<redacted token>"); break;
+    case SECRET_DIGEST: snprintf(mark, sizeof mark, "<redacted digest>"); break;
+    case SECRET_BLOB: snprintf(mark, sizeof mark, "<redacted %zu bytes>", n); break;
     }
+    sb_put(&o->red, mark, strlen(mark));
 }
 
 /* Records a lint finding; the first one wins. Findings never quote secret bytes. */
@@ -178,8 +202,8 @@ static bool is_b64(uint8_t c)
 /* Why p is not strict RFC 4648 base64 (padded, no whitespace), or NULL if it is. */
 static const char *b64_check(const uint8_t *p, size_t n, char *why, size_t why_size)
 {
-    if (n % 4 != 0) {
-        snprintf(why, why_size, "length %zu is not a multiple of 4", n);
+    if (n % 4 != 0) { /* the length itself is left out: the bytes may be a password */
+        snprintf(why, why_size, "its length is not a multiple of 4");
         return why;
     }
     size_t pad = n >= 1 && p[n - 1] == '=' ? (n >= 2 && p[n - 2] == '=' ? 2 : 1) : 0;
@@ -236,7 +260,9 @@ static bool decode_payload(struct out *o, const char *what, const char *lead, co
         return false;
     }
     if (b64_check(p, n, why, sizeof why)) {
-        out_fmt(o, "%s <invalid base64, %zu bytes>", lead, n);
+        /* Maybe a password sent without base64: its length stays out of the redacted text. */
+        sb_fmt(&o->text, "%s <invalid base64, %zu bytes>", lead, n);
+        sb_fmt(&o->red, "%s <invalid base64>", lead);
         out_problem(o, "%s %s is not valid base64 (%s)", o->who, what, why);
         return false;
     }
@@ -244,13 +270,15 @@ static bool decode_payload(struct out *o, const char *what, const char *lead, co
     return true;
 }
 
-/* Anything not understood: all of it escaped, all of it secret. */
-static void show_opaque(struct out *o, const uint8_t *p, size_t n)
+/* Anything not understood: all of it escaped, all of it secret; `secrecy` is SECRET_BLOB
+ * for a mechanism smtptap does not decode, SECRET where a known mechanism's password may be
+ * in it. */
+static void show_opaque(struct out *o, const uint8_t *p, size_t n, enum secrecy secrecy)
 {
     if (n == 0)
         out_fmt(o, " <empty>");
     else
-        out_field(o, NULL, p, n, true);
+        out_field(o, NULL, p, n, secrecy);
 }
 
 /* RFC 4616: authzid NUL authcid NUL passwd. */
@@ -263,14 +291,14 @@ static void show_plain(struct out *o, struct auth_decoder *a, const uint8_t *p, 
                     "AUTH PLAIN message has %s NUL separator (expected "
                     "authzid\\0authcid\\0password)",
                     nul1 ? "only one" : "no");
-        out_field(o, "message", p, n, true);
+        out_field(o, "message", p, n, SECRET);
         return;
     }
     size_t zlen = (size_t)(nul1 - p), clen = (size_t)(nul2 - nul1 - 1);
     size_t plen = n - zlen - clen - 2;
-    out_field(o, "authzid", p, zlen, false);
-    out_field(o, "authcid", nul1 + 1, clen, false);
-    out_field(o, "password", nul2 + 1, plen, true);
+    out_field(o, "authzid", p, zlen, VISIBLE);
+    out_field(o, "authcid", nul1 + 1, clen, VISIBLE);
+    out_field(o, "password", nul2 + 1, plen, SECRET);
     set_user(a, nul1 + 1, clen);
     if (clen == 0) out_problem(o, "AUTH PLAIN authcid (user name) is empty");
     if (memchr(nul2 + 1, 0, plen)) out_problem(o, "AUTH PLAIN password contains a NUL byte");
@@ -283,14 +311,14 @@ static void show_cram(struct out *o, struct auth_decoder *a, const uint8_t *p, s
     while (sp > 0 && p[sp - 1] != ' ') sp--;
     if (sp == 0) {
         out_problem(o, "AUTH CRAM-MD5 response has no space between user and digest");
-        out_field(o, "response", p, n, true);
+        out_field(o, "response", p, n, SECRET);
         return;
     }
     const uint8_t *digest = p + sp;
     size_t dlen = n - sp, hex = 0;
     while (hex < dlen && is_hex(digest[hex])) hex++;
-    out_field(o, "user", p, sp - 1, false);
-    out_field(o, "digest", digest, dlen, true);
+    out_field(o, "user", p, sp - 1, VISIBLE);
+    out_field(o, "digest", digest, dlen, SECRET_DIGEST);
     set_user(a, p, sp - 1);
     if (dlen != 32 || hex != 32) out_problem(o, "AUTH CRAM-MD5 digest is not 32 hex digits");
 }
@@ -311,16 +339,16 @@ static void show_kvpair(struct out *o, struct auth_decoder *a, const uint8_t *p,
     const uint8_t *eq = memchr(p, '=', n);
     if (!eq) {
         out_problem(o, "%s field has no '='", o->who);
-        out_field(o, "field", p, n, true);
+        out_field(o, "field", p, n, SECRET);
         return;
     }
     size_t klen = (size_t)(eq - p), vlen = n - klen - 1;
     const uint8_t *v = eq + 1;
     if (key_is(p, klen, "auth")) {
         if (vlen > 7 && key_is(v, 7, "Bearer "))
-            out_field(o, "token", v + 7, vlen - 7, true);
+            out_field(o, "token", v + 7, vlen - 7, SECRET_TOKEN);
         else
-            out_field(o, "auth", v, vlen, true);
+            out_field(o, "auth", v, vlen, SECRET);
         return;
     }
     char key[32];
@@ -328,7 +356,7 @@ static void show_kvpair(struct out *o, struct auth_decoder *a, const uint8_t *p,
     sb_init(&ks, key, sizeof key);
     sb_escaped(&ks, p, klen, true);
     bool visible = key_is(p, klen, "user") || key_is(p, klen, "host") || key_is(p, klen, "port");
-    out_field(o, key, v, vlen, !visible);
+    out_field(o, key, v, vlen, visible ? VISIBLE : SECRET);
     if (key_is(p, klen, "user")) set_user(a, v, vlen);
 }
 
@@ -397,13 +425,13 @@ static void show_oauthbearer(struct out *o, struct auth_decoder *a, const uint8_
     size_t authz_len = 0, hdr = gs2_header(p, n, &authz, &authz_len);
     if (hdr == 0 || hdr >= n || p[hdr] != 1) {
         out_problem(o, "AUTH OAUTHBEARER message does not start with a GS2 header and ^A");
-        out_field(o, "message", p, n, true);
+        out_field(o, "message", p, n, SECRET);
         return;
     }
     if (authz_len > 0) {
         uint8_t user[AUTH_DECODED_MAX];
         size_t ulen = saslname_decode(authz, authz_len, user);
-        out_field(o, "user", user, ulen, false);
+        out_field(o, "user", user, ulen, VISIBLE);
         set_user(a, user, ulen);
     }
     show_kvpairs(o, a, p + hdr + 1, n - hdr - 1);
@@ -456,16 +484,16 @@ static void show_initial(struct out *o, struct auth_decoder *a, const uint8_t *b
     switch (a->mech) {
     case AUTH_MECH_PLAIN: show_plain(o, a, buf, n); break;
     case AUTH_MECH_LOGIN:
-        out_field(o, "user", buf, n, false);
+        out_field(o, "user", buf, n, VISIBLE);
         set_user(a, buf, n);
         return; /* the user name is no secret */
     case AUTH_MECH_XOAUTH2: show_xoauth2(o, a, buf, n); break;
     case AUTH_MECH_OAUTHBEARER: show_oauthbearer(o, a, buf, n); break;
     case AUTH_MECH_CRAM_MD5:
         out_problem(o, "AUTH CRAM-MD5 takes no initial response");
-        show_opaque(o, buf, n);
+        show_opaque(o, buf, n, SECRET);
         break;
-    default: show_opaque(o, buf, n); break;
+    default: show_opaque(o, buf, n, SECRET_BLOB); break;
     }
     out_secret(o, ir_off, ir_len);
 }
@@ -531,7 +559,7 @@ static void show_unexpected(struct out *o, const struct auth_decoder *a, const u
                             size_t n)
 {
     out_problem(o, "%s: unexpected response #%u", o->who, a->step);
-    show_opaque(o, buf, n);
+    show_opaque(o, buf, n, SECRET);
 }
 
 /* LOGIN: count the lines, never trust the prompts: user name, then password. */
@@ -540,12 +568,12 @@ static bool show_login(struct out *o, struct auth_decoder *a, unsigned idx, cons
 {
     unsigned role = idx + (a->has_ir ? 1 : 0);
     if (role == 0) {
-        out_field(o, "user", buf, n, false);
+        out_field(o, "user", buf, n, VISIBLE);
         set_user(a, buf, n);
         return false;
     }
     if (role == 1)
-        out_field(o, "password", buf, n, true);
+        out_field(o, "password", buf, n, SECRET);
     else
         show_unexpected(o, a, buf, n);
     return true;
@@ -563,7 +591,7 @@ static bool show_oauth_ack(struct out *o, const struct auth_decoder *a, const ui
     }
     out_problem(o, "%s: after an error challenge the client must send %s", o->who,
                 xo ? "an empty line" : "AQ== (^A) or *");
-    show_opaque(o, buf, n);
+    show_opaque(o, buf, n, SECRET);
     return true;
 }
 
@@ -584,7 +612,7 @@ static bool show_response(struct out *o, struct auth_decoder *a, unsigned idx, c
     else if (a->mech == AUTH_MECH_OAUTHBEARER && first)
         show_oauthbearer(o, a, buf, n);
     else if (a->mech == AUTH_MECH_OTHER || a->mech == AUTH_MECH_NONE)
-        show_opaque(o, buf, n);
+        show_opaque(o, buf, n, SECRET_BLOB);
     else
         show_unexpected(o, a, buf, n);
     return true;
@@ -623,7 +651,7 @@ static void show_challenge(struct out *o, struct auth_decoder *a, const uint8_t 
     if (a->mech == AUTH_MECH_LOGIN) {
         unsigned role = a->step + (a->has_ir ? 1 : 0);
         out_fmt(o, " prompt");
-        out_field(o, NULL, buf, n, false);
+        out_field(o, NULL, buf, n, VISIBLE);
         out_fmt(o, " (next line: %s)", login_next[role < 2 ? role : 2]);
     } else if (n == 0) {
         out_fmt(o, " empty challenge (the client sends its credentials next)");
@@ -634,7 +662,7 @@ static void show_challenge(struct out *o, struct auth_decoder *a, const uint8_t 
         sb_escaped(&o->red, buf, n, false);
     } else {
         out_fmt(o, " challenge");
-        out_field(o, NULL, buf, n, false);
+        out_field(o, NULL, buf, n, VISIBLE);
     }
 }
 
@@ -730,12 +758,12 @@ size_t auth_redact_line(const uint8_t *raw, size_t raw_len, size_t off, size_t l
     if (!raw) raw = (const uint8_t *)"", raw_len = 0;
     if (off > raw_len) off = raw_len;
     if (len > raw_len - off) len = raw_len - off;
-    char mark[64];
-    int mlen = len ? snprintf(mark, sizeof mark, "<redacted %zu bytes>", len) : 0;
+    static const char mark[] = "<redacted>"; /* no length: base64's tells the secret's */
+    size_t mlen = len ? sizeof mark - 1 : 0;
     const struct {
         const void *p;
         size_t n;
-    } parts[] = {{raw, off}, {mark, (size_t)mlen}, {raw + off + len, raw_len - off - len}};
+    } parts[] = {{raw, off}, {mark, mlen}, {raw + off + len, raw_len - off - len}};
     size_t w = 0;
     for (size_t i = 0; i < 3; i++) {
         size_t n = parts[i].n < out_size - 1 - w ? parts[i].n : out_size - 1 - w;

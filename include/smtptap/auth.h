@@ -28,7 +28,10 @@ struct auth_view {
     bool decoded;                 /* `text` is set: show it as a "##" line */
     char text[AUTH_TEXT_MAX];     /* with secrets, e.g. AUTH PLAIN authzid="" authcid="alice"
                                      password="secret" */
-    char redacted[AUTH_TEXT_MAX]; /* the same with every secret as <redacted N bytes> */
+    char redacted[AUTH_TEXT_MAX]; /* the same with every secret masked, its length not told:
+                                     <redacted>, <redacted token>, <redacted digest>; only
+                                     data of a mechanism smtptap does not decode keeps its
+                                     size, <redacted N bytes> */
     /* The span of the raw line (as given, terminator excluded) that carries a secret and
      * must be masked when redacting: usually the whole base64 payload. len 0: none. */
     size_t secret_off, secret_len;
@@ -65,8 +68,9 @@ void auth_on_reply(struct auth_decoder *a, int code, const uint8_t *reply, size_
  * not fit in out_size bytes. */
 long auth_b64_decode(const uint8_t *p, size_t n, uint8_t *out, size_t out_size);
 
-/* Writes raw with raw[off..off+len) replaced by "<redacted N bytes>" into out (size
- * out_size, NUL-terminated; the terminator of raw is kept). Returns the bytes written. */
+/* Writes raw with raw[off..off+len) replaced by "<redacted>" (its length is not told: the
+ * length of base64 tells the secret's) into out (size out_size, NUL-terminated; the
+ * terminator of raw is kept). Returns the bytes written. */
 size_t auth_redact_line(const uint8_t *raw, size_t raw_len, size_t off, size_t len, char *out,
                         size_t out_size);
 

@@ -552,7 +552,7 @@ def test_redact_leaves_no_password_in_any_form(tap, need, tmp_path, decode):
             for b in decoded_b64_values(e):
                 assert secret not in b, e
             if e["kind"] == "command":
-                redacted += b"<redacted " in payload(e)
+                redacted += b"<redacted>" in payload(e)
         if decode:
             assert any(e["kind"] == "auth" and "<redacted" in e["text"] for e in events)
     assert redacted >= 3  # PLAIN initial response, LOGIN password line, smtplib's PLAIN
