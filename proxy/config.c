@@ -18,8 +18,9 @@ static const char usage[] =
     "\n"
     "  -l, --listen [tls:]ADDR:PORT   listen address, repeatable (default 127.0.0.1:2525);\n"
     "                                 tls: for implicit TLS (SMTPS, port 465 style)\n"
-    "  -u, --upstream SPEC            [tls:|starttls:|plain:]HOST:PORT | sink | transparent\n"
-    "                                 (default sink; port 465 means tls:)\n"
+    "  -u, --upstream SPEC            [tls:|starttls:|plain:]HOST[:PORT] | sink | transparent\n"
+    "                                 (default sink; port 465 means tls:; without a port 25,\n"
+    "                                 or 587 with starttls:, 465 with tls:)\n"
     "  -c, --config FILE              INI file; command line flags override it\n"
     "  -d, --capture-dir DIR          write one transcript file per session into DIR\n"
     "      --format LIST              capture formats, comma-separated: text, jsonl, pcap,\n"
@@ -133,7 +134,14 @@ static const char *apply(struct config *c, enum setting_id id, const char *name,
         }
         if (!(bad = parse_listen(v, &c->listen[c->nlisten]))) c->nlisten++;
         break;
-    case S_UPSTREAM: bad = parse_upstream(v, &c->upstream); break;
+    case S_UPSTREAM:
+        bad = parse_upstream(v, &c->upstream);
+        if (bad == parse_upstream_unknown_prefix) { /* "smtps:host:465": name the word */
+            buf_printf(err, "%s: unknown prefix \"%.*s:\" in \"%s\"; expected %s", name,
+                       (int)upstream_prefix_length(v), v, v, bad);
+            return bad;
+        }
+        break;
     case S_CAPTURE_DIR:
         if (strlen(v) >= sizeof c->capture_dir)
             bad = "a shorter path";
@@ -224,6 +232,8 @@ static const struct ini_key {
     {"sink", "users", S_SINK_USERS},
 };
 
+enum { NINI_KEYS = sizeof ini_keys / sizeof ini_keys[0], FAULT_KEYS_MAX = 8 };
+
 struct ini_state {
     struct config *c;
     struct buf *err;
@@ -231,7 +241,27 @@ struct ini_state {
     bool listen_reset;
     struct fault_rule rule; /* the [fault NAME] section being read */
     bool in_rule;
+    int key_line[NINI_KEYS]; /* where each key of ini_keys was given; 0: not yet */
+    struct {
+        char key[16];
+        int line;
+    } fault_keys[FAULT_KEYS_MAX]; /* the keys of the [fault NAME] section being read */
+    int nfault_keys;
+    bool lines_named; /* the message names its lines: no " (line N)" after it */
 };
+
+/* A key given twice in a section: the second would silently win, so it is an error naming
+ * both lines. Returns 0 with the message in st->err. */
+static int given_twice(struct ini_state *st, const char *section, const char *key, int first,
+                       int again)
+{
+    buf_printf(st->err,
+               "%s: [%s] %s is given twice, on line %d and on line %d; keep one (a key appears "
+               "once in its section; only [listen] address may repeat)",
+               st->path, section, key, first, again);
+    st->lines_named = true;
+    return 0;
+}
 
 /* Adds the finished [fault NAME] rule; false with a message when it is incomplete. */
 static bool end_fault_section(struct ini_state *st)
@@ -292,16 +322,29 @@ static int on_ini_section(struct ini_state *st, const char *section)
     }
     fault_rule_begin(&st->rule, name);
     st->in_rule = true;
+    st->nfault_keys = 0;
     return 1;
 }
 
-static int on_fault_value(struct ini_state *st, const char *key, const char *value)
+static int on_fault_value(struct ini_state *st, const struct ini_at *at, const char *section,
+                          const char *key, const char *value)
 {
     if (!st->in_rule) return 0; /* its header was refused: the message says why */
+    for (int i = 0; i < st->nfault_keys && !at->continued; i++)
+        if (strcmp(st->fault_keys[i].key, key) == 0)
+            return given_twice(st, section, key, st->fault_keys[i].line, at->line);
     char msg[300];
-    if (fault_rule_set(&st->rule, key, value, msg, sizeof msg) == 0) return 1;
-    buf_printf(st->err, "%s: %s", st->path, msg);
-    return 0;
+    if (fault_rule_set(&st->rule, key, value, msg, sizeof msg) != 0) {
+        buf_printf(st->err, "%s: %s", st->path, msg);
+        return 0;
+    }
+    /* Known keys only get here, each once: there is room for all of them. */
+    if (!at->continued && st->nfault_keys < FAULT_KEYS_MAX &&
+        strlen(key) < sizeof st->fault_keys[0].key) {
+        strcpy(st->fault_keys[st->nfault_keys].key, key);
+        st->fault_keys[st->nfault_keys++].line = at->line;
+    }
+    return 1;
 }
 
 static void list_keys(struct buf *out, const char *section)
@@ -315,17 +358,22 @@ static void list_keys(struct buf *out, const char *section)
 }
 
 /* ini_read's callback: a header (key NULL) or one value. */
-static int on_ini_value(void *user, const char *section, const char *key, const char *value)
+static int on_ini_value(void *user, const struct ini_at *at, const char *section, const char *key,
+                        const char *value)
 {
     struct ini_state *st = user;
     bool known_section = false;
     if (buf_size(st->err)) return 0; /* one message: the first (ini_read stops there too) */
     if (!key) return on_ini_section(st, section);
-    if (fault_section_name(section)) return on_fault_value(st, key, value);
-    for (size_t i = 0; i < sizeof ini_keys / sizeof ini_keys[0]; i++) {
+    if (fault_section_name(section)) return on_fault_value(st, at, section, key, value);
+    for (size_t i = 0; i < NINI_KEYS; i++) {
         if (strcmp(ini_keys[i].section, section) != 0) continue;
         known_section = true;
         if (strcmp(ini_keys[i].key, key) != 0) continue;
+        if (ini_keys[i].id != S_LISTEN && !at->continued) {
+            if (st->key_line[i]) return given_twice(st, section, key, st->key_line[i], at->line);
+            st->key_line[i] = at->line;
+        }
         char name[160];
         snprintf(name, sizeof name, "%s: [%s] %s", st->path, section, key);
         return apply(st->c, ini_keys[i].id, name, value, &st->listen_reset, st->err) ? 0 : 1;
@@ -387,7 +435,7 @@ enum config_result config_load_file(struct config *c, const char *path, struct b
     if (buf_size(err) == 0)
         buf_printf(err, "%s: line %d: not an INI line; expected [section] or key = value", path,
                    line);
-    else
+    else if (!st.lines_named)
         buf_printf(err, " (line %d)", line);
     return CONFIG_ERR_CONFIG;
 }

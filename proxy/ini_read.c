@@ -53,9 +53,11 @@ static void fail(struct ini_reader *r, int lineno)
     if (!r->error) r->error = lineno;
 }
 
-static void call(struct ini_reader *r, int lineno, const char *key, const char *value)
+static void call(struct ini_reader *r, int lineno, bool continued, const char *key,
+                 const char *value)
 {
-    if (!r->fn(r->ctx, r->section, key, value)) fail(r, lineno);
+    struct ini_at at = {.line = lineno, .continued = continued};
+    if (!r->fn(r->ctx, &at, r->section, key, value)) fail(r, lineno);
 }
 
 /* "[section]": the text up to the first ']' (an inline comment before it is an error). */
@@ -69,7 +71,7 @@ static void header_line(struct ini_reader *r, char *start, int lineno)
     *end = 0;
     r->section = start + 1;
     r->prev_name = "";
-    call(r, lineno, NULL, NULL);
+    call(r, lineno, false, NULL, NULL);
 }
 
 /* "key = value" or "key: value". */
@@ -86,7 +88,7 @@ static void value_line(struct ini_reader *r, char *start, int lineno)
     *end = 0;
     value = rstrip(lskip(value));
     r->prev_name = name;
-    call(r, lineno, name, value);
+    call(r, lineno, false, name, value);
 }
 
 /* One line without its LF, NUL-terminated in place. */
@@ -99,7 +101,7 @@ static void one_line(struct ini_reader *r, char *line, int lineno)
     start = lskip(rstrip(start));
     if (*start == 0 || *start == ';' || *start == '#') return; /* blank or comment */
     if (*r->prev_name && start > line) { /* indented: continuation, ';' and all (as inih) */
-        call(r, lineno, r->prev_name, start);
+        call(r, lineno, true, r->prev_name, start);
     } else if (*start == '[') {
         header_line(r, start, lineno);
     } else {

@@ -141,10 +141,51 @@ const char *parse_listen(const char *s, struct listen_spec *out)
     return NULL;
 }
 
+const char parse_upstream_unknown_prefix[] =
+    "tls: (implicit TLS), starttls: (STARTTLS required) or plain: (never TLS) as the prefix, "
+    "or none (STARTTLS when the server offers it), before HOST[:PORT]";
+
+uint16_t upstream_default_port(enum tls_mode tls)
+{
+    return tls == TLS_IMPLICIT ? 465 : tls == TLS_STARTTLS ? 587 : 25;
+}
+
+size_t upstream_prefix_length(const char *s)
+{
+    size_t n = 0;
+    if (!isalpha((unsigned char)s[0])) return 0;
+    while (isalnum((unsigned char)s[n]) || s[n] == '-' || s[n] == '+') n++;
+    return s[n] == ':' ? n : 0;
+}
+
+/* HOST, [V6] or HOST:PORT; a host name must look like one. */
+static bool upstream_target(const char *s, struct hostport *out, bool *defaulted)
+{
+    *defaulted = false;
+    if (parse_hostport(s, false, out)) {
+        /* No port: a name or IPv4 address without a colon, or a bracketed IPv6 one. */
+        size_t len = strlen(s);
+        bool bracketed = len > 2 && s[0] == '[' && s[len - 1] == ']' && !strchr(s + 1, '[') &&
+                         strchr(s, ']') == s + len - 1;
+        if (!bracketed && (len == 0 || strchr(s, ':') || strchr(s, '[') || strchr(s, ']')))
+            return false;
+        size_t host_len = bracketed ? len - 2 : len;
+        if (host_len == 0 || host_len >= HOST_MAX) return false;
+        memcpy(out->host, bracketed ? s + 1 : s, host_len);
+        out->host[host_len] = 0;
+        out->port = 0;
+        *defaulted = true;
+    }
+    for (const char *p = out->host; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr(".-_:%", *p)) return false;
+    return true;
+}
+
 const char *parse_upstream(const char *s, struct upstream_spec *out)
 {
     static const char *expect =
-        "sink, transparent, or [tls:|starttls:|plain:]HOST:PORT (e.g. smtp.example.com:587)";
+        "sink, transparent, or [tls:|starttls:|plain:]HOST[:PORT] (e.g. smtp.example.com:587; "
+        "without a port 25, or 587 with starttls:, 465 with tls:)";
     memset(out, 0, sizeof *out);
     if (strcasecmp(s, "sink") == 0) return out->kind = UPSTREAM_SINK, NULL;
     if (strcasecmp(s, "transparent") == 0) return out->kind = UPSTREAM_TRANSPARENT, NULL;
@@ -157,6 +198,8 @@ const char *parse_upstream(const char *s, struct upstream_spec *out)
     bool prefixed = false;
     for (int i = 0; i < 3; i++) {
         size_t n = strlen(prefixes[i].prefix);
+        if (strncasecmp(s, prefixes[i].prefix, n - 1) == 0 && s[n - 1] == 0)
+            return expect; /* "tls" alone: a prefix without its host, not a host named so */
         if (strncasecmp(s, prefixes[i].prefix, n) == 0) {
             out->tls = prefixes[i].mode;
             s += n;
@@ -164,10 +207,21 @@ const char *parse_upstream(const char *s, struct upstream_spec *out)
             break;
         }
     }
-    if (parse_hostport(s, false, &out->target)) return expect;
+    /* "smtps:mail.example.com:465": a word before HOST:PORT (or before a dotted or bracketed
+     * HOST) that is no prefix. */
+    size_t word = prefixed ? 0 : upstream_prefix_length(s);
+    if (word) {
+        const char *rest = s + word + 1;
+        struct hostport hp;
+        if (!parse_hostport(rest, false, &hp) || rest[0] == '[' ||
+            (strchr(rest, '.') && !strchr(rest, ':')))
+            return parse_upstream_unknown_prefix;
+    }
+    bool defaulted;
+    if (!upstream_target(s, &out->target, &defaulted)) return expect;
+    out->port_defaulted = defaulted;
+    if (defaulted) out->target.port = upstream_default_port(out->tls);
     if (!prefixed && out->target.port == 465) out->tls = TLS_IMPLICIT;
-    for (const char *p = out->target.host; *p; p++)
-        if (!isalnum((unsigned char)*p) && !strchr(".-_:%", *p)) return expect;
     return NULL;
 }
 

@@ -209,6 +209,23 @@ static void warn_if_exposed(const struct server *srv, const struct listener *l)
             l->bound, what, where);
 }
 
+/* -u smtp.example.com: the port smtptap picked is said, with the rule. */
+static void say_default_port(const struct upstream_spec *u)
+{
+    if (u->kind != UPSTREAM_FIXED || !u->port_defaulted) return;
+    const char *prefix = u->tls == TLS_IMPLICIT   ? "tls:"
+                         : u->tls == TLS_STARTTLS ? "starttls:"
+                         : u->tls == TLS_NONE     ? "plain:"
+                                                  : "";
+    bool v6 = strchr(u->target.host, ':') != NULL;
+    char spec[HOST_MAX + 16];
+    snprintf(spec, sizeof spec, "%s%s%s%s", prefix, v6 ? "[" : "", u->target.host, v6 ? "]" : "");
+    fprintf(stderr,
+            "smtptap: upstream \"%s\" names no port: using %u (without a port: 25, or 587 with "
+            "starttls:, 465 with tls:); write %s:PORT for another\n",
+            spec, (unsigned)u->target.port, spec);
+}
+
 static int open_listeners(struct server *srv)
 {
     char err[512], up[320];
@@ -233,6 +250,7 @@ static int open_listeners(struct server *srv)
                 srv->cfg->listen[i].implicit_tls ? "implicit TLS" : "plain", up);
         warn_if_exposed(srv, &srv->listeners[i]);
     }
+    say_default_port(u);
     fflush(stderr);
     return 0;
 }
@@ -365,7 +383,16 @@ static int start_tls(struct server *srv)
     const struct config *cfg = srv->cfg;
     char err[TLS_ERR_MAX];
     const char *keylog = cfg->keylog[0] ? cfg->keylog : NULL;
-    if (needs_client_tls(cfg)) {
+    bool client_side = needs_client_tls(cfg), upstream_side = cfg->upstream.kind != UPSTREAM_SINK;
+    if (keylog && (client_side || upstream_side)) { /* errors name --keylog, not a TLS side */
+        char note[TLS_ERR_MAX];
+        if (tls_keylog_prepare(keylog, note, sizeof note, err, sizeof err) < 0) {
+            fprintf(stderr, "smtptap: %s\n", err);
+            return EXIT_CONFIG;
+        }
+        if (note[0]) fprintf(stderr, "smtptap: warning: %s\n", note);
+    }
+    if (client_side) {
         int rc = open_ca(cfg, &srv->ca);
         if (rc) return rc;
         if (!(srv->tls_server = tls_server_ctx(keylog, err, sizeof err))) {
@@ -374,7 +401,7 @@ static int start_tls(struct server *srv)
         }
         leg_tls_serve_with_ca(srv->tls_server, &srv->ca);
     }
-    if (cfg->upstream.kind != UPSTREAM_SINK) {
+    if (upstream_side) {
         const char *extra = cfg->upstream_ca[0] ? cfg->upstream_ca : NULL;
         if (!(srv->tls_client = tls_client_ctx(extra, cfg->insecure, keylog, err, sizeof err))) {
             fprintf(stderr, "smtptap: upstream TLS: %s\n", err);

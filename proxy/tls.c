@@ -544,16 +544,60 @@ static void keylog_line_cb(const SSL *ssl, const char *line)
     fflush(k->file);
 }
 
-/* Opens path (created 0600, appended to) or shares the copy already open. */
+/* Opens path for appending, created 0600; a regular file open to others is made 0600 (note
+ * says what it was). Returns the descriptor, or -1 with err set, opened by `who` (how the
+ * caller names the file: "--keylog PATH"). */
+static int keylog_fd(const char *who, const char *path, struct stat *st, char *note,
+                     size_t note_size, char *err, size_t err_size)
+{
+    if (note && note_size) note[0] = 0;
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0 || fstat(fd, st) < 0) {
+        snprintf(err, err_size,
+                 "%s: cannot open the file: %s; expected a file smtptap can create or append to",
+                 who, strerror(errno));
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    unsigned mode = (unsigned)(st->st_mode & 07777);
+    if (!S_ISREG(st->st_mode) || !(mode & 077)) return fd; /* private, or a pipe, a device */
+    if (fchmod(fd, 0600) < 0) {
+        snprintf(err, err_size,
+                 "%s: the file is mode %o, open to other users, and cannot be made 600: %s "
+                 "(whoever reads it can decrypt every TLS session smtptap logs; chmod 600 it "
+                 "as its owner, or give another file)",
+                 who, mode, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (note && note_size)
+        snprintf(note, note_size,
+                 "%s: the file was mode %o, open to other users; it is 600 now (it holds the keys "
+                 "to every TLS session smtptap logs)",
+                 who, mode);
+    st->st_mode = (st->st_mode & ~(mode_t)07777) | 0600;
+    return fd;
+}
+
+int tls_keylog_prepare(const char *path, char *note, size_t note_size, char *err, size_t err_size)
+{
+    char who[4200];
+    snprintf(who, sizeof who, "--keylog %s", path);
+    struct stat st;
+    int fd = keylog_fd(who, path, &st, note, note_size, err, err_size);
+    if (fd < 0) return -1;
+    close(fd);
+    return 0;
+}
+
+/* Opens path (see keylog_fd) or shares the copy already open. */
 static struct keylog *keylog_open(const char *path, char *err, size_t err_size)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    char who[4200];
+    snprintf(who, sizeof who, "key log %s", path);
     struct stat st;
-    if (fd < 0 || fstat(fd, &st) < 0) {
-        snprintf(err, err_size, "cannot open key log %s: %s", path, strerror(errno));
-        if (fd >= 0) close(fd);
-        return NULL;
-    }
+    int fd = keylog_fd(who, path, &st, NULL, 0, err, err_size);
+    if (fd < 0) return NULL;
     for (struct keylog *k = keylogs; k; k = k->next)
         if (k->dev == st.st_dev && k->ino == st.st_ino) {
             close(fd);
@@ -563,7 +607,7 @@ static struct keylog *keylog_open(const char *path, char *err, size_t err_size)
     struct keylog *k = calloc(1, sizeof *k);
     FILE *f = k ? fdopen(fd, "a") : NULL;
     if (!f) {
-        snprintf(err, err_size, "cannot open key log %s: %s", path, strerror(errno));
+        snprintf(err, err_size, "%s: cannot open the file: %s", who, strerror(errno));
         free(k);
         close(fd);
         return NULL;

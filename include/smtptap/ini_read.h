@@ -8,16 +8,24 @@
 #ifndef SMTPTAP_INI_READ_H
 #define SMTPTAP_INI_READ_H
 
+#include <stdbool.h>
 #include <stddef.h>
+
+/* Where a header or value is: its 1-based line, and whether the line is a continuation. */
+struct ini_at {
+    int line;
+    bool continued; /* an indented line after a value: it continues that value's key */
+};
 
 /* Called for each section header with key and value NULL (section: the text between '[' and
  * the first ']', untrimmed), then for each value with the section it is in ("" before the
  * first header), the key and the value, both trimmed of blanks and without an inline comment.
  * A continuation line (indented, after a value) repeats the key with the line as its value,
- * blanks trimmed, an inline comment included (as inih does).
+ * blanks trimmed, an inline comment included (as inih does), and at->continued set.
  * The strings are valid during the call only. Returns nonzero to go on, 0 when it refused
  * the line (the reader records that line as the error and goes on). */
-typedef int (*ini_read_fn)(void *ctx, const char *section, const char *key, const char *value);
+typedef int (*ini_read_fn)(void *ctx, const struct ini_at *at, const char *section, const char *key,
+                           const char *value);
 
 /* Reads text[0..len) (lines end with LF, CRLF or the end of the text) and calls fn for every
  * header and value in order. The text is cut into strings in place (blanks, comments and line

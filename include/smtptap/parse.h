@@ -5,6 +5,7 @@
 #define SMTPTAP_PARSE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 enum { HOST_MAX = 256 };
@@ -27,6 +28,7 @@ struct upstream_spec {
     enum upstream_kind kind;
     struct hostport target; /* UPSTREAM_FIXED */
     enum tls_mode tls;      /* prefix: tls:, starttls:, plain: or none */
+    bool port_defaulted;    /* HOST without :PORT: upstream_default_port() was taken */
 };
 
 /* "HOST:PORT" or "[V6]:PORT". Port 0 allowed only when allow_zero. */
@@ -36,8 +38,16 @@ const char *parse_listen(const char *s, struct listen_spec *out);
 /* A numeric address in 127.0.0.0/8, ::1 or ::ffff:127.0.0.0/104: reachable from this host
  * only. Anything else (0.0.0.0, ::, a host name) is false. */
 bool is_loopback_address(const char *numeric_host);
-/* "sink" | "transparent" | "[tls:|starttls:|plain:]HOST:PORT". */
+/* "sink" | "transparent" | "[tls:|starttls:|plain:]HOST[:PORT]"; without a port the
+ * prefix's usual one (upstream_default_port). A word before a colon that is none of the
+ * prefixes ("smtps:mail.example.com:465") returns parse_upstream_unknown_prefix, so that the
+ * caller can name it (upstream_prefix_length says how long it is). */
 const char *parse_upstream(const char *s, struct upstream_spec *out);
+extern const char parse_upstream_unknown_prefix[];
+/* The length of the word before the first colon of s, or 0 when s does not start with one. */
+size_t upstream_prefix_length(const char *s);
+/* 465 for tls:, 587 for starttls:, 25 otherwise. */
+uint16_t upstream_default_port(enum tls_mode tls);
 /* "250ms", "2s", "1m", "1h", or a bare number of seconds. */
 const char *parse_duration_ms(const char *s, uint64_t *ms);
 const char *parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out);

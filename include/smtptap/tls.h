@@ -61,11 +61,18 @@ int tls_use_leaf(SSL *ssl, const struct tls_ca *ca, X509 *leaf);
  * leaf by SNI). Client context for upstreams: system trust store plus extra_ca_file (may be
  * NULL), verification on unless insecure (host name checked per connection with
  * tls_expect_host). keylog_path (may be NULL or empty) receives NSS key log lines from both:
- * the file is created 0600, opened O_APPEND, shared by every context that names it and
- * closed with the last of them. NULL with a reason in err on failure. */
+ * the file is created 0600 (an existing one open to others is made 0600, see
+ * tls_keylog_prepare), opened O_APPEND, shared by every context that names it and closed
+ * with the last of them. NULL with a reason in err on failure. */
 SSL_CTX *tls_server_ctx(const char *keylog_path, char *err, size_t err_size);
 SSL_CTX *tls_client_ctx(const char *extra_ca_file, bool insecure, const char *keylog_path,
                         char *err, size_t err_size);
+/* Opens the key log file the contexts will write, creating it 0600; an existing regular file
+ * whose mode lets others in is made 0600 (it holds the keys to every TLS session logged),
+ * and note (when not NULL) says what its mode was; one that cannot be made so is refused.
+ * Messages name the file as "--keylog PATH". Returns 0, or -1 with the reason in err. */
+int tls_keylog_prepare(const char *path, char *note, size_t note_size, char *err, size_t err_size);
+
 /* Sets SNI (for a host name, not an IP) and the host name or IP to verify. 0 or -1. */
 int tls_expect_host(SSL *ssl, const char *host);
 

@@ -62,10 +62,11 @@ static void log_section(struct buf *log, const char *section)
     buf_printf(log, "fault %s", name);
 }
 
-static int log_ini(void *ctx, const char *section, const char *key, const char *value)
+static int log_ini(void *ctx, const struct ini_at *at, const char *section, const char *key,
+                   const char *value)
 {
     struct sections *s = ctx;
-    (void)value;
+    (void)value, (void)at;
     log_section(&s->log, section);
     buf_printf(&s->log, "%s%s\n", key ? "\x01" : "", key ? key : "");
     return 1;
@@ -195,6 +196,13 @@ static int log_values(void *ctx, const char *section, const char *key, const cha
     return key[0] != 'x'; /* some values are refused, the same by both */
 }
 
+static int log_mine(void *ctx, const struct ini_at *at, const char *section, const char *key,
+                    const char *value)
+{
+    (void)at;
+    return log_values(ctx, section, key, value);
+}
+
 /* Where inih has no limit in the way: no NUL, every line shorter than a section name may be. */
 static bool inih_can_read(const uint8_t *b, size_t n)
 {
@@ -214,7 +222,7 @@ static void compare_with_inih(const uint8_t *b, size_t n)
     buf_init(&mine);
     buf_init(&theirs);
     char *text = fuzz_strndup(b, n), *copy = fuzz_strndup(b, n);
-    int r1 = ini_read(copy, n, log_values, &mine);
+    int r1 = ini_read(copy, n, log_mine, &mine);
     int r2 = ini_parse_string(text, log_values, &theirs);
     /* Equal; after an error inih goes on where ini_read stops: then a prefix. */
     bool same =

@@ -57,7 +57,7 @@ def test_help_lists_the_flags(flag):
     assert not missing, f"smtptap {flag} on stdout does not list {missing}:\n{out}\n(stderr: {err})"
     missing = [f for f in HELP_SHORT if not re.search(r"(^|[\s,\[])" + re.escape(f) + r"\b", out, re.M)]
     assert not missing, f"smtptap {flag} does not list short flags {missing}:\n{out}"
-    for word in ("sink", "transparent", "HOST:PORT"):
+    for word in ("sink", "transparent", "HOST[:PORT]"):
         assert word in out, f"smtptap {flag} does not explain upstream SPEC ({word!r}):\n{out}"
 
 
@@ -114,7 +114,7 @@ def test_bad_listen_value(value, accepted):
     assert re.search(accepted, err), f"message should say what is accepted (/{accepted}/):\n{err}"
 
 
-BAD_UPSTREAM = ["127.0.0.1:notaport", "127.0.0.1:65536", "hostwithoutport", "[::1:25"]
+BAD_UPSTREAM = ["127.0.0.1:notaport", "127.0.0.1:65536", "host:", "[::1:25", "tls"]
 
 
 @pytest.mark.parametrize("value", BAD_UPSTREAM)
@@ -123,8 +123,39 @@ def test_bad_upstream_value(value):
     assert rc == EX_USAGE, f"--upstream {value}: expected exit 64, got {rc}\n{err}"
     assert "--upstream" in err, f"message should name --upstream:\n{err}"
     assert value in err, f"message should quote the value {value!r}:\n{err}"
-    for form in ("sink", "HOST:PORT"):
+    for form in ("sink", "HOST[:PORT]"):
         assert form in err, f"message should list the accepted forms ({form!r} missing):\n{err}"
+
+
+# Issue 15 item 11: a host without a port was refused; it takes the usual port of its prefix,
+# and the start says which and why.
+@pytest.mark.parametrize("spec,port", [("localhost", 25), ("plain:localhost", 25),
+                                       ("starttls:localhost", 587), ("tls:localhost", 465),
+                                       ("[::1]", 25)])
+def test_upstream_without_a_port_takes_the_usual_one_and_says_so(tap, spec, port):
+    t = tap(["-u", spec])
+    host = "[::1]" if "::1" in spec else "localhost"
+    t.wait_for(rf"listening on .*, upstream {re.escape(host)}:{port}\b")
+    line = t.wait_for(r"^smtptap: upstream .* names no port.*$").group(0)
+    assert line == (f'smtptap: upstream "{spec}" names no port: using {port} (without a port: 25, '
+                    f"or 587 with starttls:, 465 with tls:); write {spec}:PORT for another"), line
+
+
+def test_upstream_with_a_port_says_nothing_of_ports(tap, aiosmtpd):
+    t = tap(["-u", aiosmtpd.hostport])
+    swaks_through(t)
+    assert "names no port" not in t.transcript()
+
+
+@pytest.mark.parametrize("value,prefix", [("foo:bar:25", "foo:"),
+                                          ("smtps:mail.example.com:465", "smtps:"),
+                                          ("ssl:mail.example.com", "ssl:")])
+def test_unknown_upstream_prefix_is_named_with_the_prefixes(value, prefix):
+    rc, out, err = smtptap("--listen", "127.0.0.1:0", "--upstream", value)
+    assert rc == EX_USAGE, f"--upstream {value}: expected exit 64, got {rc}\n{err}"
+    assert err.startswith(f'smtptap: --upstream: unknown prefix "{prefix}" in "{value}"; '), err
+    for p in ("tls:", "starttls:", "plain:"):
+        assert p in err, f"the message should list the prefix {p}:\n{err}"
 
 
 BAD_OTHER = [("--max-sessions", "many"), ("--idle-timeout", "forever"),
@@ -175,6 +206,31 @@ def test_config_bad_value_names_key_and_value(tmp_path):
     assert rc == EX_CONFIG, f"expected 78, got {rc}\n{err}"
     assert "target" in err and "127.0.0.1:notaport" in err, err
     assert "sink" in err, f"message should list the accepted forms:\n{err}"
+
+
+def test_config_key_given_twice_names_both_lines(tmp_path):
+    conf = write_conf(tmp_path, "[listen]\naddress = 127.0.0.1:0\n"
+                                "[upstream]\ntarget = sink\nconnect_timeout = 5s\n"
+                                "target = 127.0.0.1:2600   ; which one did I mean?\n")
+    rc, out, err = smtptap("-c", conf)
+    assert rc == EX_CONFIG, f"expected 78, got {rc}\n{err}"
+    assert err == (f"smtptap: {conf}: [upstream] target is given twice, on line 4 and on line 6; "
+                   "keep one (a key appears once in its section; only [listen] address may "
+                   "repeat)\n"), err
+
+
+def test_config_listen_address_may_repeat(tmp_path, tap):
+    conf = write_conf(tmp_path, "[listen]\naddress = 127.0.0.1:0\naddress = [::1]:0\n")
+    t = tap(["-c", conf], listen=None)
+    t.wait_for(r"listening on \[::1\]:\d+")
+    assert len(re.findall(r"listening on", t.transcript())) == 2
+
+
+def test_keylog_in_a_missing_directory_names_the_flag():
+    rc, out, err = smtptap("--listen", "127.0.0.1:0", "--keylog", "/nonexistent/dir/keys")
+    assert rc == EX_CONFIG, f"expected 78, got {rc}\n{err}"
+    assert err == ("smtptap: --keylog /nonexistent/dir/keys: cannot open the file: No such file "
+                   "or directory; expected a file smtptap can create or append to\n"), err
 
 
 def test_config_bad_listen_address(tmp_path):

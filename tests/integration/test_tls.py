@@ -571,3 +571,29 @@ def test_keylog_both_legs(tap, tmp_path, test_ca):
     for label in ("SERVER_HANDSHAKE_TRAFFIC_SECRET", "CLIENT_TRAFFIC_SECRET_0",
                   "SERVER_TRAFFIC_SECRET_0"):
         assert set(_randoms(keylog, label)) == set(tap_keys), label
+
+
+def test_keylog_that_exists_open_to_others_is_made_private(tap, tmp_path):
+    """The key log was created 0600, but a file that already existed kept its mode: whoever
+    could read it could decrypt every session. It is made 0600, with a warning, and appended
+    to (an earlier run's lines stay)."""
+    ca_dir, ca_pem = smtptap_ca(tmp_path)
+    keylog = tmp_path / "keys.log"
+    keylog.write_text("# an earlier run\n")
+    os.chmod(keylog, 0o644)
+    t = tls_tap(tap, ca_dir, "--keylog", str(keylog))
+    warning = t.wait_for(r"^smtptap: warning: --keylog .*$").group(0)
+    assert warning == (f"smtptap: warning: --keylog {keylog}: the file was mode 644, open to other "
+                       "users; it is 600 now (it holds the keys to every TLS session smtptap "
+                       "logs)"), warning
+    assert stat.S_IMODE(os.stat(keylog).st_mode) == 0o600
+    assert smtps_send("mail.test", t.port, ca_pem, make_message("keylog mode")) == {}
+    only_session(t)
+    text = keylog.read_text()
+    assert text.startswith("# an earlier run\n") and "CLIENT_HANDSHAKE_TRAFFIC_SECRET " in text
+    # A private file is used quietly.
+    t.stop()
+    t = tls_tap(tap, ca_dir, "--keylog", str(keylog))
+    assert smtps_send("mail.test", t.port, ca_pem, make_message("keylog again")) == {}
+    only_session(t)
+    assert "--keylog" not in t.transcript()

@@ -242,7 +242,7 @@ static void bad_numbers_and_words_are_refused_with_what_is_accepted(void **state
         {"--format", "text,text", "a comma-separated list of text, jsonl, pcap, eml"},
         {"--format", "text,", "a comma-separated list of text, jsonl, pcap, eml"},
         {"--client-starttls", "maybe", "offer, strip or passthrough"},
-        {"--upstream", "nowhere", "sink, transparent, or [tls:|starttls:|plain:]HOST:PORT"},
+        {"--upstream", "nowhere:0", "sink, transparent, or [tls:|starttls:|plain:]HOST[:PORT]"},
     };
     for (size_t i = 0; i < NELEM(cases); i++) {
         enum config_result r = RUN(f, cases[i].flag, cases[i].value);
@@ -271,8 +271,8 @@ static void formats_combine_in_any_order(void **state)
 static void short_flag_errors_name_the_long_flag(void **state)
 {
     struct fixture *f = *state;
-    assert_int_equal(RUN(f, "-u", "bogus"), CONFIG_ERR_USAGE);
-    MESSAGE_HAS(f->err_text, "--upstream: invalid value \"bogus\"");
+    assert_int_equal(RUN(f, "-u", "bogus:"), CONFIG_ERR_USAGE);
+    MESSAGE_HAS(f->err_text, "--upstream: invalid value \"bogus:\"");
 }
 
 /* ---- unknown and malformed flags ---------------------------------------------------------------
@@ -867,16 +867,70 @@ static void fault_section_given_twice_is_a_configuration_error(void **state)
     MESSAGE_HAS(f->err_text, f->path, "[fault same] appears twice", "(line 6)");
 }
 
+/* Issue 15 item 11: the second of two values silently won. A key given twice in a section is
+ * an error naming both lines; [listen] address is meant to repeat; the same key in two
+ * sections of one name is given twice too. */
+static void a_key_given_twice_in_a_section_names_both_lines(void **state)
+{
+    struct fixture *f = *state;
+    write_ini(f, "[upstream]\ntarget = smtp.example.com:25\nconnect_timeout = 5s\n"
+                 "; a second thought\ntarget = smtp.example.com:587\n");
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
+    char want[600];
+    snprintf(want, sizeof want,
+             "%s: [upstream] target is given twice, on line 2 and on line 5; keep one (a key "
+             "appears once in its section; only [listen] address may repeat)",
+             f->path);
+    assert_string_equal(f->err_text, want);
+
+    write_ini(f, "[capture]\nredact = yes\n[upstream]\nca = /a\n[capture]\nredact = no\n");
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
+    MESSAGE_HAS(f->err_text, "[capture] redact is given twice, on line 2 and on line 6");
+
+    write_ini(f, "[fault slow]\non = MAIL\naction = delay 1s\nnth = 2\naction = drop\n");
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
+    MESSAGE_HAS(f->err_text, f->path,
+                "[fault slow] action is given twice, on line 3 and on line 5");
+
+    /* Not twice: listen addresses add up, and each fault rule has its own keys. */
+    write_ini(f, "[listen]\naddress = 127.0.0.1:2525\naddress = [::1]:2525\n"
+                 "[fault a]\non = MAIL\naction = drop\n[fault b]\non = RCPT\naction = drop\n");
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_OK);
+    assert_int_equal(f->cfg.nlisten, 2);
+    assert_int_equal(f->cfg.faults.count, 2);
+}
+
+/* Issue 15 item 11: "-u foo:bar:25" said only what is accepted; it names the prefix. */
+static void an_unknown_upstream_prefix_is_named(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(RUN(f, "-u", "foo:bar:25"), CONFIG_ERR_USAGE);
+    assert_string_equal(f->err_text,
+                        "--upstream: unknown prefix \"foo:\" in \"foo:bar:25\"; expected tls: "
+                        "(implicit TLS), starttls: (STARTTLS required) or plain: (never TLS) as "
+                        "the prefix, or none (STARTTLS when the server offers it), before "
+                        "HOST[:PORT]");
+    write_ini(f, "[upstream]\ntarget = smtps:mail.example.com:465\n");
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
+    MESSAGE_HAS(f->err_text, f->path, "[upstream] target: unknown prefix \"smtps:\"", "(line 2)");
+    /* Without a port: the prefix's (the server says so at start). */
+    assert_int_equal(RUN(f, "-u", "starttls:mail.example.com"), CONFIG_OK);
+    assert_int_equal(f->cfg.upstream.target.port, 587);
+    assert_true(f->cfg.upstream.port_defaulted);
+}
+
 /* ---- the INI syntax (ini_read.h) ---------------------------------------------------------- */
 
-/* Every call of ini_read's callback as "[section]" or "section|key=value" lines. */
-static int record_ini(void *ctx, const char *section, const char *key, const char *value)
+/* Every call of ini_read's callback as "[section]" or "section|key=value" lines, a
+ * continuation's value after "+=". */
+static int record_ini(void *ctx, const struct ini_at *at, const char *section, const char *key,
+                      const char *value)
 {
     struct buf *out = ctx;
     if (!key)
         buf_printf(out, "[%s]\n", section);
     else
-        buf_printf(out, "%s|%s=%s\n", section, key, value);
+        buf_printf(out, "%s|%s%s=%s\n", section, key, at->continued ? "+" : "", value);
     return strcmp(key ? key : "", "refused") != 0;
 }
 
@@ -907,12 +961,12 @@ static void ini_syntax_is_inihs(void **state)
               "[ spaced ]\nlast = no newline",
               "|k0=before any section\n[listen]\nlisten|address=127.0.0.1:25\n"
               "listen|max_sessions=5\nlisten|empty=\nlisten|semi=a;b\n"
-              "listen|semi=continued value\n[ spaced ]\n spaced |last=no newline\n",
+              "listen|semi+=continued value\n[ spaced ]\n spaced |last=no newline\n",
               0);
     /* Found by comparing with inih (tests/fuzz/fuzz_config.c): a continuation line keeps a
      * ';' after a blank, as inih does. */
     INI_READS("[s]\nk = v ; comment\n  more ; not a comment\n",
-              "[s]\ns|k=v\ns|k=more ; not a comment\n", 0);
+              "[s]\ns|k=v\ns|k+=more ; not a comment\n", 0);
     /* Errors: the first line that is not INI (or that the callback refused) is returned, and
      * reading stops there. */
     INI_READS("[open\nk = v\n", "", 1);
@@ -920,6 +974,27 @@ static void ini_syntax_is_inihs(void **state)
     INI_READS("[s]\nrefused = x\nk = v\n", "[s]\ns|refused=x\n", 2);
     INI_READS("[s]\nk = v\0w\nk2 = v2\n", "[s]\n", 2);
     INI_READS("", "", 0);
+}
+
+static int record_lines(void *ctx, const struct ini_at *at, const char *section, const char *key,
+                        const char *value)
+{
+    (void)section, (void)value;
+    buf_printf(ctx, "%d:%s ", at->line, key ? key : "[]");
+    return 1;
+}
+
+/* Each header and value comes with its line (a repeated key is told with both of its). */
+static void ini_read_tells_each_values_line(void **state)
+{
+    (void)state;
+    char text[] = "; c\n[a]\r\nk = 1\n\n  more\n[b]\n# c\nk: 2";
+    struct buf out;
+    buf_init(&out);
+    assert_int_equal(ini_read(text, sizeof text - 1, record_lines, &out), 0);
+    buf_append(&out, "", 1);
+    assert_string_equal((const char *)buf_head(&out), "2:[] 3:k 5:k 6:[] 8:k ");
+    buf_free(&out);
 }
 
 static void reload_reads_the_file_again_and_keeps_the_flags(void **state)
@@ -1059,7 +1134,10 @@ int main(void)
         CONFIG_TEST(incomplete_fault_section_is_a_configuration_error),
         CONFIG_TEST(empty_fault_section_is_a_configuration_error),
         CONFIG_TEST(long_fault_section_names_and_lines_work),
+        CONFIG_TEST(a_key_given_twice_in_a_section_names_both_lines),
+        CONFIG_TEST(an_unknown_upstream_prefix_is_named),
         cmocka_unit_test(ini_syntax_is_inihs),
+        cmocka_unit_test(ini_read_tells_each_values_line),
         CONFIG_TEST(fault_section_given_twice_is_a_configuration_error),
         CONFIG_TEST(reload_reads_the_file_again_and_keeps_the_flags),
         CONFIG_TEST(reload_of_a_broken_file_gives_an_error_and_no_rules),

@@ -25,7 +25,8 @@ static const char *PORT0_EXPECT = "a port from 0 to 65535 after the colon";
 static const char *LISTEN_EXPECT =
     "[tls:]ADDR:PORT with a numeric address, e.g. 127.0.0.1:2525 or [::1]:2525";
 static const char *UPSTREAM_EXPECT =
-    "sink, transparent, or [tls:|starttls:|plain:]HOST:PORT (e.g. smtp.example.com:587)";
+    "sink, transparent, or [tls:|starttls:|plain:]HOST[:PORT] (e.g. smtp.example.com:587; "
+    "without a port 25, or 587 with starttls:, 465 with tls:)";
 static const char *DURATION_EXPECT = "a duration such as 250ms, 30s, 5m or 1h";
 
 /* ---- parse_hostport ---------------------------------------------------------------------- */
@@ -271,12 +272,87 @@ static void upstream_port_465_without_prefix_means_implicit_tls(void **state)
     assert_int_equal(u.tls, TLS_STARTTLS);
 }
 
+/* Issue 15 item 11: "-u smtp.example.com" was refused for want of a port; it takes the port
+ * its prefix implies, and says so (port_defaulted). */
+static void upstream_without_a_port_takes_the_prefixs_port(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *host;
+        unsigned port;
+        enum tls_mode tls;
+    } cases[] = {
+        {"smtp.example.com", "smtp.example.com", 25, TLS_STARTTLS_IF_OFFERED},
+        {"plain:smtp.example.com", "smtp.example.com", 25, TLS_NONE},
+        {"starttls:smtp.example.com", "smtp.example.com", 587, TLS_STARTTLS},
+        {"tls:smtp.example.com", "smtp.example.com", 465, TLS_IMPLICIT},
+        {"127.0.0.1", "127.0.0.1", 25, TLS_STARTTLS_IF_OFFERED},
+        {"[::1]", "::1", 25, TLS_STARTTLS_IF_OFFERED},
+        {"TLS:[2001:db8::25]", "2001:db8::25", 465, TLS_IMPLICIT},
+        {"localhost", "localhost", 25, TLS_STARTTLS_IF_OFFERED},
+    };
+    for (size_t i = 0; i < NELEM(cases); i++) {
+        struct upstream_spec u;
+        const char *err = parse_upstream(cases[i].in, &u);
+        if (err) fail_msg("\"%s\": %s", cases[i].in, err);
+        assert_int_equal(u.kind, UPSTREAM_FIXED);
+        assert_string_equal(u.target.host, cases[i].host);
+        assert_int_equal(u.target.port, cases[i].port);
+        assert_int_equal(u.tls, cases[i].tls);
+        assert_true(u.port_defaulted);
+    }
+    struct upstream_spec u;
+    assert_null(parse_upstream("smtp.example.com:25", &u));
+    assert_false(u.port_defaulted);
+    assert_int_equal(upstream_default_port(TLS_STARTTLS), 587);
+}
+
+/* "-u foo:bar:25": the word before the host is no prefix; the caller names it. */
+static void upstream_with_an_unknown_prefix_is_told_apart(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in;
+        size_t word;
+    } cases[] = {
+        {"foo:bar:25", 3},
+        {"smtps:mail.example.com:465", 5},
+        {"smtps:mail.example.com", 5},
+        {"submission:[::1]:587", 10},
+        {"ssl:[::1]", 3},
+    };
+    for (size_t i = 0; i < NELEM(cases); i++) {
+        struct upstream_spec u;
+        assert_ptr_equal(parse_upstream(cases[i].in, &u), parse_upstream_unknown_prefix);
+        assert_int_equal(upstream_prefix_length(cases[i].in), cases[i].word);
+    }
+    assert_non_null(strstr(parse_upstream_unknown_prefix, "tls:"));
+    assert_non_null(strstr(parse_upstream_unknown_prefix, "starttls:"));
+    assert_non_null(strstr(parse_upstream_unknown_prefix, "plain:"));
+    /* Not prefixes: a host and its port, a bare IPv6 address. */
+    struct upstream_spec u;
+    assert_null(parse_upstream("mail:2525", &u));
+    assert_string_equal(parse_upstream("fe80::1", &u), UPSTREAM_EXPECT);
+    assert_int_equal(upstream_prefix_length("mail.example.com:25"), 0);
+}
+
 static void bad_upstreams_are_refused_with_the_accepted_forms(void **state)
 {
     (void)state;
-    static const char *bad[] = {
-        "",     "sinks",         "smtp.example.com", "smtp.example.com:0", "smtp.example.com:",
-        "tls:", "bogus:host:25", "ho st:25",         "host/evil:25",       "user@host:25"};
+    static const char *bad[] = {"",
+                                "smtp.example.com:0",
+                                "smtp.example.com:",
+                                "tls:",
+                                "ho st:25",
+                                "host/evil:25",
+                                "user@host:25",
+                                "tls",
+                                "STARTTLS",
+                                "plain",
+                                "[::1",
+                                "::1",
+                                "[::1]x",
+                                "localhost:smtp"};
     for (size_t i = 0; i < NELEM(bad); i++) {
         struct upstream_spec u;
         const char *err = parse_upstream(bad[i], &u);
@@ -483,6 +559,8 @@ int main(void)
         cmocka_unit_test(upstream_host_without_prefix_uses_starttls_if_offered),
         cmocka_unit_test(upstream_prefixes_choose_the_tls_mode),
         cmocka_unit_test(upstream_port_465_without_prefix_means_implicit_tls),
+        cmocka_unit_test(upstream_without_a_port_takes_the_prefixs_port),
+        cmocka_unit_test(upstream_with_an_unknown_prefix_is_told_apart),
         cmocka_unit_test(bad_upstreams_are_refused_with_the_accepted_forms),
         cmocka_unit_test(durations_with_each_unit_become_milliseconds),
         cmocka_unit_test(bare_number_is_seconds),
