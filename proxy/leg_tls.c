@@ -188,6 +188,11 @@ bool leg_tls_peer_spoke_plain(const struct tcp_leg *t)
     return tls_pump_peer_spoke_plain(&t->tls_pump);
 }
 
+bool leg_tls_untrusted_issuer(const struct tcp_leg *t, char *out, size_t size)
+{
+    return tls_untrusted_issuer(t->tls_pump.ssl, out, size);
+}
+
 bool tcp_leg_tls_started(const struct tcp_leg *t)
 {
     return tls_pump_started(&t->tls_pump);

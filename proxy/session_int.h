@@ -234,6 +234,10 @@ bool session_opaque(const struct session *s);
 void session_tls_event(struct session *s, const struct tcp_leg *t, bool upstream);
 /* True when the upstream leg is in TLS. */
 bool session_upstream_in_tls(const struct session *s);
+/* After the upstream's handshake failed: when the server's CA is one smtptap does not trust,
+ * the fix users usually need ("its issuer CN=X is not a CA smtptap trusts: give that CA's
+ * certificate with --upstream-ca FILE") into out, and true. */
+bool session_upstream_ca_hint(struct session *s, char *out, size_t size);
 
 /* Bytes that arrived behind a STARTTLS before TLS could start: injection, discarded and
  * flagged ("**"), never relayed. */

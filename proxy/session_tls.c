@@ -85,6 +85,18 @@ void session_start_passthrough(struct session *s)
 
 /* ---- the upstream leg ---------------------------------------------------------------------- */
 
+bool session_upstream_ca_hint(struct session *s, char *out, size_t size)
+{
+    char issuer[300];
+    if (s->up_kind != UP_TCP || !leg_tls_untrusted_issuer(&s->up.tcp, issuer, sizeof issuer))
+        return false;
+    snprintf(out, size,
+             "its issuer %s is not a CA smtptap trusts: give that CA's certificate with "
+             "--upstream-ca FILE",
+             issuer);
+    return true;
+}
+
 static void on_upstream_tls(struct tcp_leg *t, int status)
 {
     struct session *s = t->base.owner;
@@ -96,12 +108,15 @@ static void on_upstream_tls(struct tcp_leg *t, int status)
         session_start_relaying(s);
         return;
     }
+    char hint[600] = "", ca[500];
+    if (leg_tls_peer_spoke_plain(t))
+        snprintf(hint, sizeof hint,
+                 " (the server speaks plain SMTP on this port, it sent \"220\": use "
+                 "starttls:HOST:PORT, or HOST:PORT without a prefix)");
+    else if (session_upstream_ca_hint(s, ca, sizeof ca))
+        snprintf(hint, sizeof hint, " (%s, or --insecure to skip verification)", ca);
     session_emitf(s, EV_ERROR, DIR_S2C, "upstream %s TLS handshake failed: %s%s", s->upstream_name,
-                  t->tls_error,
-                  leg_tls_peer_spoke_plain(t)
-                      ? " (the server speaks plain SMTP on this port, it sent \"220\": use "
-                        "starttls:HOST:PORT, or HOST:PORT without a prefix)"
-                      : "");
+                  t->tls_error, hint);
     session_local_reply(s, "421 4.4.0 smtptap: upstream %s unreachable (TLS failed: %s)",
                         s->upstream_name, t->tls_error);
     session_end(s);

@@ -88,11 +88,16 @@ bool upgrade_intercepts(struct session *s, const struct smtp_in_item *it)
 
 static void refuse(struct session *s, const char *why)
 {
-    char line[600];
-    const char *hint =
-        required(s) ? "starttls: requires TLS"
-                    : "the server offers STARTTLS, so smtptap requires it to work; use "
-                      "plain:HOST:PORT to stay in plain text, or --insecure to skip verification";
+    char line[600], hint[800], ca[500];
+    bool untrusted = session_upstream_ca_hint(s, ca, sizeof ca);
+    if (required(s))
+        snprintf(hint, sizeof hint, "starttls: requires TLS%s%s%s", untrusted ? "; " : "",
+                 untrusted ? ca : "", untrusted ? ", or --insecure to skip verification" : "");
+    else /* the usual fix first: trusting the server's CA keeps the upstream leg verified */
+        snprintf(hint, sizeof hint,
+                 "the server offers STARTTLS, so smtptap requires it to work; %s%suse "
+                 "plain:HOST:PORT to stay in plain text, or --insecure to skip verification",
+                 untrusted ? ca : "", untrusted ? "; or " : "");
     session_emitf(s, EV_ERROR, DIR_S2C, "upstream %s: %s (%s)", s->upstream_name, why, hint);
     int n = snprintf(line, sizeof line, "421 4.7.0 smtptap: upstream %s: %s\r\n", s->upstream_name,
                      why);

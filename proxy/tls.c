@@ -820,6 +820,28 @@ static void append_expected(char *out, size_t size, SSL *ssl, long verify)
     }
 }
 
+bool tls_untrusted_issuer(const SSL *ssl, char *out, size_t size)
+{
+    if (size) out[0] = 0;
+    if (!ssl) return false;
+    switch (SSL_get_verify_result(ssl)) {
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT: break;
+    default: return false;
+    }
+    /* The issuer of the last certificate the server sent: the CA its chain ends at (a
+     * self-signed one names itself). */
+    STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
+    int n = chain ? sk_X509_num(chain) : 0;
+    X509 *top = n > 0 ? sk_X509_value(chain, n - 1) : SSL_get0_peer_certificate(ssl);
+    if (!top) return false;
+    append_name(out, size, X509_get_issuer_name(top));
+    return true;
+}
+
 static void verify_failure(SSL *ssl, char *out, size_t size)
 {
     long v = SSL_get_verify_result(ssl);

@@ -152,6 +152,9 @@ void leg_tls_release_hello(struct tcp_leg *t, const struct tcp_leg *model_from);
 /* True when the peer's first bytes after TLS started were plain text, not a TLS record:
  * "220 " from a server (a plain SMTP port) or letters from a client (an SMTP command). */
 bool leg_tls_peer_spoke_plain(const struct tcp_leg *t);
+/* After a failed handshake on an upstream leg: true when verification failed for want of the
+ * CA the server's chain ends at, with that CA's name in out (tls_untrusted_issuer). */
+bool leg_tls_untrusted_issuer(const struct tcp_leg *t, char *out, size_t size);
 /* TLS was started on the leg, whatever came of it. */
 bool tcp_leg_tls_started(const struct tcp_leg *t);
 /* The handshake completed and TLS has not failed (LEG_TLS_ON). */

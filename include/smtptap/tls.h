@@ -67,6 +67,11 @@ int tls_use_leaf(SSL *ssl, const struct tls_ca *ca, X509 *leaf);
 SSL_CTX *tls_server_ctx(const char *keylog_path, char *err, size_t err_size);
 SSL_CTX *tls_client_ctx(const char *extra_ca_file, bool insecure, const char *keylog_path,
                         char *err, size_t err_size);
+/* After a failed verification: true when the server's chain ends at a CA the trust store
+ * lacks (unknown issuer, self-signed), with that CA's name ("CN=Example CA,O=Example") in out:
+ * --upstream-ca with its certificate is then the fix. False for any other outcome. */
+bool tls_untrusted_issuer(const SSL *ssl, char *out, size_t size);
+
 /* Opens the key log file the contexts will write, creating it 0600; an existing regular file
  * whose mode lets others in is made 0600 (it holds the keys to every TLS session logged),
  * and note (when not NULL) says what its mode was; one that cannot be made so is refused.

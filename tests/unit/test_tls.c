@@ -767,6 +767,12 @@ static void a_client_that_does_not_trust_the_ca_fails_and_says_why(void **state)
     tls_describe_cert(leaf(f, "smtp.example.com", NULL), cert, sizeof cert);
     assert_contains(h.reason[CLIENT], cert);
     assert_string_equal(h.reason[SERVER], "client sent alert: unknown CA");
+    /* The CA the client lacks, for the hint "--upstream-ca FILE" (issue 15 item 12). */
+    char issuer[300];
+    assert_true(tls_untrusted_issuer(h.ssl[CLIENT], issuer, sizeof issuer));
+    assert_starts_with(issuer, "CN=smtptap CA ");
+    assert_false(tls_untrusted_issuer(NULL, issuer, sizeof issuer));
+    assert_string_equal(issuer, "");
     hs_free(&h);
     ctxs_free(&c);
 }
@@ -781,6 +787,8 @@ static void a_client_that_expects_another_host_fails_and_names_it(void **state)
     assert_starts_with(h.reason[CLIENT],
                        "certificate verify failed: hostname mismatch (expected mail.example.org); "
                        "peer certificate subject CN=smtp.example.com");
+    char issuer[300];
+    assert_false(tls_untrusted_issuer(h.ssl[CLIENT], issuer, sizeof issuer)); /* CA trusted */
     assert_true(h.failed[SERVER]);
     assert_starts_with(h.reason[SERVER], "client sent alert: ");
     hs_free(&h);
