@@ -8,11 +8,14 @@
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -209,6 +212,85 @@ static void warn_if_exposed(const struct server *srv, const struct listener *l)
             l->bound, what, where);
 }
 
+/* ---- an upstream that is smtptap itself ------------------------------------------------- */
+
+/* An address of this host: loopback, or one of its interfaces' addresses. */
+static bool is_local_address(const struct sockaddr *a)
+{
+    char host[64];
+    if (uv_ip_name(a, host, sizeof host) == 0 && is_loopback_address(host)) return true;
+    uv_interface_address_t *ifs;
+    int n;
+    if (uv_interface_addresses(&ifs, &n) < 0) return false;
+    bool found = false;
+    for (int i = 0; i < n && !found; i++) {
+        struct sockaddr_storage x;
+        memset(&x, 0, sizeof x);
+        memcpy(&x, &ifs[i].address,
+               a->sa_family == AF_INET6 ? sizeof ifs[i].address.address6
+                                        : sizeof ifs[i].address.address4);
+        if (x.ss_family != a->sa_family) continue;
+        if (a->sa_family == AF_INET) /* the port is the target's: only the address counts */
+            ((struct sockaddr_in *)&x)->sin_port = ((const struct sockaddr_in *)a)->sin_port;
+        else
+            ((struct sockaddr_in6 *)&x)->sin6_port = ((const struct sockaddr_in6 *)a)->sin6_port;
+        found = sockaddr_equal((struct sockaddr *)&x, a);
+    }
+    uv_free_interface_addresses(ifs, n);
+    return found;
+}
+
+/* Would a connection to `target` reach listener l? Its own address and port, or its port on
+ * any address of this host when l listens on the wildcard address. */
+static bool reaches_listener(const struct listener *l, const struct sockaddr *target)
+{
+    struct sockaddr_storage la;
+    int len = sizeof la;
+    memset(&la, 0, sizeof la);
+    if (uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&la, &len) < 0 ||
+        la.ss_family != target->sa_family)
+        return false;
+    if (sockaddr_equal((struct sockaddr *)&la, target)) return true;
+    if (la.ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)&la, *t = (const void *)target;
+        return x->sin_port == t->sin_port && x->sin_addr.s_addr == htonl(INADDR_ANY) &&
+               is_local_address(target);
+    }
+    const struct sockaddr_in6 *x = (const void *)&la, *t = (const void *)target;
+    return x->sin6_port == t->sin6_port &&
+           memcmp(&x->sin6_addr, &in6addr_any, sizeof in6addr_any) == 0 && is_local_address(target);
+}
+
+/* -u 127.0.0.1:2577 -l 127.0.0.1:2577: every session would connect to smtptap again, and
+ * that one again, until --max-sessions. Told at start for a numeric upstream or localhost (a
+ * name would need resolving; sessions catch those: session_connect.c). */
+static int refuse_own_listener(const struct server *srv)
+{
+    const struct upstream_spec *u = &srv->cfg->upstream;
+    if (u->kind != UPSTREAM_FIXED) return 0;
+    struct sockaddr_storage targets[2];
+    int n = 0;
+    if (sockaddr_from_numeric(u->target.host, u->target.port, &targets[0]))
+        n = 1;
+    else if (strcasecmp(u->target.host, "localhost") == 0) {
+        sockaddr_from_numeric("127.0.0.1", u->target.port, &targets[n++]);
+        sockaddr_from_numeric("::1", u->target.port, &targets[n++]);
+    }
+    for (int i = 0; i < n; i++)
+        for (unsigned j = 0; j < srv->nlisteners; j++) {
+            if (!reaches_listener(&srv->listeners[j], (struct sockaddr *)&targets[i])) continue;
+            char up[300];
+            format_hostport(u->target.host, u->target.port, up, sizeof up);
+            fprintf(stderr,
+                    "smtptap: --upstream %s is smtptap's own listener %s: every session would "
+                    "connect to smtptap again, and that one again, until --max-sessions; point "
+                    "--upstream at the real server (or leave it out for the built-in sink)\n",
+                    up, srv->listeners[j].bound);
+            return EXIT_CONFIG;
+        }
+    return 0;
+}
+
 /* -u smtp.example.com: the port smtptap picked is said, with the rule. */
 static void say_default_port(const struct upstream_spec *u)
 {
@@ -245,6 +327,10 @@ static int open_listeners(struct server *srv)
             return EXIT_UNAVAILABLE;
         }
         srv->nlisteners++;
+    }
+    int rc = refuse_own_listener(srv); /* before saying it listens: it will not serve */
+    if (rc) return rc;
+    for (unsigned i = 0; i < srv->nlisteners; i++) {
         fprintf(stderr, "smtptap %s listening on %s (%s), upstream %s\n", SMTPTAP_VERSION,
                 srv->listeners[i].bound,
                 srv->cfg->listen[i].implicit_tls ? "implicit TLS" : "plain", up);

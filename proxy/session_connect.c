@@ -130,6 +130,24 @@ static bool comes_from_myself(struct session *s)
     return s->env->is_own_upstream(s->env->server, (const struct sockaddr *)&peer);
 }
 
+/* -u HOST:PORT that leads back to smtptap (a name for one of its listeners, or a redirect to
+ * one): each session's upstream connection would be a new session, until --max-sessions. The
+ * start catches a numeric HOST or localhost (server.c); this catches the rest at the first
+ * session that came back. True when it ended the session. */
+static bool fixed_loop(struct session *s)
+{
+    if (!comes_from_myself(s)) return false;
+    session_emitf(s, EV_ERROR, DIR_S2C,
+                  "connection from %s is smtptap's own upstream connection: upstream %s leads "
+                  "back to smtptap (one of its listeners, or a redirect to one); point "
+                  "--upstream at the real server",
+                  s->client_name, s->upstream_name);
+    session_local_reply(s, "421 4.3.0 smtptap: loop, upstream %s is smtptap itself",
+                        s->upstream_name);
+    session_end(s);
+    return true;
+}
+
 static void connect_transparent(struct session *s)
 {
     struct sockaddr_storage dst;
@@ -191,6 +209,7 @@ void session_connect_upstream(struct session *s)
         format_hostport(u->target.host, u->target.port, s->upstream_name, sizeof s->upstream_name);
         session_emitf(s, EV_INFO, DIR_NONE, "%s connected to %s, upstream %s", s->client_name,
                       s->local_name, s->upstream_name);
+        if (fixed_loop(s)) return;
         connect_fixed(s, &u->target);
         return;
     case UPSTREAM_TRANSPARENT:

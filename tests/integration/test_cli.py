@@ -177,6 +177,49 @@ def test_bad_color_value():
         assert word in err, f"message should list {word!r}:\n{err}"
 
 
+# ----------------------------------------------------------------------------- a loop to itself
+# Issue 15 item 6: "-u 127.0.0.1:2577 -l 127.0.0.1:2577" opened sessions until --max-sessions,
+# each connecting to smtptap again. Refused at start when the upstream is a listener's address
+# (numeric, or localhost; a wildcard listener covers every address of the host), and per
+# session when it is a name: the connection that comes from smtptap's own upstream socket.
+
+@pytest.mark.parametrize("listen,upstream", [("127.0.0.1:{p}", "127.0.0.1:{p}"),
+                                             ("0.0.0.0:{p}", "localhost:{p}"),
+                                             ("[::1]:{p}", "plain:[::1]:{p}")])
+def test_upstream_that_is_our_own_listener_is_refused_at_start(listen, upstream):
+    port = harness.free_port()
+    listen, upstream = listen.format(p=port), upstream.format(p=port)
+    rc, out, err = smtptap("--listen", listen, "--upstream", upstream, "--max-sessions", "3")
+    assert rc == EX_CONFIG, f"expected 78, got {rc}\n{err}"
+    shown = upstream.removeprefix("plain:")
+    assert (f"smtptap: --upstream {shown} is smtptap's own listener {listen}: every session would "
+            "connect to smtptap again, and that one again, until --max-sessions; point --upstream "
+            "at the real server (or leave it out for the built-in sink)\n") in err, err
+    assert "listening on" not in err, err
+
+
+def test_upstream_name_that_leads_back_is_caught_at_the_first_session(tap):
+    name = socket.gethostname()
+    try:
+        addr = socket.gethostbyname(name)
+    except OSError:
+        pytest.skip(f"this host's name {name} does not resolve")
+    port = harness.free_port(addr)
+    t = tap(["-u", f"{name}:{port}", "--max-sessions", "5"], listen=f"{addr}:{port}")
+    with harness.RawSmtpClient(addr, port) as c:
+        greeting = c.reply()
+    assert greeting == [f"421 4.3.0 smtptap: loop, upstream {name}:{port} is smtptap itself"
+                        .encode()], greeting
+    t.wait_session_end(1)
+    t.wait_session_end(2)
+    loop = [l.text for l in t.lines(2) if l.marker == "<**"]
+    assert len(loop) == 1 and loop[0].endswith(
+        f"is smtptap's own upstream connection: upstream {name}:{port} leads back to smtptap (one "
+        "of its listeners, or a redirect to one); point --upstream at the real server"), loop
+    assert t.sessions() == [1, 2], t.transcript()  # not one per --max-sessions
+    assert "too many sessions" not in t.transcript()
+
+
 # ----------------------------------------------------------------------------- config errors
 
 def write_conf(tmp_path, text, name="smtptap.conf"):
