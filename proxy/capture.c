@@ -43,14 +43,47 @@ static void client_tag(const char *client, char *out, size_t size)
     out[n] = 0;
 }
 
+/* Whether the process umask takes bits from 0600 (then open's mode is not the file's mode). */
+static bool umask_narrows_0600(void)
+{
+    static int narrows = -1; /* read once: smtptap never changes its umask */
+    if (narrows < 0) {
+        mode_t m = umask(077);
+        umask(m);
+        narrows = (m & 0600) != 0;
+    }
+    return narrows;
+}
+
 int capture_create_file(const char *path)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) return -errno;
-    if (fchmod(fd, 0600) < 0) { /* the mode whatever the umask */
+    if (umask_narrows_0600() && fchmod(fd, 0600) < 0) { /* the mode whatever the umask */
         int e = errno;
         close(fd);
         unlink(path);
+        return -e;
+    }
+    return fd;
+}
+
+int capture_create_unnamed(const char *path_in_dir)
+{
+    const char *slash = strrchr(path_in_dir, '/');
+    char dir[4096];
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if ((size_t)(slash - path_in_dir) >= sizeof dir)
+        return -ENAMETOOLONG;
+    else
+        snprintf(dir, sizeof dir, "%.*s", slash == path_in_dir ? 1 : (int)(slash - path_in_dir),
+                 path_in_dir);
+    int fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd < 0) return -errno;
+    if (umask_narrows_0600() && fchmod(fd, 0600) < 0) {
+        int e = errno;
+        close(fd);
         return -e;
     }
     return fd;

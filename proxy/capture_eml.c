@@ -304,9 +304,11 @@ static void headers(const struct eml_writer *w, const struct event_delivery_fact
 /* ---- writing one message ---------------------------------------------------------------- */
 
 /* Gives the finished file at part its name, <prefix>-<n>.eml or, if a file has that name
- * already, <prefix>-<n>-<k>.eml: link() never replaces one. Filesystems without hard links
- * get a rename to a name that was free a moment before. 0 or an errno. */
-static int publish(const struct eml_writer *w, uint64_t number, const char *part)
+ * already, <prefix>-<n>-<k>.eml: link() never replaces one. part is a .part file, or the
+ * /proc/self/fd name of an unnamed one (unnamed: linked through the magic link; nothing else
+ * to fall back on). Filesystems without hard links get a rename of a .part file to a name that
+ * was free a moment before. 0 or an errno. */
+static int publish(const struct eml_writer *w, uint64_t number, const char *part, bool unnamed)
 {
     size_t size = strlen(w->prefix) + 64;
     char *path = malloc(size);
@@ -317,18 +319,66 @@ static int publish(const struct eml_writer *w, uint64_t number, const char *part
             snprintf(path, size, "%s-%llu.eml", w->prefix, (unsigned long long)number);
         else
             snprintf(path, size, "%s-%llu-%u.eml", w->prefix, (unsigned long long)number, k);
-        e = link(part, path) == 0 ? 0 : errno;
-        if (e == EPERM || e == EOPNOTSUPP || e == ENOSYS)
+        e = linkat(AT_FDCWD, part, AT_FDCWD, path, unnamed ? AT_SYMLINK_FOLLOW : 0) == 0 ? 0
+                                                                                         : errno;
+        if (!unnamed && (e == EPERM || e == EOPNOTSUPP || e == ENOSYS))
             e = access(path, F_OK) == 0 ? EEXIST : rename(part, path) == 0 ? 0 : errno;
     }
     free(path);
     return e;
 }
 
-/* Writes b's file (headers from d, none when NULL) and frees b. The file is written under
- * a .part name and then linked to its own, so whoever sees it sees it complete. */
+/* Writes the headers (from d, none when NULL) and b's bytes to fd; 0 or an errno. */
+static int write_message(const struct eml_writer *w, const struct body *b,
+                         const struct event_delivery_facts *d, int fd)
+{
+    struct buf head;
+    buf_init(&head);
+    if (!w->raw) headers(w, d, &head);
+    int e = write_all(fd, buf_head(&head), buf_size(&head));
+    buf_free(&head);
+    if (!e && b->fd >= 0) e = copy_from(b->fd, fd, b->spilled);
+    if (!e) e = write_all(fd, buf_head(&b->mem), buf_size(&b->mem));
+    return e;
+}
+
+/* The message written to an unnamed file in the capture directory (O_TMPFILE) and linked to
+ * its name when complete: nobody sees it incomplete, a crash leaves nothing behind, and it
+ * costs fewer directory changes than a .part file. false (nothing done) when the filesystem
+ * or a missing /proc cannot do it: the caller writes a .part file instead, now and from then
+ * on. */
+static bool deliver_unnamed(struct eml_writer *w, const struct body *b,
+                            const struct event_delivery_facts *d)
+{
+    static bool cannot; /* learnt once for the process: the capture directory is one */
+    if (cannot) return false;
+    int fd = capture_create_unnamed(w->prefix);
+    if (fd < 0) {
+        cannot = true;
+        return false;
+    }
+    char self[64];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+    int e = write_message(w, b, d, fd);
+    if (!e) e = publish(w, b->number, self, true);
+    close(fd);
+    if (e == ENOENT || e == EPERM || e == EOPNOTSUPP || e == ENOSYS || e == EXDEV) {
+        cannot = true; /* no /proc, or no links here: the .part way works everywhere */
+        return false;
+    }
+    if (e) warn("cannot write the message file for", w->prefix, e);
+    return true;
+}
+
+/* Writes b's file (headers from d, none when NULL) and frees b. The file gets its name only
+ * when complete (an unnamed file linked, or a .part file linked), so whoever sees it sees it
+ * complete. */
 static void deliver(struct eml_writer *w, struct body *b, const struct event_delivery_facts *d)
 {
+    if (!b->broken && deliver_unnamed(w, b, d)) {
+        body_free(w, b);
+        return;
+    }
     size_t size = strlen(w->prefix) + 64;
     char *part = malloc(size);
     if (!part) abort();
@@ -338,15 +388,9 @@ static void deliver(struct eml_writer *w, struct body *b, const struct event_del
         if (!b->broken) warn("cannot create", part, -fd);
         goto done;
     }
-    struct buf head;
-    buf_init(&head);
-    if (!w->raw) headers(w, d, &head);
-    int e = write_all(fd, buf_head(&head), buf_size(&head));
-    buf_free(&head);
-    if (!e && b->fd >= 0) e = copy_from(b->fd, fd, b->spilled);
-    if (!e) e = write_all(fd, buf_head(&b->mem), buf_size(&b->mem));
+    int e = write_message(w, b, d, fd);
     if (close(fd) < 0 && !e) e = errno;
-    if (!e) e = publish(w, b->number, part);
+    if (!e) e = publish(w, b->number, part, false);
     if (e) warn("cannot write", part, e);
     unlink(part); /* published under its name, or not exact: not left behind */
 done:

@@ -32,6 +32,10 @@ struct event_writer *capture_open(const struct capture_options *opt, uint64_t se
 
 /* Creates path exclusively, mode 0600 whatever the umask. Returns an fd or -errno. */
 int capture_create_file(const char *path);
+/* Creates an unnamed file (O_TMPFILE), mode 0600, in the directory of path_in_dir (the part up
+ * to its last '/'), to be linked to a name when complete. An fd or -errno (-EOPNOTSUPP and
+ * -EISDIR where the filesystem cannot). */
+int capture_create_unnamed(const char *path_in_dir);
 
 /* ---- the formats (one file each) --------------------------------------------------------- */
 
