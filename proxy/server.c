@@ -134,12 +134,16 @@ static void begin_shutdown(struct server *srv, int signum)
         return;
     }
     srv->stopping = true;
-    if (srv->cfg->verbosity >= 0)
+    char grace[32];
+    format_duration(srv->cfg->grace_ms, grace, sizeof grace);
+    if (srv->cfg->verbosity >= 0 && srv->nsessions == 0)
+        fprintf(stderr, "smtptap: %s received: no new sessions; none running\n", strsignal(signum));
+    else if (srv->cfg->verbosity >= 0)
         fprintf(stderr,
-                "smtptap: %s received: no new sessions; %llu running session%s get %llus "
-                "to finish\n",
+                "smtptap: %s received: no new sessions; %llu running session%s %s %s to "
+                "finish\n",
                 strsignal(signum), (unsigned long long)srv->nsessions,
-                srv->nsessions == 1 ? "" : "s", (unsigned long long)srv->cfg->grace_ms / 1000);
+                srv->nsessions == 1 ? "" : "s", srv->nsessions == 1 ? "gets" : "get", grace);
     for (unsigned i = 0; i < srv->nlisteners; i++) listener_close(&srv->listeners[i]);
     if (srv->nsessions == 0) {
         finish_shutdown(srv);
@@ -308,9 +312,34 @@ static void say_default_port(const struct upstream_spec *u)
             spec, (unsigned)u->target.port, spec);
 }
 
+/* ", capture files in /abs/dir (text, jsonl)" or ", jsonl on stdout" for the listening line;
+ * "" without -d. */
+static void capture_words(const struct config *cfg, char *out, size_t size)
+{
+    out[0] = 0;
+    if (!cfg->capture_dir[0]) return;
+    if (strcmp(cfg->capture_dir, "-") == 0) {
+        snprintf(out, size, ", jsonl on stdout");
+        return;
+    }
+    static const struct {
+        unsigned bit;
+        const char *name;
+    } formats[] = {
+        {FORMAT_TEXT, "text"}, {FORMAT_JSONL, "jsonl"}, {FORMAT_PCAP, "pcap"}, {FORMAT_EML, "eml"}};
+    char names[64] = "";
+    for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++)
+        if (cfg->formats & formats[i].bit)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s",
+                     names[0] ? ", " : "", formats[i].name);
+    char *abs = realpath(cfg->capture_dir, NULL); /* made by prepare_capture: it exists */
+    snprintf(out, size, ", capture files in %s (%s)", abs ? abs : cfg->capture_dir, names);
+    free(abs);
+}
+
 static int open_listeners(struct server *srv)
 {
-    char err[512], up[320];
+    char err[512], up[320], cap[4200];
     const struct upstream_spec *u = &srv->cfg->upstream;
     if (u->kind == UPSTREAM_SINK)
         snprintf(up, sizeof up, "sink (built-in)");
@@ -330,10 +359,11 @@ static int open_listeners(struct server *srv)
     }
     int rc = refuse_own_listener(srv); /* before saying it listens: it will not serve */
     if (rc) return rc;
+    capture_words(srv->cfg, cap, sizeof cap);
     for (unsigned i = 0; i < srv->nlisteners; i++) {
-        fprintf(stderr, "smtptap %s listening on %s (%s), upstream %s\n", SMTPTAP_VERSION,
+        fprintf(stderr, "smtptap %s listening on %s (%s), upstream %s%s\n", SMTPTAP_VERSION,
                 srv->listeners[i].bound,
-                srv->cfg->listen[i].implicit_tls ? "implicit TLS" : "plain", up);
+                srv->cfg->listen[i].implicit_tls ? "implicit TLS" : "plain", up, cap);
         warn_if_exposed(srv, &srv->listeners[i]);
     }
     say_default_port(u);
@@ -363,6 +393,14 @@ static int prepare_capture(const struct config *cfg)
     return 0;
 }
 
+/* A rule that fires by chance (probability below 1): the seed then matters. */
+static bool uses_probability(const struct fault_set *f)
+{
+    for (size_t i = 0; i < f->count; i++)
+        if (f->rules[i].probability < 1) return true;
+    return false;
+}
+
 /* The seed is printed so that a run with probabilistic faults can be repeated. */
 static void start_faults(struct server *srv)
 {
@@ -371,10 +409,15 @@ static void start_faults(struct server *srv)
     srv->seed = cfg->seed;
     if (!cfg->seed_given && uv_random(NULL, NULL, &srv->seed, sizeof srv->seed, 0, NULL) < 0)
         srv->seed = uv_hrtime() ^ (uint64_t)getpid();
-    if (cfg->faults.count)
+    if (!cfg->faults.count) return;
+    /* The seed only matters to a rule that fires by chance: said only then. */
+    if (uses_probability(&cfg->faults))
         fprintf(stderr, "smtptap: %zu fault rule%s, seed %llu (--seed %llu repeats this run)\n",
                 cfg->faults.count, cfg->faults.count == 1 ? "" : "s", (unsigned long long)srv->seed,
                 (unsigned long long)srv->seed);
+    else
+        fprintf(stderr, "smtptap: %zu fault rule%s\n", cfg->faults.count,
+                cfg->faults.count == 1 ? "" : "s");
 }
 
 /* SIGHUP: new rules for new commands; sessions keep the rule sets they matched against,
@@ -395,8 +438,12 @@ static void reload_faults(struct server *srv)
         next->next_old = srv->old_faults;
         srv->old_faults = next;
         srv->faults = next;
-        fprintf(stderr, "smtptap: SIGHUP: %zu fault rule%s now in force (from %s and --fault)\n",
-                next->count, next->count == 1 ? "" : "s", srv->cfg->config_file);
+        char seed[80] = "";
+        if (uses_probability(next))
+            snprintf(seed, sizeof seed, ", seed %llu (--seed %llu repeats this run)",
+                     (unsigned long long)srv->seed, (unsigned long long)srv->seed);
+        fprintf(stderr, "smtptap: SIGHUP: %zu fault rule%s now in force (from %s and --fault)%s\n",
+                next->count, next->count == 1 ? "" : "s", srv->cfg->config_file, seed);
         next = NULL;
     }
     if (next) {

@@ -3,7 +3,7 @@
  * STARTTLS is passed through). At the client's first EHLO (or HELO: smtptap then probes with
  * EHLO) smtptap stops reading the client, sends STARTTLS itself, handshakes, and sends the
  * client's command again inside TLS; the client sees one reply, from inside TLS. Without
- * STARTTLS on offer: starttls: gets the client a 421, no prefix stays plain with a warning. */
+ * STARTTLS on offer: starttls: gets the client a 421, no prefix stays plain with a notice. */
 #include <assert.h>
 #include <stdio.h>
 #include <string.h>
@@ -120,11 +120,12 @@ static void send_client_hello(struct session *s, enum upstream_upgrade next)
     session_pump_client(s); /* what the client sent while the upstream was being upgraded */
 }
 
+/* Not lint: a server may lawfully not offer STARTTLS, or refuse it; "==" with a notice. */
 static void stay_plain(struct session *s, const char *why)
 {
-    session_emitf(s, EV_LINT, DIR_S2C,
-                  "lint: upstream %s: %s: the upstream leg stays in plain text (use starttls: to "
-                  "require TLS)",
+    session_emitf(s, EV_INFO, DIR_S2C,
+                  "notice: upstream %s: %s: the upstream leg stays in plain text (use starttls: "
+                  "to require TLS)",
                   s->upstream_name, why);
 }
 

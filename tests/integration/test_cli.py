@@ -81,6 +81,61 @@ def test_listening_line_names_version_address_and_upstream(tap):
         assert s.recv(512).startswith(b"220 "), "the built-in sink should greet"
 
 
+# Issue 15 item 13: the start names where the capture files go, and in which formats.
+def test_listening_line_names_the_capture_directory_and_formats(tap, tmp_path):
+    t = tap(["-d", "caps", "--format", "eml,text,pcap"], cwd=str(tmp_path))
+    line = t.wait_for(r"^smtptap \S+ listening on .*$").group(0)
+    assert line.endswith(f", upstream sink (built-in), capture files in {tmp_path / 'caps'} "
+                         "(text, pcap, eml)"), line
+    t.stop()
+    t = tap(["-d", "-", "--format", "jsonl"])
+    line = t.wait_for(r"^smtptap \S+ listening on .*$").group(0)
+    assert line.endswith(", upstream sink (built-in), jsonl on stdout"), line
+    t.stop()
+    t = tap()
+    line = t.wait_for(r"^smtptap \S+ listening on .*$").group(0)
+    assert line.endswith(", upstream sink (built-in)"), line
+
+
+def test_readme_sample_lines_are_in_the_programs_order(tap, tmp_path):
+    """The README's sample transcript shows a message summary and a session end: the program
+    prints the same words in the same order (numbers and digests aside)."""
+    def shape(text):
+        text = re.sub(r"sha256 [0-9a-f]+(\.\.\.)?", "sha256 H", text)
+        return re.sub(r"\d+(\.\d+)?", "N", text)
+
+    readme = (harness.ROOT / "README.md").read_text()
+    sample = {k: re.search(rf"^#1 \+\S+ == ({k}.*)$", readme, re.M).group(1)
+              for k in ("message 1:", "session ended")}
+    t = tap()
+    body = [f"line {i}" for i in range(35)]  # 41 lines with the headers and the blank line
+    msg = harness.make_message("password reset", body_lines=body)
+    rc, out, err = harness.swaks_send(t.hostport, "app@example.com", ["user@example.net"], msg,
+                                      str(tmp_path))
+    assert rc == 0, out
+    t.wait_session_end(1)
+    got = {k: next(l.text for l in t.lines(1) if l.marker == "==" and l.text.startswith(k))
+           for k in sample}
+    assert "41 lines" in got["message 1:"] and "(1 line not shown" in got["message 1:"], got
+    for k in sample:
+        assert shape(got[k]) == shape(sample[k]), (got[k], sample[k])
+
+
+def test_shutdown_line_counts_running_sessions_in_good_english(tap):
+    t = tap()
+    t.stop(sig=signal.SIGTERM)
+    assert re.search(r"^smtptap: Terminated received: no new sessions; none running$",
+                     t.transcript(), re.M), t.transcript()
+    t = tap()
+    with harness.RawSmtpClient("127.0.0.1", t.port) as c:
+        assert c.code() == 220
+        t.proc.send_signal(signal.SIGTERM)
+        t.wait_for(r"^smtptap: Terminated received: no new sessions; 1 running session gets 5s "
+                   r"to finish$")
+        c.cmd(b"QUIT")
+    assert t.wait_exit(5) == 0
+
+
 # ----------------------------------------------------------------------------- usage errors
 
 @pytest.mark.parametrize("flag", ["--no-such-flag", "-Z"])

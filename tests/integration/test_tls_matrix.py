@@ -280,11 +280,12 @@ def test_no_prefix_upstream_offering_starttls_is_upgraded(tap, tmp_path, test_ca
     check_upstream_leg(t, sid, "starttls")
     check_client_leg(t, sid, "plain")
     check_message_summary(t, sid, msg)
-    warn = [l.raw for l in t.lines(sid) if l.marker == "**" and "STARTTLS" in l.text]
-    assert not warn, f"a STARTTLS warning although the upstream leg was upgraded: {warn}"
+    warn = [l.raw for l in t.lines(sid) if "STARTTLS" in l.text and
+            (l.marker == "**" or l.text.startswith("notice:"))]
+    assert not warn, f"a STARTTLS notice although the upstream leg was upgraded: {warn}"
 
 
-def test_no_prefix_upstream_without_starttls_is_plain_with_a_warning(tap, tmp_path):
+def test_no_prefix_upstream_without_starttls_is_plain_with_a_notice(tap, tmp_path):
     ca_dir, ca_pem = smtptap_ca(tmp_path)
     msg = make_message("no prefix, upstream without STARTTLS", to=RCPTS)
     with harness.AiosmtpdServer() as srv:   # no tls_context: no STARTTLS offered
@@ -294,9 +295,12 @@ def test_no_prefix_upstream_without_starttls_is_plain_with_a_warning(tap, tmp_pa
         check_received(srv, msg)
         sid = only_session(t)
     lines = t.lines(sid)
-    warn = [l for l in lines if l.marker == "**" and "STARTTLS" in l.text]
-    assert len(warn) == 1, ("no single `** ` line warning that the upstream does not offer "
-                            f"STARTTLS:\n{t.transcript()}")
+    # A notice ("=="), not lint ("**"): not offering STARTTLS breaks no protocol.
+    warn = [l for l in lines if l.marker == "==" and l.text.startswith("notice:") and
+            "STARTTLS" in l.text]
+    assert len(warn) == 1, ("no single `== notice:` line saying that the upstream does not "
+                            f"offer STARTTLS:\n{t.transcript()}")
+    assert not [l for l in lines if l.marker == "**"], t.transcript()
     assert re.search(r"(?i)not|no |without", warn[0].text), warn[0].raw
     check_upstream_leg(t, sid, "plain")
     check_client_leg(t, sid, "plain")
