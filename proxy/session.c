@@ -402,6 +402,7 @@ static void name_endpoints(struct session *s, union event_facts *start)
     memset(&local, 0, sizeof local);
     memset(&peer, 0, sizeof peer);
     tcp_leg_addresses(&s->client, &local, &peer);
+    s->client_peer = peer;
     start->endpoints.a = peer;
     start->endpoints.b = local;
     if (peer.ss_family)

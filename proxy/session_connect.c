@@ -37,11 +37,9 @@ static void on_upstream_connected(struct tcp_leg *t, int status)
         }
         return;
     }
-    struct sockaddr_storage local, peer;
-    memset(&local, 0, sizeof local);
-    memset(&peer, 0, sizeof peer);
+    /* Both ends are known since the connect call: no getsockname/getpeername here. */
+    struct sockaddr_storage local = s->upstream_local, peer = s->upstream_peer;
     char from[80] = "?", to[80] = "?";
-    tcp_leg_addresses(t, &local, &peer);
     if (local.ss_family) sockaddr_format((struct sockaddr *)&local, from, sizeof from);
     if (peer.ss_family) sockaddr_format((struct sockaddr *)&peer, to, sizeof to);
     session_emitf(s, EV_INFO, DIR_S2C, "upstream %s connected from %s", to, from);
@@ -61,6 +59,9 @@ static void connect_to(struct session *s, const struct sockaddr *addr)
     s->up_kind = UP_TCP;
     s->upstream = &s->up.tcp.base;
     s->open_handles++;
+    memset(&s->upstream_peer, 0, sizeof s->upstream_peer);
+    memcpy(&s->upstream_peer, addr,
+           addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
     int rc = tcp_leg_connect(&s->up.tcp, addr, on_upstream_connected);
     /* The socket has its local port now: a redirect loop shows up as a client with it,
      * possibly before this connect completes. */
@@ -124,10 +125,8 @@ static void connect_fixed(struct session *s, const struct hostport *hp)
  * it by a rule that does not exclude smtptap's traffic. */
 static bool comes_from_myself(struct session *s)
 {
-    struct sockaddr_storage peer;
-    memset(&peer, 0, sizeof peer);
-    if (tcp_leg_addresses(&s->client, NULL, &peer) < 0 || !peer.ss_family) return false;
-    return s->env->is_own_upstream(s->env->server, (const struct sockaddr *)&peer);
+    if (!s->client_peer.ss_family) return false; /* read when the session started */
+    return s->env->is_own_upstream(s->env->server, (const struct sockaddr *)&s->client_peer);
 }
 
 /* -u HOST:PORT that leads back to smtptap (a name for one of its listeners, or a redirect to

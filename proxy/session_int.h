@@ -141,6 +141,8 @@ struct session {
     struct addrinfo *addrs, *next_addr; /* owned: resolution result being tried */
     int last_connect_error;
     struct sockaddr_storage upstream_local; /* our end of the upstream connection */
+    struct sockaddr_storage upstream_peer;  /* the address it connects to */
+    struct sockaddr_storage client_peer;    /* the client's address (kept: no second syscall) */
 
     struct envelope envelope; /* the transaction's accepted MAIL and RCPTs (EV_DELIVERY) */
     uint64_t deliveries;      /* messages the server replied to */

@@ -505,6 +505,7 @@ class Bench:
         self.problems = []   # things that broke: exit status 1
         self.notes = []      # things worth knowing
         self.rows = []       # table rows
+        self.syscall_rows = []  # part 5
         self.settings = settings
         # sessions per idle variant: each needs one socket in smtptap with the built-in sink,
         # two with smtp-sink upstream; keep 64 descriptors for everything else
@@ -1004,7 +1005,59 @@ class Bench:
         finally:
             self.procs.stop(stall)
 
+    # -- part 5: system calls per message ----------------------------------------------------
+    def strace_counts(self, pid, load, path, port):
+        """Runs load through path with `strace -f -c` attached to the relay; returns
+        (calls per message, the five commonest calls as "name n/msg")."""
+        out = self.tmp / f"strace-{load[0]}-{pid}.txt"
+        st = subprocess.Popen(["strace", "-f", "-c", "-o", str(out), "-p", str(pid)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)  # attached (strace prints nothing when it is)
+        try:
+            self.run_source(load, path, port)
+        finally:
+            st.send_signal(signal.SIGINT)
+            st.wait(30)
+        calls = {}
+        for line in out.read_text().splitlines():
+            f = line.split()
+            if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+                try:
+                    calls[f[-1]] = int(f[3])
+                except ValueError:
+                    continue
+        n = load[3]
+        top = sorted(calls.items(), key=lambda kv: -kv[1])[:5]
+        return sum(calls.values()) / n, ", ".join(f"{k} {v / n:.1f}" for k, v in top)
+
+    def part_5(self):
+        if not shutil.which("strace"):
+            self.problems.append("part 5: strace is not installed (apt-get install strace)")
+            return
+        loads = [(ld[0], ld[1], ld[2][:ld[2].index("-m") + 1] + ["1000" if ld[0] == "1a"
+                  else "4000"] + ld[2][ld[2].index("-m") + 2:], 1000 if ld[0] == "1a"
+                  else 4000, ld[4], ld[5]) for ld in self.loads if ld[0] in ("1a", "1b")]
+        self.start_relays()
+        try:
+            for load in loads:
+                for path, key in (("smtptap -q", "tap"), (ALL_FORMATS, "tapall"),
+                                  ("haproxy (tcp)", "haproxy")):
+                    port = dict(self.paths)[path]
+                    per, top = self.strace_counts(self.servers[key].pid, load, path, port)
+                    self.syscall_rows.append((load[1], path, f"{per:.1f}", top))
+                    log(f"  {load[0]} {path}: {per:.1f} system calls per message ({top})")
+        finally:
+            self.stop_relays()
+
     # -- report ----------------------------------------------------------------------------
+    def syscall_table(self):
+        if not self.syscall_rows:
+            return ""
+        out = ["| load | relay | system calls per message | commonest (per message) |",
+               "|---|---|---|---|"]
+        out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in self.syscall_rows]
+        return "\n".join(out)
+
     def table(self):
         head = ["Part", "Load", "Path", "Result (median, min-max)", "vs direct",
                 "CPU s/run relay / sink", "Target", "Status"]
@@ -1028,6 +1081,9 @@ class Bench:
         if "4" in self.a.only:
             log("part 4: backpressure")
             self.part_4()
+        if "5" in self.a.only:
+            log("part 5: system calls per message (strace -c attached to each relay)")
+            self.part_5()
 
 
 COMPARE = "smtptap -q (--compare)"
@@ -1120,11 +1176,15 @@ def main():
     if len(sys.argv) > 1 and sys.argv[1] == "helper":
         helper_main(sys.argv[2:])
         return 0
-    a = parse_args("bench.sh", "smtptap benchmark (loopback)", "1,2,3,4", 1000)
+    a = parse_args("bench.sh", "smtptap benchmark (loopback)", "1,2,3,4,5", 1000)
 
     def report(bench):
         print("\n## Results\n")
         print(bench.table())
+        if bench.syscall_table():
+            print("\n## System calls per message (part 5, strace -f -c attached; counts, not "
+                  "times)\n")
+            print(bench.syscall_table())
     return run_bench("bench.sh", a, Bench, "smtptap-bench-", report,
                      "Targets are from the issue (smtptap -q against direct; memory per idle "
                      "session; peak RSS under backpressure). A MISS is a finding, not a failure "

@@ -16,7 +16,7 @@
 #   --reps N         repeats of each smtp-source measurement, median reported (default 3)
 #   --quick          smaller loads (a smoke run of the script itself, not a measurement)
 #   --only LIST      run only some parts: 1 small messages, 2 20 MB messages,
-#                    3 idle sessions, 4 backpressure
+#                    3 idle sessions, 4 backpressure, 5 system calls per message (strace)
 #   --sessions N     idle sessions in part 3 (default 10000)
 #
 # Everything else (processes, ports, limits, temp dirs) is handled by bench.py, which this
