@@ -101,10 +101,13 @@ bool leg_tls_peer_closed(const struct tcp_leg *t)
     return tls_pump_peer_closed(&t->tls_pump);
 }
 
+/* A client's side waits for a handshake its peer has started; a listener's side also for
+ * one its client has not started yet (smtptap may owe it a 421 before its ClientHello
+ * arrives, e.g. an upstream that refused at once): the owner's linger timer bounds both. */
 bool leg_tls_end_waits_for_handshake(const struct tcp_leg *t)
 {
     return tcp_leg_tls_state(t) == LEG_TLS_HANDSHAKING && tls_pump_queued(&t->tls_pump) &&
-           tcp_leg_tls_peer_spoke(t) && !t->read_ended;
+           (tcp_leg_tls_peer_spoke(t) || tls_pump_is_server(&t->tls_pump)) && !t->read_ended;
 }
 
 void leg_tls_halt(struct tcp_leg *t)

@@ -260,6 +260,11 @@ void *tls_pump_owner_of_ssl(const SSL *ssl)
     return p ? p->owner : NULL;
 }
 
+bool tls_pump_is_server(const struct tls_pump *p)
+{
+    return p->ssl && SSL_is_server(p->ssl);
+}
+
 bool tls_pump_peer_spoke_plain(const struct tls_pump *p)
 {
     /* A TLS record starts with its content type, 20..24; text starts with a digit or a

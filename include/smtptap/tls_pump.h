@@ -119,5 +119,7 @@ static inline size_t tls_pump_first_len(const struct tls_pump *p)
 /* True when the peer's first 4 bytes were plain text, not a TLS record: "220 " from a
  * server (a plain SMTP port) or letters from a client (an SMTP command). */
 bool tls_pump_peer_spoke_plain(const struct tls_pump *p);
+/* True when this end answers the handshake (a listener's side), false when it starts it. */
+bool tls_pump_is_server(const struct tls_pump *p);
 
 #endif
