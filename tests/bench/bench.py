@@ -1179,8 +1179,9 @@ def main():
     a = parse_args("bench.sh", "smtptap benchmark (loopback)", "1,2,3,4,5", 1000)
 
     def report(bench):
-        print("\n## Results\n")
-        print(bench.table())
+        if bench.rows:
+            print("\n## Results\n")
+            print(bench.table())
         if bench.syscall_table():
             print("\n## System calls per message (part 5, strace -f -c attached; counts, not "
                   "times)\n")
