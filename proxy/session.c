@@ -292,6 +292,7 @@ static void timer_closed_cb(uv_handle_t *h);
 
 static void enter_ending(struct session *s, enum session_state old)
 {
+    reply_emit_unsent(s); /* replies the client will not get: still in the record */
     report_end(s);
     if (old == SESSION_RESOLVING) uv_cancel((uv_req_t *)&s->gai); /* on_resolved follows */
     uv_timer_stop(&s->reply_timer);

@@ -121,6 +121,9 @@ struct session {
     /* Replies owed to the client that a fault holds back, in order (session_reply.c). */
     struct held_bytes *held_head, *held_tail;
     size_t held_size;
+    /* The server's reply that is about to be held: its "<-" event waits in the held bytes
+     * and is emitted when the client gets them (reply_defer_event). */
+    struct held_event *deferred;
     uv_timer_t reply_timer;
     const struct fault_set *fault_set; /* the rules this session matches against */
     struct fault_session faults;
@@ -342,5 +345,13 @@ void reply_faulted(struct session *s, const struct smtp_pending *p, const uint8_
 void reply_greeting_fault(struct session *s);
 /* Frees what is held (session end). */
 void reply_free_held(struct session *s);
+/* The reply event of bytes that are about to be held (a delay fault, or earlier bytes still
+ * held): kept until the client gets them, so its "<-" lines carry that time. */
+void reply_defer_event(struct session *s, const uint8_t *bytes, size_t len,
+                       const union event_facts *facts);
+/* Emits a deferred event that no held bytes took (they went to the client at once). */
+void reply_flush_deferred(struct session *s);
+/* Emits the events of replies still held, never sent: the session is ending. */
+void reply_emit_unsent(struct session *s);
 
 #endif

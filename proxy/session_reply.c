@@ -11,11 +11,19 @@ enum { SLOW_TICK_MS = 100 };
 
 /* Bytes owed to the client, held because a fault shapes them or because earlier bytes are
  * still held: order is kept whatever the faults do. */
+/* A server reply's event, emitted when the client gets its bytes. */
+struct held_event {
+    union event_facts facts;
+    size_t len;
+    uint8_t bytes[];
+};
+
 struct held_bytes {
     struct held_bytes *next;
-    enum fault_action mode; /* FAULT_REPLY: plain bytes */
-    uint64_t due_ms;        /* FAULT_DELAY: loop time to send at */
-    uint64_t param;         /* FAULT_SLOW: bytes per second; FAULT_TRUNCATE: bytes kept */
+    struct held_event *event; /* emitted just before the bytes go to the client; or NULL */
+    enum fault_action mode;   /* FAULT_REPLY: plain bytes */
+    uint64_t due_ms;          /* FAULT_DELAY: loop time to send at */
+    uint64_t param;           /* FAULT_SLOW: bytes per second; FAULT_TRUNCATE: bytes kept */
     size_t len, sent;
     uint8_t bytes[];
 };
@@ -44,6 +52,8 @@ static void hold(struct session *s, enum fault_action mode, uint64_t param, cons
     h->due_ms = uv_now(s->env->loop) + (mode == FAULT_DELAY ? param : 0);
     h->len = len;
     memcpy(h->bytes, bytes, len);
+    h->event = s->deferred;
+    s->deferred = NULL;
     if (s->held_tail)
         s->held_tail->next = h;
     else
@@ -59,16 +69,52 @@ static void pop_held(struct session *s)
     s->held_head = h->next;
     if (!s->held_head) s->held_tail = NULL;
     s->held_size -= h->len;
+    free(h->event);
     free(h);
 }
 
 void reply_free_held(struct session *s)
 {
     while (s->held_head) pop_held(s);
+    free(s->deferred);
+    s->deferred = NULL;
+}
+
+void reply_defer_event(struct session *s, const uint8_t *bytes, size_t len,
+                       const union event_facts *facts)
+{
+    reply_flush_deferred(s);
+    struct held_event *e = malloc(sizeof *e + len);
+    if (!e) abort();
+    e->facts = *facts;
+    e->len = len;
+    if (len) memcpy(e->bytes, bytes, len);
+    s->deferred = e;
+}
+
+static void emit_held_event(struct session *s, struct held_event **e)
+{
+    if (!*e) return;
+    session_emit_facts(s, EV_REPLY, DIR_S2C, (*e)->bytes, (*e)->len, NULL, false, &(*e)->facts);
+    free(*e);
+    *e = NULL;
+}
+
+void reply_flush_deferred(struct session *s)
+{
+    emit_held_event(s, &s->deferred);
+}
+
+void reply_emit_unsent(struct session *s)
+{
+    for (struct held_bytes *h = s->held_head; h; h = h->next) emit_held_event(s, &h->event);
+    reply_flush_deferred(s);
 }
 
 static void write_client(struct session *s, const uint8_t *bytes, size_t len)
 {
+    /* the "<-" lines of held bytes, stamped now: when the client gets them */
+    if (s->held_head && s->held_head->bytes == bytes) emit_held_event(s, &s->held_head->event);
     /* A ClientHello parked for the upstream's certificate (which will not come now: the
      * first bytes for the client are smtptap's own) gets a leaf of smtptap's naming. */
     leg_tls_release_hello(&s->client, NULL);

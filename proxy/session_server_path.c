@@ -75,6 +75,16 @@ static enum reply_route decide_reply(struct session *s, const struct smtp_reply 
     return upgrade_takes(s, p, r) ? REPLY_TO_UPGRADE : REPLY_TO_CLIENT;
 }
 
+/* A reply the client gets later than the server sent it (a delay fault, or earlier bytes
+ * still held): its "<-" lines are stamped when the client gets it (session_reply.c). */
+static bool held_for_client(const struct session *s, const struct smtp_pending *p,
+                            enum reply_route route)
+{
+    if (route != REPLY_TO_CLIENT || !s->observed) return false;
+    if (p->fault) return ((const struct fault_rule *)p->fault)->action == FAULT_DELAY;
+    return s->held_head != NULL;
+}
+
 static void observe_reply(struct session *s, const struct smtp_reply *r, bool paired,
                           const struct smtp_pending *p, enum reply_route route)
 {
@@ -92,6 +102,8 @@ static void observe_reply(struct session *s, const struct smtp_reply *r, bool pa
     if (paired && r->code == 421) s->saw_421 = true;
     if (route == REPLY_TO_UPGRADE)
         session_emit_to_smtptap(s, r->bytes, r->len, &f);
+    else if (held_for_client(s, p, route))
+        reply_defer_event(s, r->bytes, r->len, &f);
     else
         session_emit_facts(s, EV_REPLY, DIR_S2C, r->bytes, r->len, NULL, false, &f);
     if (!s->observed) return;
@@ -117,6 +129,7 @@ static void deliver_to_client(struct session *s, const struct smtp_pending *p,
         reply_faulted(s, p, bytes, len, r->code);
     else
         reply_send(s, bytes, len);
+    reply_flush_deferred(s); /* not held after all: said now */
     buf_free(&edited);
 }
 

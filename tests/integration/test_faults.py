@@ -357,6 +357,16 @@ def test_delay_on_rcpt_holds_the_real_reply(tap, aiosmtpd):
     t.wait_session_end(1)
     assert fault_lines(t, 1) == ["fault flag 1: delay 2000ms on 250 2.1.5 Recipient "
                                  "<bob@example.net> ok"]
+    # The "<-" line is stamped when the client got the reply, the "!!" line when the rule
+    # fired (when the server answered): 2 s apart.
+    lines = t.lines(1)
+    rcpt = next(l for l in lines if l.is_command and l.text.upper().startswith("RCPT TO:"))
+    fault = next(l for l in lines if l.marker == "!!")
+    reply = next(l for l in lines if l.is_reply and l.text.startswith("250 2.1.5 Recipient"))
+    assert fault.t - rcpt.t < 1.0, (rcpt.raw, fault.raw)
+    assert reply.t - rcpt.t >= 2.0, (rcpt.raw, reply.raw)
+    assert lines.index(fault) < lines.index(reply)
+    assert reply.latency_ms is not None and reply.latency_ms < 1000, reply.raw  # the server's
 
 
 def test_stall_on_mail_the_clients_own_timeout_fires(tap, aiosmtpd):
