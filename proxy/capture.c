@@ -141,7 +141,10 @@ static bool open_format(struct fanout *fo, unsigned format, const char *base,
     switch (format) {
     case FORMAT_TEXT:
         snprintf(path, sizeof path, "%s.txt", base);
-        if ((f = open_stream(path, err, err_size))) w = text_file_writer_new(f);
+        if ((f = open_stream(path, err, err_size))) {
+            if (opt->text_header) fputs(opt->text_header, f);
+            w = text_file_writer_new(f);
+        }
         break;
     case FORMAT_JSONL:
         snprintf(path, sizeof path, "%s.jsonl", base);

@@ -589,9 +589,46 @@ enum config_result config_reload_faults(const struct config *c, struct fault_set
     return r;
 }
 
+/* Appends arg to out quoted for a POSIX shell when it needs quoting; "..." when out is full. */
+static void quote_arg(const char *arg, char *out, size_t size)
+{
+    size_t n = strlen(out);
+    if (n + 4 >= size) return;
+    bool plain = arg[0] != 0;
+    for (const char *p = arg; *p; p++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./-_", *p))
+            plain = false;
+    struct buf b;
+    buf_init(&b);
+    if (n) buf_append_str(&b, " ");
+    if (plain) {
+        buf_append_str(&b, arg);
+    } else {
+        buf_append_str(&b, "'");
+        for (const char *p = arg; *p; p++) {
+            if (*p == '\'')
+                buf_append_str(&b, "'\\''");
+            else if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                buf_printf(&b, "\\x%02X", (unsigned char)*p);
+            else
+                buf_append(&b, p, 1);
+        }
+        buf_append_str(&b, "'");
+    }
+    if (n + buf_size(&b) + 4 < size) {
+        memcpy(out + n, buf_head(&b), buf_size(&b));
+        out[n + buf_size(&b)] = 0;
+    } else {
+        strcpy(out + n, " ...");
+    }
+    buf_free(&b);
+}
+
 enum config_result config_from_args(struct config *c, int argc, char **argv, struct buf *err)
 {
     config_defaults(c);
+    c->command_line[0] = 0;
+    for (int i = 0; i < argc; i++) quote_arg(argv[i], c->command_line, sizeof c->command_line);
     /* Pass 1: -c, --help and --version, and the syntax of every flag. */
     opterr = 0;
     optind = 0; /* 0, not 1: also drops getopt's position inside a "-abc" of an earlier call */

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "smtptap/capture.h"
@@ -360,12 +361,18 @@ static int open_listeners(struct server *srv)
     int rc = refuse_own_listener(srv); /* before saying it listens: it will not serve */
     if (rc) return rc;
     capture_words(srv->cfg, cap, sizeof cap);
+    fwrite(buf_head(&srv->header), 1, buf_size(&srv->header),
+           stderr); /* the start, once it is sure */
     for (unsigned i = 0; i < srv->nlisteners; i++) {
-        fprintf(stderr, "smtptap %s listening on %s (%s), upstream %s%s\n", SMTPTAP_VERSION,
-                srv->listeners[i].bound,
-                srv->cfg->listen[i].implicit_tls ? "implicit TLS" : "plain", up, cap);
+        size_t from = buf_size(&srv->header);
+        buf_printf(&srv->header, "smtptap %s listening on %s (%s), upstream %s%s\n",
+                   SMTPTAP_VERSION, srv->listeners[i].bound,
+                   srv->cfg->listen[i].implicit_tls ? "implicit TLS" : "plain", up, cap);
+        fwrite(buf_head(&srv->header) + from, 1, buf_size(&srv->header) - from, stderr);
         warn_if_exposed(srv, &srv->listeners[i]);
     }
+    buf_append(&srv->header, "", 1); /* a C string from here: env.text_header */
+    srv->env.text_header = (const char *)buf_head(&srv->header);
     say_default_port(u);
     fflush(stderr);
     return 0;
@@ -412,12 +419,13 @@ static void start_faults(struct server *srv)
     if (!cfg->faults.count) return;
     /* The seed only matters to a rule that fires by chance: said only then. */
     if (uses_probability(&cfg->faults))
-        fprintf(stderr, "smtptap: %zu fault rule%s, seed %llu (--seed %llu repeats this run)\n",
-                cfg->faults.count, cfg->faults.count == 1 ? "" : "s", (unsigned long long)srv->seed,
-                (unsigned long long)srv->seed);
+        buf_printf(&srv->header,
+                   "smtptap: %zu fault rule%s, seed %llu (--seed %llu repeats this run)\n",
+                   cfg->faults.count, cfg->faults.count == 1 ? "" : "s",
+                   (unsigned long long)srv->seed, (unsigned long long)srv->seed);
     else
-        fprintf(stderr, "smtptap: %zu fault rule%s\n", cfg->faults.count,
-                cfg->faults.count == 1 ? "" : "s");
+        buf_printf(&srv->header, "smtptap: %zu fault rule%s\n", cfg->faults.count,
+                   cfg->faults.count == 1 ? "" : "s");
 }
 
 /* SIGHUP: new rules for new commands; sessions keep the rule sets they matched against,
@@ -557,6 +565,23 @@ static void close_walk_cb(uv_handle_t *h, void *arg)
     if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
+/* The transcript's first lines, also each text capture's: when and how smtptap was
+ * started; the fault rules and the listening lines follow. Written to stderr only once
+ * the listeners are open, so a failed start says only why. */
+static void start_header(struct server *srv)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    char when[64];
+    text_rfc3339((uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u, when, sizeof when);
+    buf_printf(&srv->header, "smtptap %s started %s, pid %ld\n", SMTPTAP_VERSION, when,
+               (long)getpid());
+    buf_printf(&srv->header, "smtptap command line: %s\n", srv->cfg->command_line);
+    if (srv->cfg->config_file[0])
+        buf_printf(&srv->header, "smtptap config file: %s (read at start)\n",
+                   srv->cfg->config_file);
+}
+
 int server_run(const struct config *cfg)
 {
     static struct server srv;
@@ -566,12 +591,21 @@ int server_run(const struct config *cfg)
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
     if (gethostname(srv.host, sizeof srv.host) < 0 || !srv.host[0]) strcpy(srv.host, "localhost");
+    buf_init(&srv.header);
+    start_header(&srv);
     int rc = prepare_capture(cfg);
-    if (rc) return rc;
-    if (sink_users_parse(cfg->sink_users, &srv.sink_users)) return EXIT_CONFIG; /* checked */
+    if (rc) {
+        buf_free(&srv.header);
+        return rc;
+    }
+    if (sink_users_parse(cfg->sink_users, &srv.sink_users)) { /* checked */
+        buf_free(&srv.header);
+        return EXIT_CONFIG;
+    }
     start_faults(&srv);
     if ((rc = start_tls(&srv))) {
         stop_tls(&srv);
+        buf_free(&srv.header);
         return rc;
     }
     static char stderr_buf[64 * 1024];
@@ -625,5 +659,6 @@ int server_run(const struct config *cfg)
     }
     stop_tls(&srv);
     free_old_faults(&srv);
+    buf_free(&srv.header);
     return rc ? rc : srv.exit_code;
 }

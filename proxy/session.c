@@ -416,8 +416,10 @@ static void open_capture(struct session *s)
 {
     if (!s->cfg->capture_dir[0] || strcmp(s->cfg->capture_dir, "-") == 0) return;
     char err[512];
-    struct capture_options opt = {
-        .dir = s->cfg->capture_dir, .formats = s->cfg->formats, .eml_raw = s->cfg->eml_raw};
+    struct capture_options opt = {.dir = s->cfg->capture_dir,
+                                  .formats = s->cfg->formats,
+                                  .eml_raw = s->cfg->eml_raw,
+                                  .text_header = s->env->text_header};
     s->capture = capture_open(&opt, s->id, s->client_name, err, sizeof err);
     if (!s->capture) fprintf(stderr, "smtptap: #%llu: %s\n", (unsigned long long)s->id, err);
 }

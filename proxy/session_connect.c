@@ -4,8 +4,10 @@
 #include <netdb.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "session_int.h"
+#include "smtptap/text.h"
 #include "smtptap/upstream.h"
 
 void session_start_relaying(struct session *s)
@@ -197,23 +199,28 @@ static void connect_sink(struct session *s)
 void session_connect_upstream(struct session *s)
 {
     const struct upstream_spec *u = &s->cfg->upstream;
+    char started[64]; /* the session's first line says when it began, by the wall clock */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    text_rfc3339((uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u, started,
+                 sizeof started);
     switch (u->kind) {
     case UPSTREAM_SINK:
         snprintf(s->upstream_name, sizeof s->upstream_name, "sink (built-in)");
-        session_emitf(s, EV_INFO, DIR_NONE, "%s connected to %s, upstream %s", s->client_name,
-                      s->local_name, s->upstream_name);
+        session_emitf(s, EV_INFO, DIR_NONE, "%s connected to %s, upstream %s, at %s",
+                      s->client_name, s->local_name, s->upstream_name, started);
         connect_sink(s);
         return;
     case UPSTREAM_FIXED:
         format_hostport(u->target.host, u->target.port, s->upstream_name, sizeof s->upstream_name);
-        session_emitf(s, EV_INFO, DIR_NONE, "%s connected to %s, upstream %s", s->client_name,
-                      s->local_name, s->upstream_name);
+        session_emitf(s, EV_INFO, DIR_NONE, "%s connected to %s, upstream %s, at %s",
+                      s->client_name, s->local_name, s->upstream_name, started);
         if (fixed_loop(s)) return;
         connect_fixed(s, &u->target);
         return;
     case UPSTREAM_TRANSPARENT:
-        session_emitf(s, EV_INFO, DIR_NONE, "%s connected to %s, upstream transparent",
-                      s->client_name, s->local_name);
+        session_emitf(s, EV_INFO, DIR_NONE, "%s connected to %s, upstream transparent, at %s",
+                      s->client_name, s->local_name, started);
         connect_transparent(s);
         return;
     }

@@ -4,8 +4,10 @@
 
 #include "smtptap/utf8.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define C_RESET   "\033[0m"
 #define C_DIM     "\033[2m"
@@ -183,6 +185,24 @@ void text_format_event(const struct event *ev, bool color, struct buf *out)
     case EV_CONTENT: lines(ev, ev->bytes, ev->len, color, out); return;
     default: lines(ev, (const uint8_t *)text, strlen(text), color, out); return;
     }
+}
+
+void text_rfc3339(uint64_t wall_us, char *out, size_t size)
+{
+    time_t secs = (time_t)(wall_us / 1000000u);
+    struct tm tm;
+    if (!localtime_r(&secs, &tm)) {
+        snprintf(out, size, "%llu.%06llu", (unsigned long long)(wall_us / 1000000u),
+                 (unsigned long long)(wall_us % 1000000u));
+        return;
+    }
+    long off = tm.tm_gmtoff / 60;
+    char sign = off < 0 ? '-' : '+';
+    if (off < 0) off = -off;
+    char date[40];
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, size, "%s.%06llu%c%02ld:%02ld", date, (unsigned long long)(wall_us % 1000000u),
+             sign, off / 60, off % 60);
 }
 
 struct stream_writer {

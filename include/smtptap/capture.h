@@ -19,9 +19,10 @@ enum { FORMAT_TEXT = 1, FORMAT_JSONL = 2, FORMAT_PCAP = 4, FORMAT_EML = 8 };
 int capture_dir_prepare(const char *dir, const char **warning);
 
 struct capture_options {
-    const char *dir;  /* --capture-dir */
-    unsigned formats; /* FORMAT_* bits */
-    bool eml_raw;     /* --eml-raw: no X-Smtptap- headers */
+    const char *dir;         /* --capture-dir */
+    unsigned formats;        /* FORMAT_* bits */
+    bool eml_raw;            /* --eml-raw: no X-Smtptap- headers */
+    const char *text_header; /* lines a text capture begins with (smtptap's start), or NULL */
 };
 
 /* Opens the capture files of one session. Returns one writer that hands every event to

@@ -49,6 +49,10 @@ struct config {
     int verbosity; /* -1 quiet, 0 normal, 1 verbose */
     enum color_mode color;
     char config_file[4096];
+    /* argv as a shell would take it back, for the header of the transcript and of text
+     * captures. No flag carries a secret ([sink] users is a config-file key; the header
+     * names that file, it does not copy it). */
+    char command_line[8192];
 };
 
 enum config_result {

@@ -25,6 +25,7 @@ struct listener {
 };
 
 struct server {
+    struct buf header; /* the transcript's first lines, and each text capture's */
     uv_loop_t *loop;
     const struct config *cfg;
     struct listener listeners[CONFIG_MAX_LISTEN];

@@ -31,6 +31,7 @@ struct session_env {
     const struct sink_users *sink_users;   /* [sink] users */
     const struct fault_set *const *faults; /* the rules in force (the set changes on SIGHUP) */
     uint64_t seed;                         /* for probabilistic faults */
+    const char *text_header;               /* lines each text capture begins with */
     void *server;                          /* the argument of the two calls below */
     /* True when peer is the local end of one of the sessions' upstream connections (a
      * transparent redirect that loops back to smtptap). */

@@ -15,6 +15,10 @@ void text_format_event(const struct event *ev, bool color, struct buf *out);
  * \r \n \0 \t-free escapes (\xNN). */
 void text_escape(const uint8_t *bytes, size_t len, struct buf *out);
 
+/* Formats a wall-clock time (microseconds since the epoch) as RFC 3339 in the local time
+ * zone, e.g. "2026-12-03T13:20:01.123456+00:00". */
+void text_rfc3339(uint64_t wall_us, char *out, size_t size);
+
 /* A writer that formats events onto a stdio stream. The stream is not owned; close()
  * flushes it and frees the writer. */
 struct event_writer *text_stream_writer_new(FILE *stream, bool color);

@@ -97,6 +97,38 @@ def test_listening_line_names_the_capture_directory_and_formats(tap, tmp_path):
     assert line.endswith(", upstream sink (built-in)"), line
 
 
+RFC3339_RE = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}[+-]\d\d:\d\d"
+
+
+def test_header_of_the_transcript_and_of_text_captures(tap, tmp_path):
+    """Issue 15 item 9: the live transcript and every text capture begin with when smtptap
+    started, its version, its command line, its config file, listener and upstream; a
+    session's first line carries its wall-clock start."""
+    conf = tmp_path / "smtptap.conf"
+    conf.write_text("[sink]\nusers = alice:s3cret\n")
+    t = tap(["-c", str(conf), "-d", "caps", "--fault", "RCPT: delay 1ms"], cwd=str(tmp_path))
+    code, out, err = harness.swaks(t.hostport, "--to", "bob@example.net")
+    assert code == 0, out + err
+    t.wait_session_end(1)
+    live = t.transcript().split("\n")
+    assert re.fullmatch(rf"smtptap \S+ started {RFC3339_RE}, pid \d+", live[0]), live[0]
+    assert live[1] == (f"smtptap command line: {t.cmd[0]} --listen 127.0.0.1:0 --color=never "
+                       f"-c {conf} -d caps --fault 'RCPT: delay 1ms'"), live[1]
+    assert live[2] == f"smtptap config file: {conf} (read at start)", live[2]
+    assert live[3] == "smtptap: 1 fault rule", live[3]
+    assert "s3cret" not in t.transcript()
+    listening = next(l for l in live if " listening on " in l)
+    first = t.lines(1)[0]
+    assert re.fullmatch(rf"127\.0\.0\.1:\d+ connected to {re.escape(t.hostport)}, upstream sink "
+                        rf"\(built-in\), at {RFC3339_RE}", first.text), first.raw
+    t.stop()
+    (cap,) = (tmp_path / "caps").glob("*.txt")
+    text = cap.read_text().split("\n")
+    assert text[:5] == live[:4] + [listening], text[:6]
+    assert text[5] == first.raw, text[5]
+    assert harness.parse_transcript(cap.read_text())[0].raw == first.raw
+
+
 def test_readme_sample_lines_are_in_the_programs_order(tap, tmp_path):
     """The README's sample transcript shows a message summary and a session end: the program
     prints the same words in the same order (numbers and digests aside)."""
@@ -483,7 +515,10 @@ def test_capture_dir_modes_names_and_content(tmp_path, tap):
         assert len(match) == 1, f"no capture file named like {name_re} in {[f.name for f in files]}"
         f = match[0]
         assert stat.S_IMODE(os.stat(f).st_mode) == 0o600, f"{f.name}: {oct(os.stat(f).st_mode)}"
-        file_lines = f.read_text().splitlines()
+        header, file_lines = [], f.read_text().splitlines()
+        while file_lines and file_lines[0].startswith("smtptap"):  # the header: see above
+            header.append(file_lines.pop(0))
+        assert header and " listening on " in header[-1], header
         live = [l.raw for l in t.lines(sid)]
         assert file_lines == live, (f"capture file {f.name} differs from the live transcript\n"
                                     f"--- file ---\n" + "\n".join(file_lines) +

@@ -218,7 +218,7 @@ def test_redirected_connection_reaches_the_original_destination(netns, transpare
                                  f"upstream connection was redirected to itself):\n{t.transcript()}")
     facts = [l.text for l in lines if l.marker == "=="]
     lo = hp(LOOPBACK[family], t.ports[family])
-    assert re.match(rf"^\S+ connected to {re.escape(lo)}, upstream transparent$", facts[0]), facts[0]
+    assert re.match(rf"^\S+ connected to {re.escape(lo)}, upstream transparent, at \S+$", facts[0]), facts[0]
     m = next((re.match(rf"^upstream {re.escape(real)} connected from (\S+)$", f) for f in facts
               if f.startswith("upstream ")), None)
     assert m, f"no '== upstream {real} connected from ...' line:\n{t.transcript()}"
