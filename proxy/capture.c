@@ -148,7 +148,10 @@ static bool open_format(struct fanout *fo, unsigned format, const char *base,
         break;
     case FORMAT_JSONL:
         snprintf(path, sizeof path, "%s.jsonl", base);
-        if ((f = open_stream(path, err, err_size))) w = jsonl_writer_new(f, true, false);
+        if ((f = open_stream(path, err, err_size))) {
+            w = jsonl_writer_new(f, true, false);
+            jsonl_writer_whole_messages(w, opt->whole_messages);
+        }
         break;
     case FORMAT_PCAP:
         snprintf(path, sizeof path, "%s.pcap", base);

@@ -57,6 +57,7 @@ struct jsonl_writer {
     struct second_text second; /* of the last event */
     char *line;                /* the encoded line, kept for the next event (one fwrite per line) */
     size_t cap;
+    bool whole_messages; /* -v: every message line, not only the first 40 */
 };
 
 enum { KEEP_LINE_BUFFER = 1 << 20 }; /* a larger one is freed after its line */
@@ -427,7 +428,8 @@ static bool put_line(struct jsonl_writer *j, size_t len, enum event_kind kind)
 static void jsonl_write(struct event_writer *w, const struct event *ev)
 {
     struct jsonl_writer *j = (struct jsonl_writer *)w;
-    if (j->failed || ev->kind == EV_WIRE || ev->kind == EV_BODY) return; /* see the top */
+    if (j->failed || ev->kind == EV_WIRE || ev->kind == EV_BODY) return;          /* see the top */
+    if (ev->kind == EV_CONTENT && ev->past_preview && !j->whole_messages) return; /* eml has it */
     json_t *o = event_object(&j->second, ev);
     size_t len = o ? encode(j, o) : 0;
     json_decref(o);
@@ -452,6 +454,11 @@ static void jsonl_close(struct event_writer *w)
     if (rc != 0) fail(j);
     free(j->line);
     free(j);
+}
+
+void jsonl_writer_whole_messages(struct event_writer *w, bool whole)
+{
+    ((struct jsonl_writer *)w)->whole_messages = whole;
 }
 
 struct event_writer *jsonl_writer_new(FILE *f, bool owns_file, bool flush_each)

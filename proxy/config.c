@@ -33,8 +33,9 @@ static const char usage[] =
     "      --max-sessions N           concurrent sessions (default 1000)\n"
     "      --idle-timeout DURATION    close a session silent this long (default 300s)\n"
     "      --connect-timeout DURATION upstream connect and greeting timeout (default 10s)\n"
-    "  -q, --quiet                    no live transcript on stderr\n"
-    "  -v, --verbose                  show whole messages, not only their first lines;\n"
+    "  -q, --quiet                    no live transcript on stderr (captures unchanged)\n"
+    "  -v, --verbose                  whole messages on the terminal, not only their\n"
+    "                                 first 40 lines (a text capture has them all);\n"
     "                                 -vv also shows each session's state changes\n"
     "      --color=auto|always|never  colour the live transcript (NO_COLOR honoured)\n"
     "  -V, --version                  print the version and exit\n"
@@ -656,8 +657,8 @@ enum config_result config_from_args(struct config *c, int argc, char **argv, str
         char name[64];
         switch (opt) {
         case 'c': break;
-        case 'q': c->verbosity = -1; break;
-        case 'v': c->verbosity = c->verbosity < 1 ? 1 : c->verbosity + 1; break;
+        case 'q': c->quiet = true; break; /* the terminal only: -v still counts */
+        case 'v': c->verbosity++; break;
         case O_DECODE_AUTH: c->decode_auth = true; break;
         case O_INSECURE: c->insecure = true; break;
         case O_PRINT_CA: print_ca = true; break;

@@ -48,7 +48,7 @@ static void refuse_connection(struct listener *l)
     }
     const char *why = srv->stopping ? "shutting down" : "too many sessions";
     snprintf(r->text, sizeof r->text, "421 4.3.2 smtptap: %s, try again later\r\n", why);
-    if (!srv->stopping && srv->cfg->verbosity >= 0)
+    if (!srv->stopping && !srv->cfg->quiet)
         fprintf(stderr, "smtptap: refused a connection on %s: %s (--max-sessions %llu)\n", l->bound,
                 why, (unsigned long long)srv->cfg->max_sessions);
     uv_buf_t b = uv_buf_init(r->text, (unsigned)strlen(r->text));
@@ -62,7 +62,7 @@ static void on_connection(uv_stream_t *stream, int status)
     struct listener *l = stream->data;
     struct server *srv = l->server;
     if (status < 0) {
-        if (srv->cfg->verbosity >= 0)
+        if (!srv->cfg->quiet)
             fprintf(stderr, "smtptap: accept on %s failed: %s\n", l->bound, uv_strerror(status));
         return;
     }

@@ -137,9 +137,9 @@ static void begin_shutdown(struct server *srv, int signum)
     srv->stopping = true;
     char grace[32];
     format_duration(srv->cfg->grace_ms, grace, sizeof grace);
-    if (srv->cfg->verbosity >= 0 && srv->nsessions == 0)
+    if (!srv->cfg->quiet && srv->nsessions == 0)
         fprintf(stderr, "smtptap: %s received: no new sessions; none running\n", strsignal(signum));
-    else if (srv->cfg->verbosity >= 0)
+    else if (!srv->cfg->quiet)
         fprintf(stderr,
                 "smtptap: %s received: no new sessions; %llu running session%s %s %s to "
                 "finish\n",
@@ -201,7 +201,7 @@ static void warn_if_exposed(const struct server *srv, const struct listener *l)
                  up);
     }
     const char *cap = srv->cfg->capture_dir;
-    const char *live = srv->cfg->verbosity >= 0 ? "this transcript" : "";
+    const char *live = !srv->cfg->quiet ? "this transcript" : "";
     const char *files = !cap[0]                 ? ""
                         : strcmp(cap, "-") == 0 ? "the jsonl on stdout"
                                                 : "the capture files";
@@ -610,7 +610,7 @@ int server_run(const struct config *cfg)
     }
     static char stderr_buf[64 * 1024];
     setvbuf(stderr, stderr_buf, _IOFBF, sizeof stderr_buf);
-    if (cfg->verbosity >= 0) srv.live = text_stream_writer_new(stderr, want_color(cfg));
+    if (!cfg->quiet) srv.live = text_live_writer_new(stderr, want_color(cfg), cfg->verbosity > 0);
     srv.env = (struct session_env){
         .loop = srv.loop,
         .cfg = cfg,
@@ -626,6 +626,7 @@ int server_run(const struct config *cfg)
         .is_own_upstream = is_own_upstream,
         .closed = session_closed,
     };
+    if (srv.env.stream) jsonl_writer_whole_messages(srv.env.stream, cfg->verbosity > 0);
     uv_check_init(srv.loop, &srv.flush);
     uv_check_start(&srv.flush, flush_cb);
     uv_signal_init(srv.loop, &srv.sigint);

@@ -21,6 +21,13 @@ static uint64_t wall_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+static void emit_ev(struct session *s, const struct event *ev)
+{
+    if (s->env->live) s->env->live->write(s->env->live, ev);
+    if (s->env->stream) s->env->stream->write(s->env->stream, ev);
+    if (s->capture) s->capture->write(s->capture, ev);
+}
+
 static void emit(struct session *s, enum event_kind kind, enum event_dir dir, const uint8_t *bytes,
                  size_t len, const char *text, bool local, bool to_smtptap,
                  const union event_facts *facts)
@@ -41,9 +48,27 @@ static void emit(struct session *s, enum event_kind kind, enum event_dir dir, co
         .len = len,
         .text = text,
     };
-    if (s->env->live) s->env->live->write(s->env->live, &ev);
-    if (s->env->stream) s->env->stream->write(s->env->stream, &ev);
-    if (s->capture) s->capture->write(s->capture, &ev);
+    emit_ev(s, &ev);
+}
+
+/* A message line: past_preview when it comes after the first SHOWN_LINES (the terminal
+ * shows it only with -v). */
+void session_emit_content(struct session *s, const uint8_t *bytes, size_t len, bool past_preview)
+{
+    if (!s->observed) return;
+    if (tcp_leg_tls_started(&s->client)) s->client_tls_seen = true;
+    struct event ev = {
+        .wall_us = wall_us(),
+        .session = s->id,
+        .t_ns = uv_hrtime() - s->start_ns,
+        .kind = EV_CONTENT,
+        .dir = DIR_C2S,
+        .tls = s->client_tls_seen,
+        .bytes = bytes,
+        .len = len,
+        .past_preview = past_preview,
+    };
+    emit_ev(s, &ev);
 }
 
 void session_emit(struct session *s, enum event_kind kind, enum event_dir dir, const uint8_t *bytes,
@@ -419,8 +444,10 @@ static void open_capture(struct session *s)
     struct capture_options opt = {.dir = s->cfg->capture_dir,
                                   .formats = s->cfg->formats,
                                   .eml_raw = s->cfg->eml_raw,
-                                  .text_header = s->env->text_header};
+                                  .text_header = s->env->text_header,
+                                  .whole_messages = s->cfg->verbosity > 0};
     s->capture = capture_open(&opt, s->id, s->client_name, err, sizeof err);
+    s->records_text = s->capture && (s->cfg->formats & FORMAT_TEXT);
     if (!s->capture) fprintf(stderr, "smtptap: #%llu: %s\n", (unsigned long long)s->id, err);
 }
 

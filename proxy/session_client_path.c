@@ -14,7 +14,8 @@ enum {
 
 static void on_shown_line(void *ctx, const uint8_t *line, size_t len)
 {
-    session_emit(ctx, EV_CONTENT, DIR_C2S, line, len, NULL, false);
+    struct session *s = ctx;
+    session_emit_content(s, line, len, s->msg.shown >= SHOWN_LINES); /* shown: before this one */
 }
 
 /* ---- messages ---------------------------------------------------------------------------- */
@@ -32,17 +33,18 @@ void session_finish_message(struct session *s)
     lint_state_message_end(&s->lstate);
     struct lint_where at_end = {s, DIR_C2S, (int64_t)s->content_end_pos};
     lint_content_end(&s->lint, session_on_lint, &at_end);
-    char hidden[80] = "";
-    if (sum.hidden_lines)
-        snprintf(hidden, sizeof hidden, " (%u line%s not shown, -v shows them)", sum.hidden_lines,
-                 sum.hidden_lines == 1 ? "" : "s");
+    /* Lines past the preview: shown or not, the terminal's writer says (text.c); lines not
+     * even recorded (no text capture, no -v) are past the preview too. */
+    uint64_t shown = sum.lines - sum.hidden_lines;
+    uint64_t past = sum.hidden_lines + (shown > SHOWN_LINES ? shown - SHOWN_LINES : 0);
     char text[300];
-    snprintf(text, sizeof text, "message %llu: %llu bytes, %llu lines, sha256 %s%s",
+    snprintf(text, sizeof text, "message %llu: %llu bytes, %llu lines, sha256 %s",
              (unsigned long long)s->messages, (unsigned long long)sum.size,
-             (unsigned long long)sum.lines, sum.sha256_hex, hidden);
+             (unsigned long long)sum.lines, sum.sha256_hex);
     union event_facts f = {.message = {.number = s->message_seq,
                                        .size = sum.size,
                                        .lines = sum.lines,
+                                       .past_preview = past,
                                        .sha256 = sum.sha256_hex}};
     session_emit_facts(s, EV_MESSAGE, DIR_C2S, NULL, 0, text, false, &f);
 }
@@ -81,7 +83,10 @@ static void begin_message(struct session *s, bool bdat)
     s->in_message = true;
     s->message_seq++;
     if (!s->observed) return;
-    message_view_begin(&s->msg, bdat, s->cfg->verbosity > 0 ? 0 : SHOWN_LINES);
+    /* Every line when a text capture records them or the terminal shows them (-v), else
+     * only what the terminal shows. */
+    bool every_line = s->cfg->verbosity > 0 || s->records_text;
+    message_view_begin(&s->msg, bdat, every_line ? 0 : SHOWN_LINES);
     s->msg.on_body = on_body;
     s->msg.body_ctx = s;
     lint_content_begin(&s->lint, bdat);

@@ -109,6 +109,7 @@ struct session {
     struct buf body;      /* owned: message bytes not yet emitted as EV_BODY */
     uint64_t message_seq; /* messages begun, abandoned ones included: EV_BODY/EV_MESSAGE */
     bool client_tls_seen; /* the client's connection was in TLS (kept after the leg closed) */
+    bool records_text;    /* a text capture is open: it records every line of every message */
     struct lint_content lint;
     struct lint_state lstate; /* the lint that needs the dialog's state (lint_state.h) */
     uint64_t c2s_pos;         /* bytes framed from the client so far: lint offsets */
@@ -202,6 +203,9 @@ void session_lint_reply(struct session *s, const struct smtp_pending *p, const u
                         size_t len, bool last);
 /* A reply smtptap wrote itself (marked [smtptap]; facts.reply.code from its first line). */
 void session_emit_own_reply(struct session *s, const uint8_t *bytes, size_t len);
+/* EV_CONTENT: one message line; past_preview after the first 40 (the terminal shows it only
+ * with -v). */
+void session_emit_content(struct session *s, const uint8_t *bytes, size_t len, bool past_preview);
 /* Bytes on the client's connection, in clear (EV_WIRE): C2S as framed, S2C as sent. */
 void session_wire(struct session *s, enum event_dir dir, const uint8_t *bytes, size_t len);
 /* A "!!" line for a rule that fired (EV_FAULT with its facts). */

@@ -210,6 +210,7 @@ struct stream_writer {
     FILE *stream;
     bool color;
     bool owns_stream;
+    bool preview_only; /* the terminal without -v: a message's first 40 lines */
     struct buf line;
 };
 
@@ -217,7 +218,18 @@ static void stream_write(struct event_writer *w, const struct event *ev)
 {
     struct stream_writer *s = (struct stream_writer *)w;
     buf_reset(&s->line);
-    text_format_event(ev, s->color, &s->line);
+    if (s->preview_only && ev->kind == EV_CONTENT && ev->past_preview) return;
+    uint64_t past = ev->kind == EV_MESSAGE && ev->facts ? ev->facts->message.past_preview : 0;
+    if (s->preview_only && past && ev->text) {
+        struct event noted = *ev;
+        char text[400];
+        snprintf(text, sizeof text, "%s (%llu line%s not shown, -v shows them)", ev->text,
+                 (unsigned long long)past, past == 1 ? "" : "s");
+        noted.text = text;
+        text_format_event(&noted, s->color, &s->line);
+    } else {
+        text_format_event(ev, s->color, &s->line);
+    }
     if (buf_size(&s->line)) /* nothing for raw bytes, and no NULL to fwrite */
         fwrite(buf_head(&s->line), 1, buf_size(&s->line), s->stream);
     /* A capture file is readable while its session runs: complete up to the last reply. The
@@ -244,6 +256,13 @@ struct event_writer *text_stream_writer_new(FILE *stream, bool color)
     s->base.close = stream_close;
     s->stream = stream;
     s->color = color;
+    return &s->base;
+}
+
+struct event_writer *text_live_writer_new(FILE *stream, bool color, bool whole_messages)
+{
+    struct stream_writer *s = (struct stream_writer *)text_stream_writer_new(stream, color);
+    s->preview_only = !whole_messages;
     return &s->base;
 }
 

@@ -23,6 +23,7 @@ struct capture_options {
     unsigned formats;        /* FORMAT_* bits */
     bool eml_raw;            /* --eml-raw: no X-Smtptap- headers */
     const char *text_header; /* lines a text capture begins with (smtptap's start), or NULL */
+    bool whole_messages;     /* -v: jsonl has every message line too (text always has) */
 };
 
 /* Opens the capture files of one session. Returns one writer that hands every event to
@@ -44,6 +45,9 @@ int capture_create_unnamed(const char *path_in_dir);
  * is set (stdout for log shippers), else at every reply and on close. close() closes f when
  * owns_file. */
 struct event_writer *jsonl_writer_new(FILE *f, bool owns_file, bool flush_each);
+/* A message's lines past its first 40 (EV_CONTENT past_preview) are left out unless whole
+ * (-v): a body is eml's and pcap's, and a 20 MB one would cost more to encode than relay. */
+void jsonl_writer_whole_messages(struct event_writer *w, bool whole);
 /* pcap (capture_pcap.c): the client's dialog in clear as synthetic TCP between the client
  * and the server, for Wireshark/tshark. Creates path (capture_create_file). NULL with err. */
 struct event_writer *pcap_writer_new(const char *path, char *err, size_t err_size);

@@ -46,7 +46,8 @@ struct config {
     struct fault_set file_faults;
     uint64_t seed;
     bool seed_given;
-    int verbosity; /* -1 quiet, 0 normal, 1 verbose */
+    bool quiet;    /* -q: no live transcript (captures are not affected) */
+    int verbosity; /* -v count: 1 whole messages on the terminal, 2 also state changes */
     enum color_mode color;
     char config_file[4096];
     /* argv as a shell would take it back, for the header of the transcript and of text

@@ -70,7 +70,8 @@ struct event_fault_facts {
 
 struct event_message_facts {
     uint64_t number, size, lines;
-    const char *sha256; /* hex */
+    uint64_t past_preview; /* lines after the first 40: the terminal shows them only with -v */
+    const char *sha256;    /* hex */
 };
 
 struct event_delivery_facts {
@@ -110,6 +111,8 @@ struct event {
     bool tls;             /* the client's connection was in TLS */
     bool local;           /* produced by smtptap itself, not relayed */
     bool to_smtptap;      /* a server reply to smtptap's own command: not relayed */
+    bool past_preview;    /* EV_CONTENT after a message's first 40 lines: the terminal shows
+                           * it only with -v, a text capture always */
     const uint8_t *bytes; /* borrowed for the duration of the call */
     size_t len;
     const char *text;               /* borrowed; for text kinds */

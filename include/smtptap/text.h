@@ -22,6 +22,9 @@ void text_rfc3339(uint64_t wall_us, char *out, size_t size);
 /* A writer that formats events onto a stdio stream. The stream is not owned; close()
  * flushes it and frees the writer. */
 struct event_writer *text_stream_writer_new(FILE *stream, bool color);
+/* The live transcript: without whole_messages (-v) a message's lines after its first 40
+ * are left out, and its summary line says how many. */
+struct event_writer *text_live_writer_new(FILE *stream, bool color, bool whole_messages);
 /* The same for a capture file: close() also closes the file. */
 struct event_writer *text_file_writer_new(FILE *file);
 

@@ -497,6 +497,38 @@ def test_quiet_prints_no_transcript(tmp_path, tap):
     assert "EHLO" not in err, err
 
 
+@pytest.mark.parametrize("flags", [["-q"], ["-v", "-q"], ["-q", "-v"], []])
+def test_quiet_and_verbose_are_independent_and_a_text_capture_has_every_line(tmp_path, tap, flags):
+    """Issue 15 item 3: -q governs the terminal only, -v the terminal's messages; a text
+    capture records every line of every message whatever they say."""
+    cap = tmp_path / "cap"
+    t = tap(flags + ["-d", str(cap)])
+    body = [f"line {i}" for i in range(60)]
+    msg = harness.make_message("every line", body_lines=body)
+    rc, out, err = harness.swaks_send(t.hostport, "app@example.com", ["user@example.net"], msg,
+                                      str(tmp_path))
+    assert rc == 0, out
+    (f,) = _wait_file_with(cap, r"== session ended")
+    t.stop()
+    captured = harness.parse_transcript(f.read_text())
+    content = [l.text for l in captured if l.marker == " ->" and l.text.startswith("line ")]
+    assert content == body, content
+    summary = next(l.text for l in captured if l.text.startswith("message 1:"))
+    assert "not shown" not in summary, summary
+    live = t.lines(1)
+    live_content = [l.text for l in live if l.marker == " ->" and l.text.startswith("line ")]
+    if "-q" in flags:
+        assert live == [], [l.raw for l in live]
+    elif "-v" in flags:
+        assert live_content == body
+    else:
+        live_summary = next(l.text for l in live if l.text.startswith("message 1:"))
+        n = len([l for l in captured if l.marker == " ->"]) - 5  # EHLO MAIL RCPT DATA QUIT
+        shown = 40
+        assert len(live_content) == shown - (n - len(body)), live_content
+        assert live_summary == f"{summary} ({n - shown} lines not shown, -v shows them)"
+
+
 def test_capture_dir_modes_names_and_content(tmp_path, tap):
     cap = tmp_path / "captures" / "nested"
     t = tap(["-d", str(cap)])

@@ -145,7 +145,7 @@ static void every_flag_sets_its_value(void **state)
     assert_int_equal(c->idle_timeout_ms, 90000);
     assert_int_equal(c->connect_timeout_ms, 250);
     assert_int_equal(c->color, COLOR_NEVER);
-    assert_int_equal(c->verbosity, -1);
+    assert_true(c->quiet);
     assert_int_equal(c->nlisten, 1);
     assert_listen(c, 0, "127.0.0.1", 2525);
 }
@@ -378,6 +378,10 @@ static void each_call_starts_from_a_clean_getopt_state(void **state)
     assert_int_equal(f->cfg.verbosity, 0);
     assert_int_equal(RUN(f, "-qv"), CONFIG_OK);
     assert_int_equal(f->cfg.verbosity, 1);
+    assert_true(f->cfg.quiet); /* independent: neither undoes the other */
+    assert_int_equal(RUN(f, "-v", "-q"), CONFIG_OK);
+    assert_int_equal(f->cfg.verbosity, 1);
+    assert_true(f->cfg.quiet);
 }
 
 /* ---- the INI file
@@ -446,7 +450,7 @@ static void ini_listen_addresses_stay_when_no_listen_flag_is_given(void **state)
     assert_int_equal(RUN(f, "--config", f->path, "-q"), CONFIG_OK);
     assert_int_equal(f->cfg.nlisten, 1);
     assert_listen(&f->cfg, 0, "127.0.0.1", 3000);
-    assert_int_equal(f->cfg.verbosity, -1);
+    assert_true(f->cfg.quiet);
 }
 
 static void ini_unknown_key_names_it_and_lists_the_accepted_keys(void **state)
@@ -611,7 +615,7 @@ static void fault_flags_become_rules_named_by_their_place(void **state)
     assert_string_equal(r[2].name, "flag 3");
     assert_int_equal(r[2].stage, FAULT_MAIL);
     assert_int_equal(r[2].action, FAULT_DROP);
-    assert_int_equal(c->verbosity, -1);
+    assert_true(c->quiet);
     /* The rules in force are a copy: the --fault set is kept apart for reloads. */
     assert_ptr_not_equal(c->faults.rules, c->cli_faults.rules);
     assert_string_equal(c->cli_faults.rules[2].name, "flag 3");
