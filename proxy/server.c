@@ -88,12 +88,16 @@ static void session_closed(void *server, struct session *s)
 }
 
 /* session_env.is_own_upstream: a redirect that loops back to smtptap. */
-static bool is_own_upstream(void *server, const struct sockaddr *peer)
+static bool is_own_upstream(void *server, const struct sockaddr *peer, const struct sockaddr *dst)
 {
     struct server *srv = server;
     for (struct session_slot *slot = srv->sessions; slot; slot = slot->next) {
-        const struct sockaddr_storage *local = session_upstream_local(session_of(slot));
-        if (local->ss_family && sockaddr_equal((const struct sockaddr *)local, peer)) return true;
+        const struct session *s = session_of(slot);
+        const struct sockaddr_storage *local = session_upstream_local(s);
+        if (!local->ss_family || !sockaddr_equal((const struct sockaddr *)local, peer)) continue;
+        if (!dst) return true;
+        const struct sockaddr_storage *went = session_upstream_peer(s);
+        if (went->ss_family && sockaddr_equal((const struct sockaddr *)went, dst)) return true;
     }
     return false;
 }

@@ -415,6 +415,11 @@ size_t session_size(void)
     return sizeof(struct session);
 }
 
+const struct sockaddr_storage *session_upstream_peer(const struct session *s)
+{
+    return &s->upstream_peer;
+}
+
 const struct sockaddr_storage *session_upstream_local(const struct session *s)
 {
     return &s->upstream_local;

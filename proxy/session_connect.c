@@ -123,12 +123,22 @@ static void connect_fixed(struct session *s, const struct hostport *hp)
     }
 }
 
-/* True when this client is one of smtptap's own upstream connections, redirected back to
- * it by a rule that does not exclude smtptap's traffic. */
+/* True when this client is one of smtptap's own upstream connections, come back to it
+ * (directly, or by a redirect rule that does not exclude smtptap's traffic): it comes from
+ * the address and port of one of them AND went where that one went, to this listener's
+ * address or to the address a redirect took it from. The port alone is not enough: a client
+ * may get the same port as an upstream connection to another destination. */
 static bool comes_from_myself(struct session *s)
 {
-    if (!s->client_peer.ss_family) return false; /* read when the session started */
-    return s->env->is_own_upstream(s->env->server, (const struct sockaddr *)&s->client_peer);
+    const struct sockaddr *peer = (const struct sockaddr *)&s->client_peer;
+    if (!s->client_peer.ss_family || !s->env->is_own_upstream(s->env->server, peer, NULL))
+        return false; /* the usual case, without a system call */
+    struct sockaddr_storage local, dst;
+    if (tcp_leg_addresses(&s->client, &local, NULL) == 0 && local.ss_family &&
+        s->env->is_own_upstream(s->env->server, peer, (const struct sockaddr *)&local))
+        return true;
+    return tcp_leg_original_dst(&s->client, &dst) == 0 &&
+           s->env->is_own_upstream(s->env->server, peer, (const struct sockaddr *)&dst);
 }
 
 /* -u HOST:PORT that leads back to smtptap (a name for one of its listeners, or a redirect to

@@ -33,9 +33,12 @@ struct session_env {
     uint64_t seed;                         /* for probabilistic faults */
     const char *text_header;               /* lines each text capture begins with */
     void *server;                          /* the argument of the two calls below */
-    /* True when peer is the local end of one of the sessions' upstream connections (a
-     * transparent redirect that loops back to smtptap). */
-    bool (*is_own_upstream)(void *server, const struct sockaddr *peer);
+    /* True when peer is the local end of one of the sessions' upstream connections and, when
+     * dst is given, that connection went to dst: a connection from peer to dst is then that
+     * very connection, come back to smtptap. (Without dst: only whether some upstream
+     * connection has peer's address and port; another connection, to another destination,
+     * can have the same, so that alone proves nothing.) */
+    bool (*is_own_upstream)(void *server, const struct sockaddr *peer, const struct sockaddr *dst);
     /* Every handle of the session is closed: the server unlinks and frees it. */
     void (*closed)(void *server, struct session *s);
 };
@@ -52,5 +55,7 @@ void session_start(struct session *s, const struct session_env *env, uint64_t id
 void session_stop(struct session *s, bool force);
 /* Our end of the upstream connection (family 0 before it exists). */
 const struct sockaddr_storage *session_upstream_local(const struct session *s);
+/* The address its upstream connection went to (zero family: none yet). */
+const struct sockaddr_storage *session_upstream_peer(const struct session *s);
 
 #endif

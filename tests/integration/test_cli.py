@@ -5,6 +5,8 @@ exit codes 64 usage / 78 configuration, messages naming flag or key, value and w
 is accepted; colours; -q; -d capture dir)."""
 
 import os
+import shutil
+import subprocess
 import re
 import signal
 import socket
@@ -592,3 +594,19 @@ def test_sigterm_lets_the_open_session_finish(tap):
         assert c.cmd(b"QUIT")[-1].startswith(b"221")
     t.wait_for(r"^#1 .*== session ended")
     assert t.wait_exit(5) == 0  # the last session is over: smtptap exits by itself
+
+
+def test_a_client_with_the_port_of_an_upstream_connection_is_not_a_loop():
+    """Found by the soak: a client whose source port equals the local port of one of smtptap's
+    upstream connections (to another destination: the kernel may give that port out again) was
+    refused with '421 4.3.0 smtptap: loop'. tests/soak/repro/loop_false_positive.py runs, in
+    its own network namespace, 8 clients with only 8 ephemeral ports, so some client gets such
+    a port; every client must get the upstream's greeting."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare for a private network namespace")
+    script = Path(__file__).resolve().parents[1] / "soak" / "repro" / "loop_false_positive.py"
+    r = subprocess.run(["unshare", "-n", "/usr/bin/python3", str(script), harness.smtptap_bin()],
+                       capture_output=True, text=True, timeout=60)
+    clients = [ln for ln in r.stdout.splitlines() if ln.startswith("client ")]
+    assert len(clients) >= 4, r.stdout + r.stderr
+    assert all(ln.endswith("220 upstream.test ESMTP") for ln in clients), r.stdout
