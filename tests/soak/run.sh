@@ -14,8 +14,8 @@
 # --seed N       repeat a run's session plans (fault draws also depend on timing)
 # --break WHAT   lose-message | corrupt-message | kill-smtptap | hold-session |
 #                truncate-capture: break something on purpose; the run must then fail
-# --no-bdat-faults, --client-source 127.0.0.2, --rss-slack MIB: step around smtptap defects
-#                the soak found (see soak.py), for runs that must pass until they are fixed
+# --no-bdat-faults, --rss-slack MIB: step around smtptap defects the soak found (see
+#                soak.py), for runs that must pass until they are fixed
 # tests/soak/run.sh --help lists the rest. Exit status: 0 pass, 1 fail, 77 skip (no smtp-sink
 # or aiosmtpd). Needs root only for smtp-sink's -u nobody; raises its open-file limit to the
 # hard limit. A long run:

@@ -32,9 +32,10 @@ instance's server; each smtptap's open fds return to their count before the load
 near its value after the warm-up; SIGTERM ends it with status 0; no sanitizer report.
 
 The soak found smtptap defects (issue 16); until they are fixed, a run that must pass steps
-around them with --no-bdat-faults (a fault answering a BDAT chunk), --client-source 127.0.0.2
-(a client port equal to an upstream port is taken for a loop) and --rss-slack (memory freed
-after the last trim is kept).
+around them with --no-bdat-faults (a fault answering a BDAT chunk) and --rss-slack (memory
+freed after the last trim is kept). --client-source 127.0.0.2 steps around a third, fixed in
+de9e4f7 (a client port equal to an upstream connection's port was taken for a loop), for
+older binaries.
 """
 import argparse
 import asyncio
@@ -875,7 +876,7 @@ def main():
                     "message in jsonl and eml)")
     ap.add_argument("--client-source", default="127.0.0.1", help="source address of the "
                     "clients (127.0.0.2: no client port equals one of smtptap's upstream "
-                    "ports, which smtptap takes for a loop)")
+                    "ports, which smtptap before de9e4f7 took for a loop)")
     ap.add_argument("--break", dest="brk", choices=("lose-message", "corrupt-message",
                     "kill-smtptap", "hold-session", "truncate-capture"),
                     help="break something on purpose: the run must fail")
