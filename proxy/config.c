@@ -300,8 +300,15 @@ static bool rule_named(const struct fault_set *set, const char *name)
  * one (other sections are checked at their keys). Returns 0 with a message in st->err. */
 static int on_ini_section(struct ini_state *st, const char *section)
 {
-    if (!end_fault_section(st)) return 0;
     const char *name = fault_section_name(section);
+    /* A repeated name is the mistake to report, even when the first section is incomplete
+     * (its "missing key" would send the user to the wrong section). */
+    if (name && st->in_rule && strcmp(st->rule.name, name) == 0) {
+        buf_printf(st->err, "%s: [fault %s] appears twice; give each rule its own name", st->path,
+                   name);
+        return 0;
+    }
+    if (!end_fault_section(st)) return 0;
     if (!name) return 1;
     size_t len = strlen(name);
     if (len == 0) {

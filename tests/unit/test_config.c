@@ -869,6 +869,14 @@ static void fault_section_given_twice_is_a_configuration_error(void **state)
                  "[fault same]\non = RCPT\naction = reset\n");
     assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
     MESSAGE_HAS(f->err_text, f->path, "[fault same] appears twice", "(line 6)");
+
+    /* Found by fuzz_config: when the first section lacks its action, the repeated name is
+     * still the reason given (a "missing key action" pointed at the wrong section). */
+    write_ini(f, "[fault busy]\non = RCPT\n\n[fault busy]\non = RCPT\n"
+                 "action = reply 450 4.2.0 busy\n");
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
+    MESSAGE_HAS(f->err_text, f->path, "[fault busy] appears twice", "(line 4)");
+    if (strstr(f->err_text, "missing key")) fail_msg("a false reason: \"%s\"", f->err_text);
 }
 
 /* Issue 15 item 11: the second of two values silently won. A key given twice in a section is
