@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "smtptap/capture.h"
+#include "smtptap/heap_trim.h"
 #include "smtptap/leg.h"
 #include "smtptap/text.h"
 #include "smtptap/upstream.h"
@@ -41,16 +42,14 @@ static void finish_shutdown(struct server *srv)
 }
 
 /* After a burst of sessions (10,000 idle TLS sessions hold 430 MiB) the freed heap stays
- * with the process unless it is handed back: do so when the sessions fall to a quarter of
- * their peak, or to none. Rare by construction, so its cost does not matter. */
+ * with the process unless it is handed back (heap_trim.h says when). Rare by construction,
+ * so its cost does not matter. */
 static void give_memory_back(struct server *srv)
 {
-    if (srv->nsessions > srv->sessions_peak) srv->sessions_peak = srv->nsessions;
-    if (srv->sessions_peak < 64 || srv->nsessions > srv->sessions_peak / 4) return;
+    if (!heap_trim_due(&srv->heap_trim, srv->nsessions)) return;
 #ifdef __GLIBC__
     malloc_trim(0);
 #endif
-    srv->sessions_peak = srv->nsessions;
 }
 
 /* A session and the links of the server's list; the session's bytes follow (session.h:

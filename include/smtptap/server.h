@@ -10,6 +10,7 @@
 #include "smtptap/config.h"
 #include "smtptap/events.h"
 #include "smtptap/fault.h"
+#include "smtptap/heap_trim.h"
 #include "smtptap/parse.h"
 #include "smtptap/session.h"
 #include "smtptap/sink_auth.h"
@@ -32,7 +33,7 @@ struct server {
     unsigned nlisteners;
     struct session_slot *sessions; /* the live sessions, owned (server.c) */
     uint64_t nsessions;
-    uint64_t sessions_peak; /* since the heap was last trimmed (server.c) */
+    struct heap_trim heap_trim; /* when freed session memory goes back (server.c) */
     uint64_t next_id;
     struct event_writer *live; /* NULL with --quiet */
     bool stopping;
