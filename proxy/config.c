@@ -2,6 +2,7 @@
  * struct config. A key given on the command line wins over the file. */
 #include "smtptap/config.h"
 
+#include "smtptap/client_cert.h"
 #include "smtptap/ini_read.h"
 #include "smtptap/sink_auth.h"
 
@@ -55,6 +56,10 @@ static const char usage[] =
     "      --ca-dir DIR               smtptap's CA (default ~/.local/share/smtptap)\n"
     "      --print-ca                 print the CA certificate (create it if missing), exit\n"
     "      --keylog FILE              write NSS key log lines for both legs\n"
+    "      --client-cert MODE         the certificate the client is shown: good (default),\n"
+    "                                 self-signed, untrusted-ca, expired, not-yet-valid,\n"
+    "                                 wrong-host, weak-key, sha1; a verdict per session\n"
+    "                                 says what the client did with it\n"
     "\n"
     "Upstream prefixes: tls: implicit TLS; starttls: STARTTLS required (421 to the client\n"
     "without it); plain: never TLS; no prefix: STARTTLS when the server offers it, else\n"
@@ -103,6 +108,7 @@ enum setting_id {
     S_KEYLOG,
     S_UPSTREAM_CA,
     S_INSECURE,
+    S_CLIENT_CERT,
     S_NONE, /* a flag handled by config_from_args itself */
 };
 
@@ -203,6 +209,9 @@ static const char *apply(struct config *c, enum setting_id id, const char *name,
     case S_INSECURE:
         if (!(bad = parse_bool(v, &b))) c->insecure = b;
         break;
+    case S_CLIENT_CERT:
+        if (!client_cert_parse(v, &c->client_cert)) bad = client_cert_choices();
+        break;
     case S_NONE: break;
     }
     if (bad) buf_printf(err, "%s: invalid value \"%s\"; expected %s", name, v, bad);
@@ -225,6 +234,7 @@ static const struct ini_key {
     {"upstream", "insecure", S_INSECURE},
     {"tls", "ca_dir", S_CA_DIR},
     {"tls", "keylog", S_KEYLOG},
+    {"tls", "client_cert", S_CLIENT_CERT},
     {"capture", "dir", S_CAPTURE_DIR},
     {"capture", "format", S_FORMAT},
     {"capture", "decode_auth", S_DECODE_AUTH},
@@ -467,6 +477,7 @@ enum {
     O_UPSTREAM_CA,
     O_CA_DIR,
     O_KEYLOG,
+    O_CLIENT_CERT,
 };
 
 static const struct option long_opts[] = {
@@ -495,6 +506,7 @@ static const struct option long_opts[] = {
     {"upstream-ca", required_argument, 0, O_UPSTREAM_CA},
     {"ca-dir", required_argument, 0, O_CA_DIR},
     {"keylog", required_argument, 0, O_KEYLOG},
+    {"client-cert", required_argument, 0, O_CLIENT_CERT},
     {0, 0, 0, 0},
 };
 
@@ -513,6 +525,7 @@ static enum setting_id setting_of(int opt)
     case O_UPSTREAM_CA: return S_UPSTREAM_CA;
     case O_CA_DIR: return S_CA_DIR;
     case O_KEYLOG: return S_KEYLOG;
+    case O_CLIENT_CERT: return S_CLIENT_CERT;
     default: return S_NONE;
     }
 }

@@ -8,6 +8,7 @@
 
 #include "smtptap/buf.h"
 #include "smtptap/capture.h"
+#include "smtptap/client_cert.h"
 #include "smtptap/fault.h"
 #include "smtptap/parse.h"
 
@@ -54,6 +55,8 @@ struct config {
      * captures. No flag carries a secret ([sink] users is a config-file key; the header
      * names that file, it does not copy it). */
     char command_line[8192];
+
+    enum client_cert client_cert; /* --client-cert: the leaf the client is shown */
 };
 
 enum config_result {
