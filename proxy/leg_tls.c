@@ -159,9 +159,15 @@ static int client_hello_cb(SSL *ssl, int *alert, void *arg)
     client_sni(ssl, sni, sizeof sni);
     if (t && t->tls_hold_hello) return SSL_CLIENT_HELLO_RETRY; /* the upstream's cert first */
     const char *name = sni[0] ? sni : t && t->tls_name[0] ? t->tls_name : "localhost";
-    X509 *leaf = tls_ca_leaf(ca, name, t ? t->tls_model : NULL, err, sizeof err);
-    if (!leaf || SSL_use_certificate(ssl, leaf) != 1 ||
-        SSL_use_PrivateKey(ssl, ca->leaf_key) != 1 || SSL_add1_chain_cert(ssl, ca->cert) != 1) {
+    enum client_cert mode = t ? (enum client_cert)t->tls_cert_mode : CLIENT_CERT_GOOD;
+    const struct tls_leaf *leaf =
+        tls_ca_leaf_for(ca, mode, name, t ? t->tls_model : NULL, err, sizeof err);
+    /* A weak key or a SHA-1 signature is refused at the default security level: lowered for
+     * this connection only, so that the client is the one to refuse it. */
+    if (leaf && leaf->low_security) SSL_set_security_level(ssl, 0);
+    if (!leaf || SSL_use_certificate(ssl, leaf->cert) != 1 ||
+        SSL_use_PrivateKey(ssl, leaf->key) != 1 ||
+        (leaf->chain && SSL_add1_chain_cert(ssl, leaf->chain) != 1)) {
         if (t)
             snprintf(t->tls_error, sizeof t->tls_error, "no certificate for %.200s: %.250s", name,
                      err);
@@ -171,9 +177,18 @@ static int client_hello_cb(SSL *ssl, int *alert, void *arg)
     return SSL_CLIENT_HELLO_SUCCESS;
 }
 
+/* Keeps the fatal alert a client sends (how it refuses a certificate) for the verdict. */
+static void info_cb(const SSL *ssl, int where, int ret)
+{
+    if (!(where & SSL_CB_READ_ALERT) || (ret >> 8) != SSL3_AL_FATAL) return;
+    struct tcp_leg *t = tls_pump_owner_of_ssl(ssl);
+    if (t && !t->tls_peer_alert) t->tls_peer_alert = ret & 0xff;
+}
+
 void leg_tls_serve_with_ca(SSL_CTX *server_ctx, struct tls_ca *ca)
 {
     SSL_CTX_set_client_hello_cb(server_ctx, client_hello_cb, ca);
+    SSL_CTX_set_info_callback(server_ctx, info_cb);
 }
 
 void leg_tls_release_hello(struct tcp_leg *t, const struct tcp_leg *model_from)

@@ -164,6 +164,7 @@ static void on_client_tls(struct tcp_leg *t, int status)
 static void choose_leaf_name(struct session *s)
 {
     const struct upstream_spec *u = &s->cfg->upstream;
+    s->client.tls_cert_mode = (int)s->cfg->client_cert;
     if (u->kind == UPSTREAM_FIXED) {
         snprintf(s->client.tls_name, sizeof s->client.tls_name, "%s", u->target.host);
         return;

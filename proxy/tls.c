@@ -2,6 +2,8 @@
  * SSL_CTX of each side, the NSS key log and readable words for handshake outcomes. */
 #include "smtptap/tls.h"
 
+#include "tls_int.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -81,17 +83,24 @@ static int set_random_serial(X509 *cert)
     return ok ? 0 : -1;
 }
 
-/* A v3 certificate for pub, issued by issuer, valid from a day ago for days days from now,
- * with a random serial and no subject or extensions yet. */
-static X509 *cert_skeleton(EVP_PKEY *pub, const X509_NAME *issuer, int days)
+/* A v3 certificate for pub, issued by issuer (NULL: set later), valid from `from` to `until`
+ * seconds from now, with a random serial and no subject or extensions yet. */
+static X509 *cert_skeleton_at(EVP_PKEY *pub, const X509_NAME *issuer, long from, long until)
 {
     X509 *cert = X509_new();
     if (cert && X509_set_version(cert, X509_VERSION_3) && set_random_serial(cert) == 0 &&
-        X509_set_issuer_name(cert, issuer) && X509_gmtime_adj(X509_getm_notBefore(cert), -DAY) &&
-        X509_time_adj_ex(X509_getm_notAfter(cert), days, 0, NULL) && X509_set_pubkey(cert, pub))
+        (!issuer || X509_set_issuer_name(cert, issuer)) &&
+        X509_gmtime_adj(X509_getm_notBefore(cert), from) &&
+        X509_gmtime_adj(X509_getm_notAfter(cert), until) && X509_set_pubkey(cert, pub))
         return cert;
     X509_free(cert);
     return NULL;
+}
+
+/* Valid from a day ago for days days from now. */
+static X509 *cert_skeleton(EVP_PKEY *pub, const X509_NAME *issuer, int days)
+{
+    return cert_skeleton_at(pub, issuer, -DAY, (long)days * DAY);
 }
 
 /* Adds one extension written in openssl.cnf syntax ("critical,CA:TRUE"). */
@@ -127,6 +136,11 @@ static X509 *ca_cert_new(EVP_PKEY *key)
 {
     char cn[CN_MAX + 1];
     ca_common_name(cn);
+    return tls_ca_cert_new(key, cn);
+}
+
+X509 *tls_ca_cert_new(EVP_PKEY *key, const char *cn)
+{
     X509_NAME *name = X509_NAME_new();
     X509 *cert = name && add_cn(name, cn) == 0 ? cert_skeleton(key, name, CA_DAYS) : NULL;
     X509_NAME_free(name);
@@ -341,6 +355,7 @@ void tls_ca_close(struct tls_ca *ca)
 {
     for (size_t i = 0; i < ca->nleaves; i++) X509_free(ca->leaves[i].cert);
     free(ca->leaves);
+    tls_bad_free(ca);
     X509_free(ca->cert);
     EVP_PKEY_free(ca->key);
     EVP_PKEY_free(ca->leaf_key);
@@ -431,37 +446,45 @@ static int set_leaf_subject(X509 *leaf, const char *name, X509 *upstream)
     return add_cn(X509_get_subject_name(leaf), strlen(name) <= CN_MAX ? name : "smtptap");
 }
 
-static X509 *leaf_new(struct tls_ca *ca, const char *name, X509 *upstream)
+/* A self-signed leaf names itself as its issuer and has no authority key identifier. */
+static X509 *leaf_new(const struct leaf_recipe *r, const char *name, X509 *upstream)
 {
-    X509 *leaf = cert_skeleton(ca->leaf_key, X509_get_subject_name(ca->cert), LEAF_DAYS);
+    X509 *issuer = r->issuer;
+    X509 *leaf =
+        cert_skeleton_at(r->key, issuer ? X509_get_subject_name(issuer) : NULL, r->from, r->until);
+    X509 *by = issuer ? issuer : leaf;
     if (leaf && set_leaf_subject(leaf, name, upstream) == 0 &&
+        (issuer || X509_set_issuer_name(leaf, X509_get_subject_name(leaf))) &&
         add_sans(leaf, name, upstream) == 0 &&
-        add_ext(leaf, ca->cert, NID_basic_constraints, "critical,CA:FALSE") == 0 &&
-        add_ext(leaf, ca->cert, NID_key_usage, "critical,digitalSignature") == 0 &&
-        add_ext(leaf, ca->cert, NID_ext_key_usage, "serverAuth") == 0 &&
-        add_ext(leaf, ca->cert, NID_subject_key_identifier, "hash") == 0 &&
-        add_ext(leaf, ca->cert, NID_authority_key_identifier, "keyid:always") == 0 &&
-        X509_sign(leaf, ca->key, EVP_sha256()) > 0)
+        add_ext(leaf, by, NID_basic_constraints, "critical,CA:FALSE") == 0 &&
+        add_ext(leaf, by, NID_key_usage, "critical,digitalSignature") == 0 &&
+        add_ext(leaf, by, NID_ext_key_usage, "serverAuth") == 0 &&
+        add_ext(leaf, by, NID_subject_key_identifier, "hash") == 0 &&
+        (!issuer || add_ext(leaf, issuer, NID_authority_key_identifier, "keyid:always") == 0) &&
+        X509_sign(leaf, issuer ? r->issuer_key : r->key, r->md) > 0)
         return leaf;
     X509_free(leaf);
     return NULL;
 }
 
-static X509 *cache_find(const struct tls_ca *ca, const char *name, const unsigned char *up)
+static const struct tls_leaf *cache_find(const struct tls_ca *ca, int mode, const char *name,
+                                         const unsigned char *up)
 {
     for (size_t i = ca->nleaves; i-- > 0;) {
         const struct tls_leaf *l = &ca->leaves[i];
-        if (strcasecmp(l->name, name) == 0 && memcmp(l->upstream, up, SHA256_LEN) == 0)
-            return l->cert;
+        if (l->mode == mode && strcasecmp(l->name, name) == 0 &&
+            memcmp(l->upstream, up, SHA256_LEN) == 0)
+            return l;
     }
     return NULL;
 }
 
-/* Appends a leaf (taking ownership), evicting the oldest when the cache is full. */
-static int cache_add(struct tls_ca *ca, const char *name, const unsigned char *up, X509 *cert)
+/* Appends a leaf (taking ownership of cert), evicting the oldest when the cache is full. */
+static struct tls_leaf *cache_add(struct tls_ca *ca, const char *name, const unsigned char *up,
+                                  X509 *cert)
 {
     if (!ca->leaves) ca->leaves = calloc(TLS_LEAF_CACHE_MAX, sizeof *ca->leaves);
-    if (!ca->leaves) return -1;
+    if (!ca->leaves) return NULL;
     if (ca->nleaves == TLS_LEAF_CACHE_MAX) {
         X509_free(ca->leaves[0].cert);
         memmove(ca->leaves, ca->leaves + 1, --ca->nleaves * sizeof *ca->leaves);
@@ -470,10 +493,17 @@ static int cache_add(struct tls_ca *ca, const char *name, const unsigned char *u
     snprintf(l->name, sizeof l->name, "%s", name);
     memcpy(l->upstream, up, SHA256_LEN);
     l->cert = cert;
-    return 0;
+    return l;
 }
 
 X509 *tls_ca_leaf(struct tls_ca *ca, const char *name, X509 *upstream, char *err, size_t err_size)
+{
+    const struct tls_leaf *l = tls_ca_leaf_for(ca, CLIENT_CERT_GOOD, name, upstream, err, err_size);
+    return l ? l->cert : NULL;
+}
+
+const struct tls_leaf *tls_ca_leaf_for(struct tls_ca *ca, enum client_cert mode, const char *name,
+                                       X509 *upstream, char *err, size_t err_size)
 {
     unsigned char up[SHA256_LEN] = {0};
     if (!name || !*name || strlen(name) >= sizeof ca->leaves->name) {
@@ -485,10 +515,27 @@ X509 *tls_ca_leaf(struct tls_ca *ca, const char *name, X509 *upstream, char *err
         snprintf(err, err_size, "cannot hash the upstream certificate: %s", ossl_reason());
         return NULL;
     }
-    X509 *leaf = cache_find(ca, name, up);
-    if (leaf) return leaf;
-    leaf = leaf_new(ca, name, upstream);
-    if (leaf && cache_add(ca, name, up, leaf) == 0) return leaf;
+    const struct tls_leaf *found = cache_find(ca, (int)mode, name, up);
+    if (found) return found;
+    struct leaf_recipe r = {.key = ca->leaf_key,
+                            .issuer = ca->cert,
+                            .issuer_key = ca->key,
+                            .chain = ca->cert,
+                            .from = -DAY,
+                            .until = (long)LEAF_DAYS * DAY,
+                            .md = EVP_sha256(),
+                            .name = name,
+                            .upstream = upstream};
+    if (tls_bad_recipe(ca, mode, &r, err, err_size) < 0) return NULL;
+    X509 *leaf = leaf_new(&r, r.name, r.upstream);
+    struct tls_leaf *l = leaf ? cache_add(ca, name, up, leaf) : NULL;
+    if (l) {
+        l->mode = (int)mode;
+        l->key = r.key;
+        l->chain = r.chain;
+        l->low_security = r.low_security;
+        return l;
+    }
     snprintf(err, err_size, "cannot mint a certificate for %s: %s", name,
              leaf ? "out of memory" : ossl_reason());
     X509_free(leaf);

@@ -103,6 +103,8 @@ struct tcp_leg {
     X509 *tls_model;             /* owned reference, may be NULL: the upstream certificate
                                     whose subject and SANs the client's leaf copies */
     bool tls_hold_hello;         /* server side: park the ClientHello until leg_tls_release_hello */
+    int tls_cert_mode;           /* server side: enum client_cert of the leaf shown (0: good) */
+    int tls_peer_alert;          /* the fatal alert the peer sent (SSL_AD_*), 0 none */
     bool end_after_handshake;    /* leg_end came while plaintext waited for the handshake */
     bool read_ended;             /* EOF or a read error: nothing more will come in */
     uv_shutdown_t shutdown_req;

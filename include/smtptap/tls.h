@@ -11,12 +11,18 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "smtptap/client_cert.h"
+
 enum { TLS_ERR_MAX = 512, TLS_LEAF_CACHE_MAX = 1024 };
 
 struct tls_leaf {
     char name[256];             /* SNI, upstream host name or IP literal */
     unsigned char upstream[32]; /* SHA-256 of the upstream certificate copied; zero if none */
     X509 *cert;                 /* owned */
+    int mode;                   /* enum client_cert it was minted for */
+    EVP_PKEY *key;              /* borrowed from the tls_ca: the leaf's private key */
+    X509 *chain;                /* borrowed from the tls_ca: the CA sent after it, or NULL */
+    bool low_security;          /* weak-key, sha1: the SSL serving it needs security level 0 */
 };
 
 struct tls_ca {
@@ -27,6 +33,10 @@ struct tls_ca {
     struct tls_leaf *leaves; /* owned cache, most recent last */
     size_t nleaves;
     char warning[TLS_ERR_MAX]; /* set by tls_ca_open when dir or ca.key is open to others */
+    /* Bad-certificate material (tls_bad.c), made on first use, owned: */
+    EVP_PKEY *weak_key;  /* RSA 1024 */
+    EVP_PKEY *rogue_key; /* the throwaway CA's key */
+    X509 *rogue_ca;      /* a CA that is not smtptap's, never written anywhere */
 };
 
 /* The default CA directory: $XDG_DATA_HOME/smtptap, else ~/.local/share/smtptap. */
@@ -52,6 +62,12 @@ int tls_ca_write_pem(const struct tls_ca *ca, FILE *out);
  * later tls_ca_leaf call evicts it (SSL_use_certificate takes its own reference). NULL with
  * a reason in err on failure. */
 X509 *tls_ca_leaf(struct tls_ca *ca, const char *name, X509 *upstream, char *err, size_t err_size);
+
+/* The leaf for name as --client-cert mode shapes it (tls_bad.c says how each mode differs
+ * from the good leaf above), with the key and the chain certificate to serve it with; cached
+ * per mode, name and upstream certificate like tls_ca_leaf's. NULL with a reason in err. */
+const struct tls_leaf *tls_ca_leaf_for(struct tls_ca *ca, enum client_cert mode, const char *name,
+                                       X509 *upstream, char *err, size_t err_size);
 
 /* Installs leaf and ca->leaf_key on a server-side SSL (e.g. from the client_hello callback).
  * Returns 0, or -1 (OpenSSL error queue set). */
