@@ -114,7 +114,9 @@ static bool push_pending(struct session *s, enum smtp_pending_kind kind, enum sm
                              .fault = fault,
                              .local = local,
                              .sent_ns = uv_hrtime(),
-                             .ends_message = ends_message};
+                             .ends_message = ends_message,
+                             /* the message in progress, or the one this BDAT LAST begins */
+                             .message = s->message_seq + (s->in_message ? 0 : 1)};
     if (smtp_fifo_push(&s->fifo, p)) return true;
     session_emitf(s, EV_ERROR, DIR_C2S, "client sent %d commands without reading a reply: closing",
                   FIFO_MAX);
@@ -194,10 +196,13 @@ static void emit_client_line(struct session *s, const struct smtp_in_item *it)
 static const struct fault_rule *command_fault(struct session *s, const struct smtp_in_item *it)
 {
     if (it->sasl || !it->first || !it->complete) return NULL;
+    if (s->bdat_failed && it->verb == SMTP_VERB_BDAT) return NULL; /* discarded: see below */
     const uint8_t *arg;
     size_t arg_len;
     smtp_verb_parse(it->bytes, it->len, &arg, &arg_len);
     const struct fault_rule *r = reply_fault_for(s, reply_stage_of(it->verb), arg, arg_len);
+    /* A BDAT chunk made to look accepted is forwarded; the server's reply is replaced. */
+    if (r && r->action == FAULT_REPLY && it->verb == SMTP_VERB_BDAT) return r;
     if (r && r->action == FAULT_REPLY && !reply_fault_is_local(r, it->verb)) {
         session_emit_fault(s, r,
                            "fault %s: ignored: a %d reply to %s cannot be faked (the server never "
@@ -213,6 +218,7 @@ enum command_route {
                                the real reply */
     ROUTE_CONTINUATION,     /* a later piece of an over-long line: forwarded as it is */
     ROUTE_FAULT,            /* a fault rule answers it */
+    ROUTE_BDAT_DISCARDED,   /* a chunk of a transaction a fault failed: the rule's reply again */
     ROUTE_STARTTLS_OFFERED, /* smtptap answers 220 and handshakes (--client-starttls offer) */
     ROUTE_STARTTLS_REFUSED, /* smtptap answers 502 (strip, or the client is in TLS) */
     ROUTE_HELLO_FIRST,      /* 503: a starttls: upstream gets nothing in clear */
@@ -229,6 +235,8 @@ static struct command_plan decide_command(const struct session *s, const struct 
 {
     if (!it->first) return (struct command_plan){ROUTE_CONTINUATION, NULL};
     if (it->sasl) return (struct command_plan){ROUTE_FORWARD, NULL};
+    if (s->bdat_failed && it->verb == SMTP_VERB_BDAT)
+        return (struct command_plan){ROUTE_BDAT_DISCARDED, s->bdat_failed};
     bool fault_answers = reply_fault_is_local(fault, it->verb);
     enum client_starttls mode = s->cfg->client_starttls;
     if (it->complete && it->verb == SMTP_VERB_STARTTLS && mode != CLIENT_STARTTLS_PASSTHROUGH &&
@@ -249,7 +257,8 @@ static struct command_plan decide_command(const struct session *s, const struct 
 static const struct fault_rule *local_rule(const struct command_plan *plan)
 {
     switch (plan->route) {
-    case ROUTE_FAULT: return plan->fault;
+    case ROUTE_FAULT:
+    case ROUTE_BDAT_DISCARDED: return plan->fault;
     case ROUTE_STARTTLS_OFFERED: return &reply_starttls_ready;
     case ROUTE_STARTTLS_REFUSED: return &reply_starttls_refused;
     case ROUTE_HELLO_FIRST: return &reply_hello_first;
@@ -294,14 +303,59 @@ static void explain_local(struct session *s, const struct smtp_in_item *it,
         session_emit_fault(s, plan->fault, "fault %s: %s answered by smtptap, not forwarded",
                            plan->fault->name, smtp_verb_name(it->verb));
         break;
+    case ROUTE_BDAT_DISCARDED:
+        session_emitf(s, EV_INFO, DIR_C2S,
+                      "BDAT chunk discarded by smtptap: fault %s failed the transaction at an "
+                      "earlier chunk (RFC 3030: later chunks are discarded)",
+                      plan->fault->name);
+        break;
     default: break; /* ROUTE_HELLO_REMEMBERED: session_hello.c says why when it answers */
     }
+}
+
+/* smtptap's own RSET to the server, its reply not the client's: the server must not keep
+ * (or later complete) a transaction that the client was told failed. */
+static void abandon_upstream_transaction(struct session *s)
+{
+    static const char rset[] = "RSET\r\n";
+    struct smtp_pending p = {.kind = SMTP_PENDING_COMMAND,
+                             .verb = SMTP_VERB_RSET,
+                             .internal = true,
+                             .sent_ns = uv_hrtime()};
+    if (!smtp_fifo_push(&s->fifo, p)) {
+        session_emitf(s, EV_ERROR, DIR_C2S,
+                      "client sent %d commands without reading a reply: "
+                      "closing",
+                      FIFO_MAX);
+        session_end(s);
+        return;
+    }
+    session_emitf(s, EV_INFO, DIR_C2S,
+                  "smtptap resets the server's transaction: the client was told it failed");
+    session_emit(s, EV_COMMAND, DIR_C2S, (const uint8_t *)rset, sizeof rset - 1, NULL, true);
+    leg_write(s->upstream, (const uint8_t *)rset, sizeof rset - 1);
+}
+
+/* A BDAT chunk answered by smtptap with a fault's 4xx/5xx: the transaction failed. Its
+ * octets (and those of the chunks after it, until LAST) go nowhere and are no message;
+ * the server, which may hold the earlier chunks, is reset once. */
+static void bdat_refused(struct session *s, const struct smtp_in_item *it,
+                         const struct command_plan *plan)
+{
+    s->bdat_local = smtp_in_mode(&s->cin) == SMTP_IN_BDAT; /* its octets follow */
+    if (plan->route == ROUTE_FAULT) {
+        if (s->in_message) session_abort_message(s, "a fault refused one of its BDAT chunks");
+        if (s->observed) envelope_reset(&s->envelope);
+        abandon_upstream_transaction(s);
+    }
+    s->bdat_failed = bdat_last(it) ? NULL : plan->fault;
 }
 
 static void act_on_command(struct session *s, const struct smtp_in_item *it,
                            const struct command_plan *plan)
 {
     bool forward = plan->route == ROUTE_FORWARD || plan->route == ROUTE_CONTINUATION;
+    if (it->first && !it->sasl && it->verb != SMTP_VERB_BDAT) s->bdat_failed = NULL;
     if (s->observed && it->first && !it->sasl)
         lint_state_command(&s->lstate, s->c2s_pos, it->bytes, it->len,
                            tcp_leg_tls_started(&s->client), smtp_fifo_count(&s->fifo) > 0);
@@ -330,13 +384,12 @@ static void act_on_command(struct session *s, const struct smtp_in_item *it,
         lint_long_line(it->bytes, it->len, it->sasl, s->cin.max_line, session_on_lint, &here);
     if (forward) {
         forward_line(s, it);
+        if (it->first && it->complete && it->verb == SMTP_VERB_BDAT) after_bdat_command(s, it);
     } else {
         explain_local(s, it, plan);
-        if (plan->route == ROUTE_FAULT && it->verb == SMTP_VERB_BDAT)
-            s->bdat_local = smtp_in_mode(&s->cin) == SMTP_IN_BDAT;
+        if (it->first && it->complete && it->verb == SMTP_VERB_BDAT) bdat_refused(s, it, plan);
+        session_flush_local_heads(s, true);
     }
-    if (it->first && it->complete && it->verb == SMTP_VERB_BDAT) after_bdat_command(s, it);
-    if (!forward) session_flush_local_heads(s, true);
 }
 
 static void client_line(struct session *s, const struct smtp_in_item *it)
@@ -351,6 +404,10 @@ static void client_line(struct session *s, const struct smtp_in_item *it)
 static void client_content(struct session *s, const struct smtp_in_item *it)
 {
     session_wire(s, DIR_C2S, it->bytes, it->len);
+    if (it->bdat && s->bdat_local) { /* a refused chunk's octets: no message, not forwarded */
+        if (it->end) s->bdat_local = false;
+        return;
+    }
     if (!s->in_message) begin_message(s, it->bdat);
     if (s->observed) {
         message_view_feed(&s->msg, it->bytes, it->len, on_shown_line, s);
@@ -359,9 +416,8 @@ static void client_content(struct session *s, const struct smtp_in_item *it)
         s->content_end_pos = s->c2s_pos + it->len;
         lint_state_content(&s->lstate, s->c2s_pos, it->bytes, it->len);
     }
-    if (!(it->bdat && s->bdat_local)) leg_write(s->upstream, it->bytes, it->len);
+    leg_write(s->upstream, it->bytes, it->len);
     if (!it->end) return;
-    if (it->bdat) s->bdat_local = false;
     if (!it->bdat && !push_pending(s, SMTP_PENDING_DATA_END, SMTP_VERB_DATA,
                                    reply_fault_for(s, FAULT_DATA_END, NULL, 0), false, true))
         return;

@@ -128,7 +128,11 @@ struct session {
     uv_timer_t reply_timer;
     const struct fault_set *fault_set; /* the rules this session matches against */
     struct fault_session faults;
-    bool bdat_local;              /* the current BDAT chunk was answered locally: not forwarded */
+    bool bdat_local; /* the current BDAT chunk was answered locally: not forwarded */
+    /* A fault refused a BDAT chunk: the transaction failed (RFC 3030 section 3), so the
+     * rest of its chunks are discarded with the rule's reply until LAST or another command
+     * (session_client_path.c). */
+    const struct fault_rule *bdat_failed;
     bool client_tls_via_starttls; /* the client's TLS began with STARTTLS, not on connect */
 
     enum upstream_upgrade upgrade;

@@ -221,6 +221,9 @@ bool reply_fault_is_local(const struct fault_rule *r, enum smtp_verb verb)
     /* A command that changes what the client sends next cannot be faked into success:
      * the server never saw it. */
     bool blocks = verb == SMTP_VERB_DATA || verb == SMTP_VERB_AUTH || verb == SMTP_VERB_STARTTLS;
+    /* A BDAT chunk that is to look accepted goes to the server (only its reply is replaced):
+     * kept back, the server would store the message without it. */
+    blocks = blocks || verb == SMTP_VERB_BDAT;
     return !blocks || r->reply_code >= 400;
 }
 
@@ -356,7 +359,8 @@ void reply_faulted(struct session *s, const struct smtp_pending *p, const uint8_
         size_t local_len = strlen(r->reply);
         char fake[120];
         first_line(local, local_len, fake, sizeof fake);
-        snprintf(what, sizeof what, "reply \"%s\" replaced (the message reached the server)", fake);
+        snprintf(what, sizeof what, "reply \"%s\" replaced (the %s reached the server)", fake,
+                 p->verb == SMTP_VERB_BDAT && !p->ends_message ? "chunk" : "message");
         fired(s, r, what, bytes, len);
         session_emit_own_reply(s, local, local_len);
         reply_send(s, local, local_len);

@@ -64,6 +64,7 @@ enum reply_route {
     REPLY_PIECE,                /* a piece of an over-long reply: relayed as it comes */
     REPLY_UNPAIRED,             /* no command asked for it: relayed, flagged */
     REPLY_TO_UPGRADE,           /* the reply to smtptap's probe or STARTTLS: not relayed */
+    REPLY_TO_SMTPTAP,           /* the reply to smtptap's RSET after a refused BDAT chunk */
     REPLY_TO_CLIENT,            /* the reply to the client's command */
 };
 
@@ -72,6 +73,7 @@ static enum reply_route decide_reply(struct session *s, const struct smtp_reply 
 {
     if (r->partial) return REPLY_PIECE;
     if (!paired) return REPLY_UNPAIRED;
+    if (p->internal && p->verb == SMTP_VERB_RSET && r->code != 421) return REPLY_TO_SMTPTAP;
     return upgrade_takes(s, p, r) ? REPLY_TO_UPGRADE : REPLY_TO_CLIENT;
 }
 
@@ -100,7 +102,7 @@ static void observe_reply(struct session *s, const struct smtp_reply *r, bool pa
         unpaired_reply(s, r);
     s->reply_in_pieces = r->partial;
     if (paired && r->code == 421) s->saw_421 = true;
-    if (route == REPLY_TO_UPGRADE)
+    if (route == REPLY_TO_UPGRADE || route == REPLY_TO_SMTPTAP)
         session_emit_to_smtptap(s, r->bytes, r->len, &f);
     else if (held_for_client(s, p, route))
         reply_defer_event(s, r->bytes, r->len, &f);
@@ -134,11 +136,12 @@ static void deliver_to_client(struct session *s, const struct smtp_pending *p,
 }
 
 /* The server's reply to the end of a message: its outcome, with the envelope it had. */
-static void delivered(struct session *s, const struct smtp_reply *r)
+static void delivered(struct session *s, const struct smtp_pending *p, const struct smtp_reply *r)
 {
     const char *rcpts[ENVELOPE_MAX_RCPTS];
     size_t n = envelope_rcpts(&s->envelope, rcpts, ENVELOPE_MAX_RCPTS);
-    union event_facts f = {.delivery = {.message = ++s->deliveries,
+    s->deliveries++;
+    union event_facts f = {.delivery = {.message = p->message,
                                         .helo = s->hello.name,
                                         .mail_from = envelope_mail(&s->envelope),
                                         .rcpts = rcpts,
@@ -157,7 +160,7 @@ static void follow_envelope(struct session *s, const struct smtp_pending *p,
 {
     bool ends_message = p->kind == SMTP_PENDING_DATA_END || p->ends_message;
     if (ends_message)
-        delivered(s, r);
+        delivered(s, p, r);
     else if (p->verb == SMTP_VERB_MAIL || p->verb == SMTP_VERB_RCPT)
         envelope_reply(&s->envelope, p->verb, r->code);
     else if ((p->verb == SMTP_VERB_RSET || p->verb == SMTP_VERB_EHLO ||
@@ -197,6 +200,11 @@ static void handle_reply(struct session *s, const struct smtp_reply *r)
     observe_reply(s, r, paired, &p, route);
     if (route == REPLY_TO_UPGRADE) {
         upgrade_on_reply(s, &p, r);
+        return;
+    }
+    if (route == REPLY_TO_SMTPTAP) { /* the replies owed after it may be smtptap's own */
+        session_flush_local_heads(s, false);
+        if (s->state < SESSION_ENDING) session_shutdown_upstream_when_answered(s);
         return;
     }
     if (paired) upgrade_on_reply(s, &p, r);               /* a no-prefix probe the client gets */

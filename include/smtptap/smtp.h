@@ -167,6 +167,7 @@ struct smtp_pending {
     bool internal;     /* sent by the owner itself: its reply is not the client's */
     uint64_t sent_ns;  /* the owner's clock when the command's last byte came (latency) */
     bool ends_message; /* BDAT ... LAST: its reply is the message's outcome */
+    uint64_t message;  /* the owner's number for the message whose outcome the reply is */
 };
 
 /* A bounded ring; the owner decides what to do when it is full. */
