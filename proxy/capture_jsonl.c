@@ -7,7 +7,7 @@
  *   "t"        seconds since the session started (float, microsecond precision)
  *   "dir"      "c2s", "s2c" or null
  *   "kind"     info command reply content message raw lint error fault auth start upstream
- *              client_tls delivery end
+ *              client_tls delivery end verdict
  *   "tls"      the client's connection was in TLS
  *   "local", "to_smtptap"  true, only when set
  *   "line"     the event's bytes (byte kinds: command reply content raw), CRLF kept, when
@@ -175,6 +175,7 @@ static const char *kind_name(enum event_kind k)
     case EV_BODY: return "body";
     case EV_DELIVERY: return "delivery";
     case EV_END: return "end";
+    case EV_VERDICT: return "verdict";
     }
     return "unknown";
 }
@@ -329,6 +330,16 @@ static bool put_end(json_t *f, const struct event_end_facts *e)
            set(f, "server_wait_ms", ms_of_ns(e->server_wait_ns));
 }
 
+static bool put_verdict(json_t *f, const struct event_verdict_facts *v)
+{
+    return put_str(f, "cert", v->cert) && put_str(f, "client_starttls", v->starttls) &&
+           put_str(f, "action", v->action) && put_str(f, "alert", v->alert) &&
+           put_str(f, "auth_mech", v->auth_mech) && put_str(f, "auth_user", v->auth_user) &&
+           set(f, "good", json_boolean(v->good)) &&
+           set(f, "credentials_exposed", json_boolean(v->credentials_exposed)) &&
+           set(f, "mail_exposed", json_boolean(v->mail_exposed));
+}
+
 /* The name of the facts object for this kind, or NULL when the kind carries none. */
 static const char *facts_name(enum event_kind k)
 {
@@ -342,6 +353,7 @@ static const char *facts_name(enum event_kind k)
     case EV_MESSAGE: return "message";
     case EV_DELIVERY: return "delivery";
     case EV_END: return "end";
+    case EV_VERDICT: return "verdict";
     default: return NULL;
     }
 }
@@ -364,6 +376,7 @@ static bool put_facts(json_t *o, const struct event *ev)
     case EV_MESSAGE: return put_message(f, &x->message);
     case EV_DELIVERY: return put_delivery(f, &x->delivery);
     case EV_END: return put_end(f, &x->end);
+    case EV_VERDICT: return put_verdict(f, &x->verdict);
     default: return true;
     }
 }

@@ -395,6 +395,7 @@ static void timer_closed_cb(uv_handle_t *h)
     smtp_fifo_free(&s->fifo);
     if (s->addrs) uv_freeaddrinfo(s->addrs);
     envelope_free(&s->envelope);
+    session_verdict_emit(s);
     emit_end(s);
     if (s->capture) s->capture->close(s->capture);
     s->env->closed(s->env->server, s);

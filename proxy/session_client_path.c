@@ -359,6 +359,7 @@ static void act_on_command(struct session *s, const struct smtp_in_item *it,
     if (s->observed && it->first && !it->sasl)
         lint_state_command(&s->lstate, s->c2s_pos, it->bytes, it->len,
                            tcp_leg_tls_started(&s->client), smtp_fifo_count(&s->fifo) > 0);
+    if (it->first && it->complete && !it->sasl) session_verdict_command(s, it);
     if (it->first) {
         if (!it->sasl) s->commands++;
         const struct fault_rule *rule = forward ? plan->fault : local_rule(plan);
@@ -403,6 +404,7 @@ static void client_line(struct session *s, const struct smtp_in_item *it)
 
 static void client_content(struct session *s, const struct smtp_in_item *it)
 {
+    s->verdict.body = true;
     session_wire(s, DIR_C2S, it->bytes, it->len);
     if (it->bdat && s->bdat_local) { /* a refused chunk's octets: no message, not forwarded */
         if (it->end) s->bdat_local = false;

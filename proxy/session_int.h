@@ -31,6 +31,7 @@
 #include "smtptap/session.h"
 #include "smtptap/sink_leg.h"
 #include "smtptap/smtp.h"
+#include "smtptap/verdict.h"
 
 /* Every phase a session goes through, in order; each change passes session_enter().
  *
@@ -160,6 +161,7 @@ struct session {
     uint64_t bytes_up, bytes_down; /* plain text from the client, and sent to it */
     struct event_writer *capture;  /* owned: per-session capture file, or NULL */
     char client_name[80], local_name[80], upstream_name[300];
+    struct verdict_facts verdict; /* what the client did with what it was shown (verdict.h) */
 };
 
 enum {
@@ -361,5 +363,13 @@ void reply_defer_event(struct session *s, const uint8_t *bytes, size_t len,
 void reply_flush_deferred(struct session *s);
 /* Emits the events of replies still held, never sent: the session is ending. */
 void reply_emit_unsent(struct session *s);
+
+/* ---- session_verdict.c: what the client did with what it was shown ------------------- */
+
+/* A client command line (complete, not SASL) and the facts it adds: STARTTLS, AUTH, MAIL,
+ * RCPT. */
+void session_verdict_command(struct session *s, const struct smtp_in_item *it);
+/* The verdict ("==" line and EV_VERDICT) when there is one to give; at the session end. */
+void session_verdict_emit(struct session *s);
 
 #endif

@@ -140,6 +140,7 @@ static void on_client_tls(struct tcp_leg *t, int status)
     struct session *s = t->base.owner;
     if (s->state >= SESSION_ENDING) return;
     if (status == 0) {
+        s->verdict.tls_up = true;
         session_tls_event(s, t, false);
         const struct upstream_spec *u = &s->cfg->upstream;
         if (u->kind == UPSTREAM_TRANSPARENT || (u->kind == UPSTREAM_FIXED && u->tls == TLS_NONE) ||
@@ -148,6 +149,8 @@ static void on_client_tls(struct tcp_leg *t, int status)
                           "the client's TLS ends at smtptap: the upstream leg is plain text");
         return;
     }
+    s->verdict.tls_failed = true;
+    s->verdict.alert = t->tls_peer_alert;
     session_emitf(s, EV_ERROR, DIR_C2S, "client TLS handshake failed: %s%s", t->tls_error,
                   !leg_tls_peer_spoke_plain(t) ? ""
                   : s->client_tls_via_starttls
@@ -185,6 +188,7 @@ bool session_start_client_tls(struct session *s)
     const struct upstream_spec *u = &s->cfg->upstream;
     choose_leaf_name(s);
     s->client.tls_hold_hello = u->kind == UPSTREAM_FIXED && u->tls == TLS_IMPLICIT;
+    s->verdict.implicit_tls = s->verdict.tls_started = true;
     if (tcp_leg_start_tls(&s->client, s->env->tls_server, true, NULL, on_client_tls) == 0) {
         leg_read_start(&s->client.base);
         return true;
@@ -198,6 +202,7 @@ void session_client_starttls(struct session *s)
 {
     if (s->state >= SESSION_ENDING || tcp_leg_tls_started(&s->client)) return;
     s->client_tls_via_starttls = true;
+    s->verdict.tls_started = true;
     hello_memory_client_tls(&s->hello);
     session_discard_after_starttls(s, DISCARD_CLIENT_BEFORE_OWN_220);
     session_emit(s, EV_CLIENT_TLS, DIR_NONE, NULL, 0, NULL, false);

@@ -34,6 +34,8 @@ enum event_kind {
                       chunks joined (bytes; eml) */
     EV_DELIVERY,   /* the server's reply to a message's end (facts.delivery; eml) */
     EV_END,        /* the session is over: the last event (facts.end) */
+    EV_VERDICT,    /* "==" what the client did with a bad certificate or a withheld STARTTLS
+                      (text; facts.verdict), just before EV_END */
 };
 
 enum event_dir {
@@ -91,6 +93,16 @@ struct event_end_facts {
     uint64_t server_wait_ns; /* summed reply latencies: time spent waiting for the server */
 };
 
+struct event_verdict_facts {
+    const char *cert;     /* the --client-cert mode shown: "expired", ... ("good" with strip) */
+    const char *starttls; /* "offer", "strip" or "implicit" (a tls: listener) */
+    const char *action;   /* "refused", "gave-up", "sent-mail", "sent-credentials" */
+    const char *alert;    /* the TLS alert the client refused with ("unknown_ca"), or "" */
+    const char *auth_mech, *auth_user; /* "" when none, or when the user is not shown */
+    bool good;                         /* the client did what a careful client does */
+    bool credentials_exposed, mail_exposed;
+};
+
 union event_facts {
     struct event_endpoints endpoints;
     struct event_tls_facts tls;
@@ -100,6 +112,7 @@ union event_facts {
     struct event_message_facts message;
     struct event_delivery_facts delivery;
     struct event_end_facts end;
+    struct event_verdict_facts verdict;
 };
 
 struct event {
