@@ -31,11 +31,10 @@ message byte for byte, and the emls with a 2xx reply are exactly the messages at
 instance's server; each smtptap's open fds return to their count before the load, its RSS to
 near its value after the warm-up; SIGTERM ends it with status 0; no sanitizer report.
 
-The soak found smtptap defects (issue 16); until they are fixed, a run that must pass steps
-around them with --no-bdat-faults (a fault answering a BDAT chunk) and --rss-slack (memory
-freed after the last trim is kept). --client-source 127.0.0.2 steps around a third, fixed in
-de9e4f7 (a client port equal to an upstream connection's port was taken for a loop), for
-older binaries.
+The soak found smtptap defects (issue 16), all fixed now: a fault answering a BDAT chunk
+(fixed in 399f247), memory freed after the last trim kept (66e8b02), and a client port equal
+to an upstream connection's port taken for a loop (de9e4f7). --no-bdat-faults, --rss-slack
+and --client-source 127.0.0.2 step around them for older binaries.
 """
 import argparse
 import asyncio
