@@ -1,13 +1,17 @@
 /* main.c - smtptap's entry point: builds the configuration from the command line and the
  * INI file, then runs the server. */
 #include <stdio.h>
+#include <string.h>
 
 #include "smtptap/buf.h"
+#include "smtptap/check_client.h"
 #include "smtptap/config.h"
 #include "smtptap/server.h"
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "check-client") == 0)
+        return check_client_main(argc - 1, argv + 1);
     static struct config cfg;
     struct buf err;
     buf_init(&err);
