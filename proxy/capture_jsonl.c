@@ -6,15 +6,18 @@
  *   "session"  the session number
  *   "t"        seconds since the session started (float, microsecond precision)
  *   "dir"      "c2s", "s2c" or null
- *   "kind"     info command reply content message raw lint error fault auth start upstream
- *              client_tls delivery end verdict
+ *   "kind"     info command reply edited_reply content message raw lint error fault auth
+ *              start upstream client_tls delivery end verdict
  *   "tls"      the client's connection was in TLS
  *   "local", "to_smtptap"  true, only when set
  *   "line"     the event's bytes (byte kinds: command reply content raw), CRLF kept, when
  *              they are valid UTF-8 without NUL; else "line_b64" (standard base64)
  *   "text"     smtptap's text (text kinds), or "text_b64" when it is not valid UTF-8
  * then the event's facts as one object named after the kind of fact: "endpoints",
- * "handshake", "reply", "lint", "fault", "message", "delivery", "end" (see put_facts).
+ * "handshake", "reply", "lint", "fault", "message", "delivery", "end" (see put_facts). An
+ * EHLO reply smtptap edited follows the server's own "reply" as kind "edited_reply": its
+ * "line" is what the client got, and its "reply" has "edit": {"added": [...],
+ * "removed": [...]}, the texts of the lines after "250-" that differ.
  *
  * Not written: EV_WIRE and EV_BODY, the bytes of the connection and of each message, which
  * pcap and eml carry. A message is here as the lines the transcript shows ("content"; all
@@ -39,6 +42,7 @@
 #include <time.h>
 
 #include "smtptap/capture.h"
+#include "smtptap/ehlo.h"
 #include "smtptap/utf8.h"
 
 /* The date and time of one second, as "ts" shows it. */
@@ -220,13 +224,20 @@ static json_t *timestamp(struct second_text *last, uint64_t wall_us)
     return json_stringn_nocheck(out, (size_t)(p - out));
 }
 
+/* An EHLO reply as smtptap edited it for the client is an "edited_reply": "reply" stays what
+ * the server (or smtptap itself) said. */
+static const char *kind_of(const struct event *ev)
+{
+    bool edited = ev->kind == EV_REPLY && ev->facts && ev->facts->reply.edited_from;
+    return edited ? "edited_reply" : kind_name(ev->kind);
+}
+
 static bool put_common(struct second_text *last, json_t *o, const struct event *ev)
 {
-    bool ok = set(o, "ts", timestamp(last, ev->wall_us)) && set(o, "session", count(ev->session)) &&
-              set(o, "t", real((double)(ev->t_ns / 1000) / 1e6)) &&
-              set(o, "dir", dir_value(ev->dir)) &&
-              set(o, "kind", json_string_nocheck(kind_name(ev->kind))) &&
-              set(o, "tls", json_boolean(ev->tls));
+    bool ok =
+        set(o, "ts", timestamp(last, ev->wall_us)) && set(o, "session", count(ev->session)) &&
+        set(o, "t", real((double)(ev->t_ns / 1000) / 1e6)) && set(o, "dir", dir_value(ev->dir)) &&
+        set(o, "kind", json_string_nocheck(kind_of(ev))) && set(o, "tls", json_boolean(ev->tls));
     if (ok && ev->local) ok = set(o, "local", json_true());
     if (ok && ev->to_smtptap) ok = set(o, "to_smtptap", json_true());
     if (ok && (carries_bytes(ev->kind) || ev->bytes)) ok = put_bytes(o, "line", ev->bytes, ev->len);
@@ -270,10 +281,58 @@ static bool put_handshake(json_t *f, const struct event_tls_facts *t)
            put_str(f, "verify", t->verify);
 }
 
-static bool put_reply(json_t *f, const struct event_reply_facts *r)
+/* Collects line texts into a JSON array; plain stays true while every one is plain UTF-8. */
+struct text_list {
+    json_t *texts; /* each as a string, or base64 once one is not plain UTF-8 */
+    json_t *b64;
+    bool plain, failed;
+};
+
+static void add_text(void *ctx, const uint8_t *text, size_t n)
+{
+    struct text_list *l = ctx;
+    bool plain = plain_utf8(text, n);
+    l->plain = l->plain && plain;
+    json_t *b = base64_string(text, n);
+    if (!b || json_array_append_new(l->b64, b) != 0) l->failed = true;
+    if (plain && json_array_append_new(l->texts, json_stringn_nocheck((const char *)text, n)) != 0)
+        l->failed = true;
+}
+
+/* f[key] = the texts of the lines of a that b does not have ("added", "removed"), or
+ * f[key_b64] when one of them is not plain UTF-8 (one type per key). */
+static bool put_line_diff(json_t *f, const char *key, const uint8_t *a, size_t alen,
+                          const uint8_t *b, size_t blen)
+{
+    struct text_list l = {.texts = json_array(), .b64 = json_array(), .plain = true};
+    if (l.texts && l.b64) ehlo_lines_not_in(a, alen, b, blen, add_text, &l);
+    char b64key[32];
+    snprintf(b64key, sizeof b64key, "%s_b64", key);
+    bool ok = !l.failed && l.texts && l.b64;
+    if (ok && l.plain)
+        ok = set(f, key, l.texts), l.texts = NULL;
+    else if (ok)
+        ok = set(f, b64key, l.b64), l.b64 = NULL;
+    json_decref(l.texts);
+    json_decref(l.b64);
+    return ok;
+}
+
+/* An edited reply: {"added": [...], "removed": [...]}, the lines' texts after "NNN-". */
+static bool put_edit(json_t *f, const struct event_reply_facts *r, const uint8_t *bytes, size_t len)
+{
+    json_t *e = json_object();
+    if (!bytes) bytes = (const uint8_t *)"", len = 0;
+    return set(f, "edit", e) &&
+           put_line_diff(e, "added", bytes, len, r->edited_from, r->edited_from_len) &&
+           put_line_diff(e, "removed", r->edited_from, r->edited_from_len, bytes, len);
+}
+
+static bool put_reply(json_t *f, const struct event_reply_facts *r, const struct event *ev)
 {
     bool ok = set(f, "code", json_integer(r->code));
     if (ok && r->latency_ns) ok = set(f, "latency_ms", ms_of_ns(r->latency_ns));
+    if (ok && r->edited_from) ok = put_edit(f, r, ev->bytes, ev->len);
     return ok;
 }
 
@@ -370,7 +429,7 @@ static bool put_facts(json_t *o, const struct event *ev)
     case EV_START: return put_endpoints(f, &x->endpoints, false);
     case EV_UPSTREAM: return put_endpoints(f, &x->endpoints, true);
     case EV_INFO: return put_handshake(f, &x->tls);
-    case EV_REPLY: return put_reply(f, &x->reply);
+    case EV_REPLY: return put_reply(f, &x->reply, ev);
     case EV_LINT: return put_lint(f, &x->lint);
     case EV_FAULT: return put_fault(f, &x->fault);
     case EV_MESSAGE: return put_message(f, &x->message);

@@ -1,4 +1,4 @@
-/* ehlo.c - pure EHLO reply editing (see ehlo.h). */
+/* ehlo.c - pure EHLO reply editing and comparing (see ehlo.h). */
 #include "smtptap/ehlo.h"
 
 #include <string.h>
@@ -55,4 +55,39 @@ void ehlo_as_one_line(const uint8_t *reply, size_t len, struct buf *out)
         buf_append(out, reply + 4, text_end - 4);
     }
     buf_append_str(out, "\r\n");
+}
+
+/* The text of the line at [start, end): after "NNN-" or "NNN ", without its line end. */
+static void line_text(const uint8_t *r, size_t start, size_t end, const uint8_t **text, size_t *n)
+{
+    while (end > start && (r[end - 1] == '\n' || r[end - 1] == '\r')) end--;
+    size_t from = end - start > 4 ? start + 4 : end;
+    *text = r + from;
+    *n = end - from;
+}
+
+bool ehlo_has_text(const uint8_t *reply, size_t len, const uint8_t *text, size_t n)
+{
+    for (size_t start = 0; start < len;) {
+        size_t end = line_end(reply, len, start);
+        const uint8_t *t;
+        size_t tn;
+        line_text(reply, start, end, &t, &tn);
+        if (tn == n && (n == 0 || memcmp(t, text, n) == 0)) return true;
+        start = end;
+    }
+    return false;
+}
+
+void ehlo_lines_not_in(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen,
+                       ehlo_line_fn fn, void *ctx)
+{
+    for (size_t start = 0; start < alen;) {
+        size_t end = line_end(a, alen, start);
+        const uint8_t *t;
+        size_t tn;
+        line_text(a, start, end, &t, &tn);
+        if (!ehlo_has_text(b, blen, t, tn)) fn(ctx, t, tn);
+        start = end;
+    }
 }

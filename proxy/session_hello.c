@@ -1,5 +1,6 @@
 /* session_hello.c - a session's EHLO/HELO replies: what the client is told about TLS in
- * them, and the one client hello the server must not see (after a STARTTLS that smtptap
+ * them and what strip faults leave of them (shown as "<=" lines, as the client got them),
+ * and the one client hello the server must not see (after a STARTTLS that smtptap
  * answered itself), answered from the server's last reply (hello.h says why). */
 #include <assert.h>
 #include <stdio.h>
@@ -8,8 +9,9 @@
 #include "session_int.h"
 #include "smtptap/ehlo.h"
 
-bool hello_edit_for_client(struct session *s, enum smtp_verb verb, const uint8_t *reply, size_t len,
-                           struct buf *out)
+/* STARTTLS offered or removed: into out, and true; false when the reply keeps its own. */
+static bool edit_starttls(struct session *s, enum smtp_verb verb, const uint8_t *reply, size_t len,
+                          struct buf *out)
 {
     enum client_starttls mode = s->cfg->client_starttls;
     if (verb != SMTP_VERB_EHLO || len < 3 || memcmp(reply, "250", 3) != 0 ||
@@ -29,6 +31,56 @@ bool hello_edit_for_client(struct session *s, enum smtp_verb verb, const uint8_t
                                                       : "--client-starttls strip");
     }
     return true;
+}
+
+bool hello_fault_applied(const struct smtp_pending *p)
+{
+    const struct fault_rule *r = p->fault;
+    return r && r->action == FAULT_STRIP;
+}
+
+static int code_of(const uint8_t *b, size_t n)
+{
+    if (n < 3 || b[0] < '1' || b[0] > '9' || b[1] < '0' || b[1] > '9' || b[2] < '0' || b[2] > '9')
+        return 0;
+    return (b[0] - '0') * 100 + (b[1] - '0') * 10 + (b[2] - '0');
+}
+
+/* The "<=" lines of an edit, after the server's reply from which it was made; when the
+ * server's reply waits for the client to get it (a delay fault, or earlier bytes held),
+ * they wait with it. */
+static void show_edit(struct session *s, const uint8_t *from, size_t from_len,
+                      const struct buf *edit)
+{
+    if (!s->observed) return;
+    int code = code_of(buf_head(edit), buf_size(edit));
+    if (reply_defer_edit(s, buf_head(edit), buf_size(edit), code)) return;
+    union event_facts f = {
+        .reply = {.code = code, .edited_from = from, .edited_from_len = from_len}};
+    session_emit_facts(s, EV_REPLY, DIR_S2C, buf_head(edit), buf_size(edit), NULL, false, &f);
+}
+
+bool hello_client_view(struct session *s, const struct smtp_pending *p, const uint8_t *reply,
+                       size_t len, struct buf *out)
+{
+    struct buf offered;
+    buf_init(&offered);
+    const uint8_t *bytes = reply;
+    size_t n = len;
+    if (edit_starttls(s, p->verb, reply, len, &offered))
+        bytes = buf_head(&offered), n = buf_size(&offered);
+    if (hello_fault_applied(p)) {
+        const struct fault_rule *r = p->fault;
+        unsigned removed = fault_strip_caps(bytes, n, r->strip, out);
+        session_emit_fault(s, r, "fault %s: strip %s removed %u capabilit%s", r->name, r->strip,
+                           removed, removed == 1 ? "y" : "ies");
+    } else {
+        buf_append(out, bytes, n);
+    }
+    buf_free(&offered);
+    bool same = buf_size(out) == len && (len == 0 || memcmp(buf_head(out), reply, len) == 0);
+    if (!same) show_edit(s, reply, len, out);
+    return !same;
 }
 
 /* The "==" line that says why the server did not see this hello: why, then what differs. */
@@ -78,20 +130,21 @@ static bool answer(struct session *s, const struct smtp_pending *p, const struct
     buf_init(&edited);
     if (!hello_memory_answer(&s->hello, p->verb, &kept)) return false;
     explain(s, p, line, why);
+    struct smtp_pending faulted = *p;
+    faulted.fault = fault;
     const uint8_t *bytes = buf_head(&kept);
     size_t len = buf_size(&kept);
-    if (hello_edit_for_client(s, p->verb, bytes, len, &edited))
+    if (p->verb == SMTP_VERB_EHLO) explain_missing_auth(s, bytes, len);
+    /* the server's reply, kept: the client gets it as smtptap's own, or edited ("<=") */
+    if (hello_client_view(s, &faulted, bytes, len, &edited))
         bytes = buf_head(&edited), len = buf_size(&edited);
-    if (p->verb == SMTP_VERB_EHLO) explain_missing_auth(s, buf_head(&kept), buf_size(&kept));
-    session_emit_own_reply(s, bytes, len);
+    else
+        session_emit_own_reply(s, bytes, len);
     session_lint_reply(s, p, bytes, len, true);
-    if (fault) {
-        struct smtp_pending faulted = *p;
-        faulted.fault = fault;
+    if (fault && !hello_fault_applied(&faulted))
         reply_faulted(s, &faulted, bytes, len, 250);
-    } else {
+    else
         reply_send(s, bytes, len);
-    }
     buf_free(&kept);
     buf_free(&edited);
     return true;

@@ -318,10 +318,14 @@ void upgrade_on_reply(struct session *s, const struct smtp_pending *p, const str
 
 /* ---- session_hello.c ------------------------------------------------------------------ */
 
-/* Appends to out the reply the client gets for the server's EHLO reply (STARTTLS offered or
- * removed as --client-starttls and the client's TLS say); false when it goes unchanged. */
-bool hello_edit_for_client(struct session *s, enum smtp_verb verb, const uint8_t *reply, size_t len,
-                           struct buf *out);
+/* Appends to out the reply the client gets for the server's EHLO/HELO reply to p: STARTTLS
+ * offered or removed (as --client-starttls and the client's TLS say), then p's strip fault
+ * (its "!!" line). When that differs from reply it is shown as "<=" lines (smtptap's edit,
+ * as the client got it) and true is returned; false when the reply goes unchanged. */
+bool hello_client_view(struct session *s, const struct smtp_pending *p, const uint8_t *reply,
+                       size_t len, struct buf *out);
+/* True when p's fault rule is a strip, which hello_client_view has applied already. */
+bool hello_fault_applied(const struct smtp_pending *p);
 /* Answers the client's first hello after a STARTTLS that smtptap answered (p is its FIFO
  * entry, routed there by hello_route), from the server's kept reply, shaped by
  * s->hello_fault; s->hello_line is its command line. */
@@ -359,6 +363,9 @@ void reply_free_held(struct session *s);
  * held): kept until the client gets them, so its "<-" lines carry that time. */
 void reply_defer_event(struct session *s, const uint8_t *bytes, size_t len,
                        const union event_facts *facts);
+/* The reply the client gets instead of the deferred one (smtptap's EHLO edit): kept with it,
+ * shown as "<=" lines right after it. False when no event is deferred. */
+bool reply_defer_edit(struct session *s, const uint8_t *bytes, size_t len, int code);
 /* Emits a deferred event that no held bytes took (they went to the client at once). */
 void reply_flush_deferred(struct session *s);
 /* Emits the events of replies still held, never sent: the session is ending. */

@@ -14,6 +14,7 @@ enum { SLOW_TICK_MS = 100 };
 /* A server reply's event, emitted when the client gets its bytes. */
 struct held_event {
     union event_facts facts;
+    struct held_event *edit; /* smtptap's edit of this reply, shown right after it, or NULL */
     size_t len;
     uint8_t bytes[];
 };
@@ -69,6 +70,7 @@ static void pop_held(struct session *s)
     s->held_head = h->next;
     if (!s->held_head) s->held_tail = NULL;
     s->held_size -= h->len;
+    if (h->event) free(h->event->edit);
     free(h->event);
     free(h);
 }
@@ -76,6 +78,7 @@ static void pop_held(struct session *s)
 void reply_free_held(struct session *s)
 {
     while (s->held_head) pop_held(s);
+    if (s->deferred) free(s->deferred->edit);
     free(s->deferred);
     s->deferred = NULL;
 }
@@ -87,16 +90,38 @@ void reply_defer_event(struct session *s, const uint8_t *bytes, size_t len,
     struct held_event *e = malloc(sizeof *e + len);
     if (!e) abort();
     e->facts = *facts;
+    e->edit = NULL;
     e->len = len;
     if (len) memcpy(e->bytes, bytes, len);
     s->deferred = e;
 }
 
+bool reply_defer_edit(struct session *s, const uint8_t *bytes, size_t len, int code)
+{
+    struct held_event *e = s->deferred;
+    if (!e) return false;
+    free(e->edit);
+    e->edit = malloc(sizeof *e->edit + len);
+    if (!e->edit) abort();
+    e->edit->facts = (union event_facts){.reply = {.code = code}};
+    e->edit->edit = NULL;
+    e->edit->len = len;
+    if (len) memcpy(e->edit->bytes, bytes, len);
+    return true;
+}
+
 static void emit_held_event(struct session *s, struct held_event **e)
 {
     if (!*e) return;
-    session_emit_facts(s, EV_REPLY, DIR_S2C, (*e)->bytes, (*e)->len, NULL, false, &(*e)->facts);
-    free(*e);
+    struct held_event *x = *e, *edit = x->edit;
+    session_emit_facts(s, EV_REPLY, DIR_S2C, x->bytes, x->len, NULL, false, &x->facts);
+    if (edit) { /* "<=" lines: what the client got instead */
+        edit->facts.reply.edited_from = x->bytes;
+        edit->facts.reply.edited_from_len = x->len;
+        session_emit_facts(s, EV_REPLY, DIR_S2C, edit->bytes, edit->len, NULL, false, &edit->facts);
+    }
+    free(edit);
+    free(x);
     *e = NULL;
 }
 

@@ -124,10 +124,10 @@ static void deliver_to_client(struct session *s, const struct smtp_pending *p,
     buf_init(&edited);
     const uint8_t *bytes = r->bytes;
     size_t len = r->len;
-    if (hello_edit_for_client(s, p->verb, r->bytes, r->len, &edited))
+    if (hello_client_view(s, p, r->bytes, r->len, &edited))
         bytes = buf_head(&edited), len = buf_size(&edited);
     session_lint_reply(s, p, bytes, len, true);
-    if (p->fault)
+    if (p->fault && !hello_fault_applied(p))
         reply_faulted(s, p, bytes, len, r->code);
     else
         reply_send(s, bytes, len);

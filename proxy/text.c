@@ -2,6 +2,7 @@
  * server, "<- " server to client, "~" instead of "-" once the leg is in TLS. */
 #include "smtptap/text.h"
 
+#include "smtptap/ehlo.h"
 #include "smtptap/utf8.h"
 
 #include <stdio.h>
@@ -62,6 +63,20 @@ void text_escape(const uint8_t *b, size_t n, struct buf *out)
         }
         i++;
     }
+}
+
+/* A reply smtptap edited on its way to the client: shown as the client got it. */
+static bool edited(const struct event *ev)
+{
+    return ev->kind == EV_REPLY && ev->facts && ev->facts->reply.edited_from;
+}
+
+/* "<=+" for a line of an edited reply that the server's reply does not have, else "<= ". */
+static const char *edit_marker(const struct event *ev, const uint8_t *line, size_t n)
+{
+    const struct event_reply_facts *r = &ev->facts->reply;
+    size_t skip = n > 4 ? 4 : n;
+    return ehlo_has_text(r->edited_from, r->edited_from_len, line + skip, n - skip) ? "<= " : "<=+";
 }
 
 static const char *marker(const struct event *ev)
@@ -139,7 +154,7 @@ static void one_line(const struct event *ev, const uint8_t *line, size_t n, bool
     prefix(ev, out);
     const char *col = color ? color_of(ev, line, n) : NULL;
     if (col) buf_append_str(out, col);
-    buf_append_str(out, marker(ev));
+    buf_append_str(out, edited(ev) ? edit_marker(ev, line, n) : marker(ev));
     buf_append_str(out, " ");
     if (ev->bytes)
         text_escape(line, n, out);

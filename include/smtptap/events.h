@@ -15,7 +15,8 @@
 enum event_kind {
     EV_INFO,    /* "==" connection and session facts (text; facts.tls for a TLS handshake) */
     EV_COMMAND, /* a client command or SASL line (bytes, as on the wire) */
-    EV_REPLY,   /* a complete server reply, all lines (bytes; facts.reply) */
+    EV_REPLY,   /* a complete server reply, all lines (bytes; facts.reply); or one smtptap
+                   wrote (local), or edited (facts.reply.edited_from) */
     EV_CONTENT, /* one message line shown in the transcript (bytes, no terminator) */
     EV_MESSAGE, /* message summary (text; facts.message) */
     EV_RAW,     /* opaque bytes relayed without interpretation (bytes) */
@@ -58,6 +59,11 @@ struct event_tls_facts {
 struct event_reply_facts {
     int code;            /* 0 when the reply has no valid code */
     uint64_t latency_ns; /* from the command's last byte to this reply's last byte; 0: none */
+    /* An edited reply (the reply as the client got it after smtptap changed the server's
+     * EHLO reply: STARTTLS offered or removed, a strip fault; it follows the server's own
+     * EV_REPLY): the server's reply it was made from. NULL for every other reply. */
+    const uint8_t *edited_from;
+    size_t edited_from_len;
 };
 
 struct event_lint_facts {

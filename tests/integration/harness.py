@@ -176,7 +176,7 @@ def run(cmd: Sequence[str], timeout: float = 30.0, *, input: Optional[bytes | st
 
 LINE_RE = re.compile(r"^#(\d+) \+(\d+\.\d{3}) (.*)$")
 # Longest first: "<** " before "<-  ", "**> " before "** ".
-MARKERS = ("<**", "**>", " ->", "<- ", " ~>", "<~ ", "==", "**", "!!", "##")
+MARKERS = ("<**", "**>", " ->", "<- ", " ~>", "<~ ", "<=+", "<= ", "==", "**", "!!", "##")
 
 
 @dataclasses.dataclass
@@ -195,6 +195,12 @@ class TLine:
     @property
     def is_reply(self) -> bool:
         return self.marker in ("<- ", "<~ ")
+
+    @property
+    def is_edited_reply(self) -> bool:
+        """A line of a reply as the client got it after smtptap edited the server's ("<= ";
+        "<=+" for a line the server's reply does not have)."""
+        return self.marker in ("<= ", "<=+")
 
 
 # "  (12 ms)", "  (0.4 ms)" or "  (<0.1 ms)" after a reply's last line, before any tag

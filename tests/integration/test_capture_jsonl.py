@@ -54,9 +54,9 @@ USER, PASSWORD = "alice", "S3cr3t-pw"
 TEST_CA_CN = "smtptap integration test CA"
 JSONL_NAME_RE = re.compile(r"^(\d{8}T\d{6})-(\d+)-(.+)\.jsonl$")
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-KINDS = {"info", "command", "reply", "content", "message", "raw", "lint", "error", "fault",
-         "auth", "start", "upstream", "client_tls", "delivery", "end"}
-BYTE_KINDS = {"command", "reply", "content", "raw"}
+KINDS = {"info", "command", "reply", "edited_reply", "content", "message", "raw", "lint",
+         "error", "fault", "auth", "start", "upstream", "client_tls", "delivery", "end"}
+BYTE_KINDS = {"command", "reply", "edited_reply", "content", "raw"}
 
 
 # --------------------------------------------------------------------------- reading jsonl
@@ -163,6 +163,8 @@ def marker(e: dict) -> Optional[str]:
     k = e["kind"]
     if k in ("command", "content"):
         return " ~>" if e["tls"] else " ->"
+    if k == "edited_reply":
+        return "<= "  # "<=+" for the lines it added: as_transcript
     if k == "reply":
         return "<~ " if e["tls"] else "<- "
     return {"info": "==", "message": "==", "lint": "**", "fault": "!!", "auth": "##",
@@ -178,18 +180,20 @@ def as_transcript(events: List[dict]) -> List[Tuple[int, str, str, Optional[floa
         if mk is None:
             continue
         ms = round(e["t"] * 1e6) // 1000
-        if e["kind"] in ("command", "reply", "content"):
+        if e["kind"] in ("command", "reply", "edited_reply", "content"):
             text = payload(e).decode("ascii")
             lines = text[:-1].split("\n") if text.endswith("\n") else text.split("\n")
             lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
         else:
             lines = e["text"].split("\n")
+        edit = e.get("reply", {}).get("edit")
         tag = ("  [smtptap]" if e.get("local") else "") + \
             ("  [to smtptap]" if e.get("to_smtptap") else "")
         for i, ln in enumerate(lines):
             last = i == len(lines) - 1
             lat = e.get("reply", {}).get("latency_ms") if last and e["kind"] == "reply" else None
-            out.append((ms, mk, ln + tag, lat))
+            lmk = "<=+" if edit and ln[4:] in edit["added"] else mk
+            out.append((ms, lmk, ln + tag, lat))
     return out
 
 
@@ -263,6 +267,10 @@ def test_swaks_session_every_line_parses_and_agrees_with_the_text_capture(tap, n
     assert [c.split()[0] for c in commands] == [b"EHLO", b"MAIL", b"RCPT", b"RCPT", b"DATA",
                                                     b"QUIT"]
     assert all(c.endswith(b"\r\n") for c in commands)
+    # The EHLO reply as swaks got it: smtptap's edit (STARTTLS offered), after the server's.
+    (edit,) = of_kind(events, "edited_reply")
+    assert edit["reply"] == {"code": 250, "edit": {"added": ["STARTTLS"], "removed": []}}, edit
+    assert b"250-STARTTLS\r\n" in payload(edit) and "local" not in edit
     replies = of_kind(events, "reply")
     assert [r["reply"]["code"] for r in replies] == [220, 250, 250, 250, 250, 354, 250, 221]
     for r in replies:
