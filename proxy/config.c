@@ -39,6 +39,12 @@ static const char usage[] =
     "                                 first 40 lines (a text capture has them all);\n"
     "                                 -vv also shows each session's state changes\n"
     "      --color=auto|always|never  colour the live transcript (NO_COLOR honoured)\n"
+    "      --summary                  one line per finished session instead of its dialog\n"
+    "      --only CLIENT-GLOB[,...]   show only the sessions whose client address (with or\n"
+    "                                 without its port) or EHLO/HELO name matches a glob\n"
+    "                                 (* ?), e.g. '127.0.0.1:*', '[::1]:*', '*.example.com'\n"
+    "      --session N[,...]          show only these sessions (#N); with --only: either\n"
+    "                                 (captures record every session whatever these say)\n"
     "  -V, --version                  print the version and exit\n"
     "  -h, --help                     print this help and exit\n"
     "\n"
@@ -109,6 +115,9 @@ enum setting_id {
     S_UPSTREAM_CA,
     S_INSECURE,
     S_CLIENT_CERT,
+    S_SUMMARY,
+    S_ONLY,
+    S_SESSION,
     S_NONE, /* a flag handled by config_from_args itself */
 };
 
@@ -212,6 +221,11 @@ static const char *apply(struct config *c, enum setting_id id, const char *name,
     case S_CLIENT_CERT:
         if (!client_cert_parse(v, &c->client_cert)) bad = client_cert_choices();
         break;
+    case S_SUMMARY:
+        if (!(bad = parse_bool(v, &b))) c->summary = b;
+        break;
+    case S_ONLY: bad = watch_add_globs(&c->watch, v); break;
+    case S_SESSION: bad = watch_add_sessions(&c->watch, v); break;
     case S_NONE: break;
     }
     if (bad) buf_printf(err, "%s: invalid value \"%s\"; expected %s", name, v, bad);
@@ -241,6 +255,9 @@ static const struct ini_key {
     {"capture", "redact", S_REDACT},
     {"capture", "eml_raw", S_EML_RAW},
     {"sink", "users", S_SINK_USERS},
+    {"live", "summary", S_SUMMARY},
+    {"live", "only", S_ONLY},
+    {"live", "session", S_SESSION},
 };
 
 enum { NINI_KEYS = sizeof ini_keys / sizeof ini_keys[0], FAULT_KEYS_MAX = 8 };
@@ -398,7 +415,7 @@ static int on_ini_value(void *user, const struct ini_at *at, const char *section
     }
     if (!known_section) {
         buf_printf(st->err,
-                   "%s: unknown section [%s]; expected listen, upstream, tls, capture, sink "
+                   "%s: unknown section [%s]; expected listen, upstream, tls, capture, live, sink "
                    "or fault NAME",
                    st->path, section);
         return 0;
@@ -478,6 +495,9 @@ enum {
     O_CA_DIR,
     O_KEYLOG,
     O_CLIENT_CERT,
+    O_SUMMARY,
+    O_ONLY,
+    O_SESSION,
 };
 
 static const struct option long_opts[] = {
@@ -507,6 +527,9 @@ static const struct option long_opts[] = {
     {"ca-dir", required_argument, 0, O_CA_DIR},
     {"keylog", required_argument, 0, O_KEYLOG},
     {"client-cert", required_argument, 0, O_CLIENT_CERT},
+    {"summary", no_argument, 0, O_SUMMARY},
+    {"only", required_argument, 0, O_ONLY},
+    {"session", required_argument, 0, O_SESSION},
     {0, 0, 0, 0},
 };
 
@@ -526,6 +549,8 @@ static enum setting_id setting_of(int opt)
     case O_CA_DIR: return S_CA_DIR;
     case O_KEYLOG: return S_KEYLOG;
     case O_CLIENT_CERT: return S_CLIENT_CERT;
+    case O_ONLY: return S_ONLY;
+    case O_SESSION: return S_SESSION;
     default: return S_NONE;
     }
 }
@@ -672,6 +697,7 @@ enum config_result config_from_args(struct config *c, int argc, char **argv, str
     }
     /* Pass 2: flags override the file. */
     bool listen_reset = false, print_ca = false;
+    bool only_reset = false, session_reset = false; /* the flags' lists replace the file's */
     optind = 0;
     while ((idx = -1, opt = getopt_long(argc, argv, shortopts, long_opts, &idx)) != -1) {
         char name[64];
@@ -694,6 +720,13 @@ enum config_result config_from_args(struct config *c, int argc, char **argv, str
             break;
         case O_REDACT: c->redact = true; break;
         case O_EML_RAW: c->eml_raw = true; break;
+        case O_SUMMARY: c->summary = true; break;
+        case O_ONLY:
+            if (!only_reset) c->watch.nglobs = 0, only_reset = true;
+            __attribute__((fallthrough));
+        case O_SESSION:
+            if (opt == O_SESSION && !session_reset) c->watch.nsessions = 0, session_reset = true;
+            __attribute__((fallthrough));
         default:
             if (apply(c, setting_of(opt), flag_name(opt, idx, name, sizeof name),
                       optarg ? optarg : "", &listen_reset, err))

@@ -25,6 +25,7 @@
 #include "smtptap/leg.h"
 #include "smtptap/text.h"
 #include "smtptap/upstream.h"
+#include "smtptap/watch_writer.h"
 
 enum { EXIT_UNAVAILABLE = 69, FORCE_AFTER_MS = 2000 };
 
@@ -613,7 +614,7 @@ int server_run(const struct config *cfg)
     }
     static char stderr_buf[64 * 1024];
     setvbuf(stderr, stderr_buf, _IOFBF, sizeof stderr_buf);
-    if (!cfg->quiet) srv.live = text_live_writer_new(stderr, want_color(cfg), cfg->verbosity > 0);
+    if (!cfg->quiet) srv.live = watch_live_writer_new(stderr, want_color(cfg), cfg);
     srv.env = (struct session_env){
         .loop = srv.loop,
         .cfg = cfg,

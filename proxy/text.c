@@ -229,22 +229,27 @@ struct stream_writer {
     struct buf line;
 };
 
-static void stream_write(struct event_writer *w, const struct event *ev)
+void text_format_live(const struct event *ev, bool color, bool whole_messages, struct buf *out)
 {
-    struct stream_writer *s = (struct stream_writer *)w;
-    buf_reset(&s->line);
-    if (s->preview_only && ev->kind == EV_CONTENT && ev->past_preview) return;
+    if (!whole_messages && ev->kind == EV_CONTENT && ev->past_preview) return;
     uint64_t past = ev->kind == EV_MESSAGE && ev->facts ? ev->facts->message.past_preview : 0;
-    if (s->preview_only && past && ev->text) {
+    if (!whole_messages && past && ev->text) {
         struct event noted = *ev;
         char text[400];
         snprintf(text, sizeof text, "%s (%llu line%s not shown, -v shows them)", ev->text,
                  (unsigned long long)past, past == 1 ? "" : "s");
         noted.text = text;
-        text_format_event(&noted, s->color, &s->line);
+        text_format_event(&noted, color, out);
     } else {
-        text_format_event(ev, s->color, &s->line);
+        text_format_event(ev, color, out);
     }
+}
+
+static void stream_write(struct event_writer *w, const struct event *ev)
+{
+    struct stream_writer *s = (struct stream_writer *)w;
+    buf_reset(&s->line);
+    text_format_live(ev, s->color, !s->preview_only, &s->line);
     if (buf_size(&s->line)) /* nothing for raw bytes, and no NULL to fwrite */
         fwrite(buf_head(&s->line), 1, buf_size(&s->line), s->stream);
     /* A capture file is readable while its session runs: complete up to the last reply. The

@@ -11,6 +11,7 @@
 #include "smtptap/client_cert.h"
 #include "smtptap/fault.h"
 #include "smtptap/parse.h"
+#include "smtptap/watch.h"
 
 enum {
     CONFIG_MAX_LISTEN = 16,
@@ -50,6 +51,8 @@ struct config {
     bool quiet;    /* -q: no live transcript (captures are not affected) */
     int verbosity; /* -v count: 1 whole messages on the terminal, 2 also state changes */
     enum color_mode color;
+    bool summary;              /* --summary: one line per finished session on the terminal */
+    struct watch_filter watch; /* --only, --session: the sessions the terminal shows */
     char config_file[4096];
     /* argv as a shell would take it back, for the header of the transcript and of text
      * captures. No flag carries a secret ([sink] users is a config-file key; the header

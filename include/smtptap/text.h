@@ -11,6 +11,9 @@
 
 /* Appends the transcript lines of one event to out (nothing for kinds text does not show). */
 void text_format_event(const struct event *ev, bool color, struct buf *out);
+/* The same as the live transcript shows it: without whole_messages (-v) nothing for a
+ * message's lines after its first 40, and its summary line says how many were left out. */
+void text_format_live(const struct event *ev, bool color, bool whole_messages, struct buf *out);
 /* Appends bytes made readable: printable ASCII and valid UTF-8 as they are, other bytes as
  * \r \n \0 \t-free escapes (\xNN). */
 void text_escape(const uint8_t *bytes, size_t len, struct buf *out);

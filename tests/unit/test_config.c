@@ -473,7 +473,7 @@ static void ini_unknown_section_is_a_configuration_error(void **state)
     write_ini(f, "[listen]\naddress = 127.0.0.1:3000\n[proxy]\nport = 25\n");
     assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
     MESSAGE_HAS(f->err_text, f->path, "unknown section [proxy]",
-                "expected listen, upstream, tls, capture, sink or fault NAME", "(line 4)");
+                "expected listen, upstream, tls, capture, live, sink or fault NAME", "(line 4)");
 }
 
 static void ini_bad_value_names_section_key_and_value(void **state)
@@ -1094,6 +1094,63 @@ static void reload_without_a_config_file_gives_the_flag_rules(void **state)
     fault_set_free(&out);
 }
 
+/* ---- watching many sessions: --summary, --only, --session, [live] -------------------------- */
+
+static void watch_flags_fill_the_filter(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(RUN(f, "-q"), CONFIG_OK);
+    assert_false(f->cfg.summary);
+    assert_false(watch_filters(&f->cfg.watch));
+    assert_int_equal(RUN(f, "--summary", "--only", "127.0.0.1:*,*.example.com", "--only", "[::1]:*",
+                         "--session", "3,7"),
+                     CONFIG_OK);
+    assert_true(f->cfg.summary);
+    assert_int_equal(f->cfg.watch.nglobs, 3);
+    assert_string_equal(f->cfg.watch.globs[0], "127.0.0.1:*");
+    assert_string_equal(f->cfg.watch.globs[1], "*.example.com");
+    assert_string_equal(f->cfg.watch.globs[2], "[::1]:*");
+    assert_int_equal(f->cfg.watch.nsessions, 2);
+    assert_true(watch_picks_number(&f->cfg.watch, 7));
+    assert_false(watch_picks_number(&f->cfg.watch, 5));
+}
+
+static void live_section_sets_them_and_flags_replace_its_lists(void **state)
+{
+    struct fixture *f = *state;
+    write_ini(f, "[live]\nsummary = yes\nonly = 10.0.*, mail.example.com\nsession = 2\n");
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_OK);
+    assert_true(f->cfg.summary);
+    assert_int_equal(f->cfg.watch.nglobs, 2);
+    assert_string_equal(f->cfg.watch.globs[1], "mail.example.com");
+    assert_int_equal(f->cfg.watch.nsessions, 1);
+    assert_int_equal(RUN(f, "-c", f->path, "--only", "192.0.2.*"), CONFIG_OK);
+    assert_int_equal(f->cfg.watch.nglobs, 1); /* the flag's list, not the file's and the flag's */
+    assert_string_equal(f->cfg.watch.globs[0], "192.0.2.*");
+    assert_int_equal(f->cfg.watch.nsessions, 1); /* untouched: no --session */
+}
+
+static void bad_watch_values_name_the_flag_and_what_is_accepted(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const bad_globs[] = {"", "a,,b", "a b", "x\ty"};
+    for (size_t i = 0; i < NELEM(bad_globs); i++) {
+        assert_int_equal(RUN(f, "--only", bad_globs[i]), CONFIG_ERR_USAGE);
+        MESSAGE_HAS(f->err_text, "--only: invalid value", "globs", "127.0.0.1:*", "EHLO");
+    }
+    static const char *const bad_numbers[] = {"0", "x", "3,", "-1", "3;4", "99999999999999999999"};
+    for (size_t i = 0; i < NELEM(bad_numbers); i++) {
+        assert_int_equal(RUN(f, "--session", bad_numbers[i]), CONFIG_ERR_USAGE);
+        MESSAGE_HAS(f->err_text, "--session: invalid value", "session numbers", "1 or more");
+    }
+    write_ini(f, "[live]\nsession = none\n");
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
+    MESSAGE_HAS(f->err_text, "[live] session: invalid value \"none\"", "session numbers");
+    write_ini(f, "[live]\nsummary = maybe\n");
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
+    MESSAGE_HAS(f->err_text, "[live] summary: invalid value \"maybe\"");
+}
+
 #define CONFIG_TEST(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
 int main(void)
@@ -1154,6 +1211,9 @@ int main(void)
         CONFIG_TEST(reload_reads_the_file_again_and_keeps_the_flags),
         CONFIG_TEST(reload_of_a_broken_file_gives_an_error_and_no_rules),
         CONFIG_TEST(reload_without_a_config_file_gives_the_flag_rules),
+        CONFIG_TEST(watch_flags_fill_the_filter),
+        CONFIG_TEST(live_section_sets_them_and_flags_replace_its_lists),
+        CONFIG_TEST(bad_watch_values_name_the_flag_and_what_is_accepted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
