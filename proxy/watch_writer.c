@@ -140,6 +140,7 @@ static void watch_write(struct event_writer *base, const struct event *ev)
         buf_reset(&w->line);
         watch_summary_format(&e->sum, &w->line);
         put(w, &w->line);
+        fflush(w->stream); /* EV_END comes after the loop's flush of this iteration */
     }
     forget(w, e);
 }
