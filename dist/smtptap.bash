@@ -46,7 +46,8 @@ _smtptap()
         compopt -o nospace 2>/dev/null
         return
         ;;
-    -l | --listen | --fault | --seed | --max-sessions | --idle-timeout | --connect-timeout)
+    -l | --listen | --fault | --seed | --max-sessions | --idle-timeout | --connect-timeout | \
+        --only | --session)
         return # a value of the user's own
         ;;
     esac
@@ -54,7 +55,8 @@ _smtptap()
         mapfile -t COMPREPLY < <(compgen -W '--listen --upstream --config --capture-dir
             --format --eml-raw --client-starttls --max-sessions --idle-timeout
             --connect-timeout --quiet --verbose --color= --version --help --decode-auth
-            --redact --fault --seed --insecure --upstream-ca --ca-dir --print-ca --keylog' \
+            --redact --fault --seed --insecure --upstream-ca --ca-dir --print-ca --keylog
+            --summary --only --session' \
             -- "$cur")
         [[ ${#COMPREPLY[@]} -eq 1 && ${COMPREPLY[0]} == *= ]] && compopt -o nospace 2>/dev/null
     fi

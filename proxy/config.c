@@ -224,8 +224,14 @@ static const char *apply(struct config *c, enum setting_id id, const char *name,
     case S_SUMMARY:
         if (!(bad = parse_bool(v, &b))) c->summary = b;
         break;
-    case S_ONLY: bad = watch_add_globs(&c->watch, v); break;
-    case S_SESSION: bad = watch_add_sessions(&c->watch, v); break;
+    case S_ONLY: /* empty: every session, as the sample configuration has it */
+        if (!v[0]) c->watch.nglobs = 0;
+        if (v[0]) bad = watch_add_globs(&c->watch, v);
+        break;
+    case S_SESSION:
+        if (!v[0]) c->watch.nsessions = 0;
+        if (v[0]) bad = watch_add_sessions(&c->watch, v);
+        break;
     case S_NONE: break;
     }
     if (bad) buf_printf(err, "%s: invalid value \"%s\"; expected %s", name, v, bad);

@@ -231,7 +231,7 @@ def test_config_file_live_section(tap, need, tmp_path):
 
 
 @pytest.mark.parametrize("args,words", [
-    (["--only", ""], ["--only: invalid value \"\"", "globs", "127.0.0.1:*", "EHLO"]),
+    (["--only", "a,"], ["--only: invalid value \"a,\"", "globs", "127.0.0.1:*", "EHLO"]),
     (["--only", "a b"], ["--only: invalid value \"a b\"", "without blanks"]),
     (["--session", "0"], ["--session: invalid value \"0\"", "session numbers", "1 or more"]),
     (["--session", "two"], ["--session: invalid value \"two\"", "e.g. 3 or 3,7"]),

@@ -1133,7 +1133,7 @@ static void live_section_sets_them_and_flags_replace_its_lists(void **state)
 static void bad_watch_values_name_the_flag_and_what_is_accepted(void **state)
 {
     struct fixture *f = *state;
-    static const char *const bad_globs[] = {"", "a,,b", "a b", "x\ty"};
+    static const char *const bad_globs[] = {",", "a,,b", "a b", "x\ty"};
     for (size_t i = 0; i < NELEM(bad_globs); i++) {
         assert_int_equal(RUN(f, "--only", bad_globs[i]), CONFIG_ERR_USAGE);
         MESSAGE_HAS(f->err_text, "--only: invalid value", "globs", "127.0.0.1:*", "EHLO");
@@ -1143,6 +1143,8 @@ static void bad_watch_values_name_the_flag_and_what_is_accepted(void **state)
         assert_int_equal(RUN(f, "--session", bad_numbers[i]), CONFIG_ERR_USAGE);
         MESSAGE_HAS(f->err_text, "--session: invalid value", "session numbers", "1 or more");
     }
+    assert_int_equal(RUN(f, "--only", "a*", "--only", ""), CONFIG_OK); /* empty: all */
+    assert_false(watch_filters(&f->cfg.watch));
     write_ini(f, "[live]\nsession = none\n");
     assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
     MESSAGE_HAS(f->err_text, "[live] session: invalid value \"none\"", "session numbers");
