@@ -1,6 +1,7 @@
 /* session_reply.c - the client-bound reply path of a session: bytes go to the client in
  * order, and fault rules shape them (answer locally, hold, never send, trickle, cut, drop
- * or reset the connection, edit the EHLO capabilities). Every firing is a "!!" event. */
+ * or reset the connection; strip faults edit the EHLO reply in session_hello.c). Every
+ * firing is a "!!" event. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -332,18 +333,6 @@ static void fired(struct session *s, const struct fault_rule *r, const char *wha
     session_emit_fault(s, r, "fault %s: %s %s", r->name, what, line);
 }
 
-static void strip(struct session *s, const struct fault_rule *r, const uint8_t *bytes, size_t len)
-{
-    struct buf out;
-    buf_init(&out);
-    unsigned removed = fault_strip_caps(bytes, len, r->strip, &out);
-    session_emit_fault(s, r, "fault %s: strip %s removed %u capabilit%s", r->name, r->strip,
-                       removed, removed == 1 ? "y" : "ies");
-    session_emit_own_reply(s, buf_head(&out), buf_size(&out));
-    reply_send(s, buf_head(&out), buf_size(&out));
-    buf_free(&out);
-}
-
 /* For the actions that hold the real reply: the words of the "!!" line, and the parameter
  * the held bytes need. */
 static uint64_t hold_words(const struct fault_rule *r, char *what, size_t size)
@@ -392,7 +381,9 @@ void reply_faulted(struct session *s, const struct smtp_pending *p, const uint8_
         end_if_closing(s, r->reply_code, SMTP_VERB_UNKNOWN);
         return;
     }
-    case FAULT_STRIP: strip(s, r, bytes, len); return;
+    case FAULT_STRIP: /* only on EHLO, whose reply hello_client_view has stripped */
+        reply_send(s, bytes, len);
+        return;
     default: {
         uint64_t param = hold_words(r, what, sizeof what);
         fired(s, r, what, bytes, len);
