@@ -658,6 +658,38 @@ static void test_a_reply_has_its_code_and_latency_in_ms(void **state)
     json_decref(o);
 }
 
+static void test_an_edited_reply_says_what_was_added_and_removed(void **state)
+{
+    (void)state;
+    static const char server[] = "250-mx\r\n250-8BITMIME\r\n250-\xff\r\n250 HELP\r\n";
+    union event_facts f = {.reply = {.code = 250,
+                                     .edited_from = (const uint8_t *)server,
+                                     .edited_from_len = sizeof server - 1}};
+    struct event ev = bytes_event(EV_REPLY, DIR_S2C, LIT("250-mx\r\n250-STARTTLS\r\n250 HELP\r\n"));
+    ev.facts = &f;
+    json_t *o = render_one(&ev);
+    assert_str(o, "kind", "edited_reply");
+    assert_str(o, "line", "250-mx\r\n250-STARTTLS\r\n250 HELP\r\n");
+    assert_absent(o, "local");
+    json_t *e = member(member(o, "reply"), "edit");
+    json_t *added = json_object_get(e, "added");
+    assert_int_equal(json_array_size(added), 1);
+    assert_string_equal(json_string_value(json_array_get(added, 0)), "STARTTLS");
+    assert_absent(e, "removed"); /* a removed line that is not UTF-8: all of them in base64 */
+    json_t *removed = json_object_get(e, "removed_b64");
+    assert_int_equal(json_array_size(removed), 2);
+    assert_string_equal(json_string_value(json_array_get(removed, 0)),
+                        "OEJJVE1JTUU="); /* 8BITMIME */
+    assert_string_equal(json_string_value(json_array_get(removed, 1)), "/w==");
+    json_decref(o);
+    /* a plain reply has no edit and stays a "reply" */
+    ev.facts = &(union event_facts){.reply = {.code = 250}};
+    o = render_one(&ev);
+    assert_str(o, "kind", "reply");
+    assert_absent(member(o, "reply"), "edit");
+    json_decref(o);
+}
+
 static void test_a_reply_without_latency_or_code_says_so(void **state)
 {
     (void)state;
@@ -1073,6 +1105,7 @@ int main(void)
         cmocka_unit_test(test_an_info_line_without_facts_has_no_handshake),
         cmocka_unit_test(test_a_reply_has_its_code_and_latency_in_ms),
         cmocka_unit_test(test_a_reply_without_latency_or_code_says_so),
+        cmocka_unit_test(test_an_edited_reply_says_what_was_added_and_removed),
         cmocka_unit_test(test_lint_has_its_id_and_offset_unless_unknown),
         cmocka_unit_test(test_a_fault_names_its_rule_and_action),
         cmocka_unit_test(test_a_message_summary_has_number_size_lines_and_sha256),

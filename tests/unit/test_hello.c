@@ -45,6 +45,38 @@ static void has_finds_whole_keywords_after_the_first_line(void **state)
     assert_false(ehlo_has(LIT("250 x\r\n"), "STARTTLS"));
 }
 
+/* Collects the texts ehlo_lines_not_in reports, "|"-separated. */
+static void collect(void *ctx, const uint8_t *text, size_t n)
+{
+    struct buf *b = ctx;
+    if (buf_size(b)) buf_append_str(b, "|");
+    buf_append(b, text, n);
+}
+
+static void an_edit_is_compared_line_by_line_whatever_the_continuation_mark(void **state)
+{
+    (void)state;
+    const char *server = "250-mx.example\r\n250-8BITMIME\r\n250 AUTH PLAIN\r\n";
+    const char *client = "250-mx.example\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n";
+    assert_true(ehlo_has_text((const uint8_t *)server, strlen(server), LIT("AUTH PLAIN")));
+    assert_true(ehlo_has_text((const uint8_t *)server, strlen(server), LIT("mx.example")));
+    assert_false(ehlo_has_text((const uint8_t *)server, strlen(server), LIT("AUTH")));
+    struct buf out;
+    buf_init(&out);
+    ehlo_lines_not_in((const uint8_t *)client, strlen(client), (const uint8_t *)server,
+                      strlen(server), collect, &out);
+    assert_buf_equal(&out, "STARTTLS"); /* added */
+    buf_reset(&out);
+    ehlo_lines_not_in((const uint8_t *)server, strlen(server), (const uint8_t *)client,
+                      strlen(client), collect, &out);
+    assert_buf_equal(&out, "8BITMIME"); /* removed */
+    buf_reset(&out);
+    /* "250 mx" became "250-mx" and "250-A" became "250 A": the same lines */
+    ehlo_lines_not_in(LIT("250-mx\r\n250 A\r\n"), LIT("250 mx\n250-A\r\n250 B\r\n"), collect, &out);
+    assert_buf_equal(&out, "");
+    buf_free(&out);
+}
+
 static void add_makes_the_first_line_a_continuation(void **state)
 {
     (void)state;
@@ -217,6 +249,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(has_finds_whole_keywords_after_the_first_line),
         cmocka_unit_test(add_makes_the_first_line_a_continuation),
+        cmocka_unit_test(an_edit_is_compared_line_by_line_whatever_the_continuation_mark),
         cmocka_unit_test(one_line_keeps_code_and_first_line_text),
         cmocka_unit_test_setup_teardown(first_hello_goes_to_the_server, setup, teardown),
         cmocka_unit_test_setup_teardown(hello_after_smtptaps_starttls_is_answered_from_memory,

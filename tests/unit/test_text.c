@@ -317,6 +317,22 @@ static void test_a_note_without_text_is_an_empty_line(void **state)
 
 /* ---- [smtptap] and [to smtptap] ------------------------------------------------------- */
 
+static void test_an_edited_reply_is_shown_as_the_client_got_it(void **state)
+{
+    (void)state;
+    static const char server[] = "250-mx.example\r\n250-8BITMIME\r\n250 SIZE 100\r\n";
+    struct event ev =
+        wire(EV_REPLY, DIR_S2C, LIT("250-mx.example\r\n250-STARTTLS\r\n250 SIZE 100\r\n"));
+    union event_facts f = {.reply = {.code = 250,
+                                     .edited_from = (const uint8_t *)server,
+                                     .edited_from_len = sizeof server - 1}};
+    ev.facts = &f;
+    ev.tls = true; /* "<=" has no TLS form: the lines around it tell */
+    assert_transcript(render(&ev, false), "#1 +0.000 <=  250-mx.example\n"
+                                          "#1 +0.000 <=+ 250-STARTTLS\n"
+                                          "#1 +0.000 <=  250 SIZE 100\n");
+}
+
 static void test_a_reply_smtptap_wrote_itself_is_tagged(void **state)
 {
     (void)state;
@@ -727,6 +743,7 @@ int main(void)
         cmocka_unit_test(test_a_note_without_text_is_an_empty_line),
 
         cmocka_unit_test(test_a_reply_smtptap_wrote_itself_is_tagged),
+        cmocka_unit_test(test_an_edited_reply_is_shown_as_the_client_got_it),
         cmocka_unit_test(test_smtptaps_own_starttls_to_the_upstream_is_tagged),
         cmocka_unit_test(test_every_line_of_a_reply_to_smtptap_is_tagged),
         cmocka_unit_test(test_a_local_note_is_tagged_too),
