@@ -318,6 +318,7 @@ static void timer_closed_cb(uv_handle_t *h);
 static void enter_ending(struct session *s, enum session_state old)
 {
     reply_emit_unsent(s); /* replies the client will not get: still in the record */
+    session_verdict_emit(s);
     report_end(s);
     if (old == SESSION_RESOLVING) uv_cancel((uv_req_t *)&s->gai); /* on_resolved follows */
     uv_timer_stop(&s->reply_timer);
@@ -395,7 +396,6 @@ static void timer_closed_cb(uv_handle_t *h)
     smtp_fifo_free(&s->fifo);
     if (s->addrs) uv_freeaddrinfo(s->addrs);
     envelope_free(&s->envelope);
-    session_verdict_emit(s);
     emit_end(s);
     if (s->capture) s->capture->close(s->capture);
     s->env->closed(s->env->server, s);

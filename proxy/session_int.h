@@ -376,7 +376,8 @@ void reply_emit_unsent(struct session *s);
 /* A client command line (complete, not SASL) and the facts it adds: STARTTLS, AUTH, MAIL,
  * RCPT. */
 void session_verdict_command(struct session *s, const struct smtp_in_item *it);
-/* The verdict ("==" line and EV_VERDICT) when there is one to give; at the session end. */
+/* The verdict ("==" line and EV_VERDICT) when there is one to give, as the session ends
+ * (before its "session ended" line). */
 void session_verdict_emit(struct session *s);
 
 #endif

@@ -36,7 +36,7 @@ enum event_kind {
     EV_DELIVERY,   /* the server's reply to a message's end (facts.delivery; eml) */
     EV_END,        /* the session is over: the last event (facts.end) */
     EV_VERDICT,    /* "==" what the client did with a bad certificate or a withheld STARTTLS
-                      (text; facts.verdict), just before EV_END */
+                      (text; facts.verdict), as the session ends */
 };
 
 enum event_dir {
