@@ -1,6 +1,30 @@
 # bash completion for smtptap(1): flags, their fixed values, files and directories.
 # Self-contained (works without the bash-completion package's helpers).
 
+# smtptap check-client [--json] [--timeout DURATION] [--ca-dir DIR] -- COMMAND [ARG...]
+_smtptap_check_client()
+{
+    local i
+    for ((i = 2; i < COMP_CWORD; i++)); do
+        [[ ${COMP_WORDS[i]} == -- ]] || continue
+        compopt -o filenames 2>/dev/null
+        if ((i + 1 == COMP_CWORD)); then
+            mapfile -t COMPREPLY < <(compgen -c -- "$cur") # the client command
+        else
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+        fi
+        return
+    done
+    case $prev in
+    --ca-dir)
+        compopt -o filenames 2>/dev/null
+        mapfile -t COMPREPLY < <(compgen -d -- "$cur")
+        ;;
+    --timeout) ;;
+    *) mapfile -t COMPREPLY < <(compgen -W '--json --timeout --ca-dir --help --' -- "$cur") ;;
+    esac
+}
+
 _smtptap()
 {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
@@ -11,6 +35,14 @@ _smtptap()
     elif [[ $prev == = && $COMP_CWORD -ge 2 ]]; then
         prev=${COMP_WORDS[COMP_CWORD - 2]}
     fi
+    [[ ${COMP_WORDS[1]} == check-client && $COMP_CWORD -ge 2 ]] && {
+        _smtptap_check_client
+        return
+    }
+    [[ $COMP_CWORD -eq 1 && $cur != -* ]] && {
+        mapfile -t COMPREPLY < <(compgen -W 'check-client' -- "$cur")
+        return
+    }
     case $prev in
     -c | --config | --upstream-ca | --keylog)
         compopt -o filenames 2>/dev/null
@@ -30,6 +62,11 @@ _smtptap()
         ;;
     --client-starttls)
         mapfile -t COMPREPLY < <(compgen -W 'offer strip passthrough' -- "$cur")
+        return
+        ;;
+    --client-cert)
+        mapfile -t COMPREPLY < <(compgen -W 'good self-signed untrusted-ca expired not-yet-valid
+            wrong-host weak-key sha1' -- "$cur")
         return
         ;;
     --color | --colour)
@@ -56,7 +93,7 @@ _smtptap()
             --format --eml-raw --client-starttls --max-sessions --idle-timeout
             --connect-timeout --quiet --verbose --color= --version --help --decode-auth
             --redact --fault --seed --insecure --upstream-ca --ca-dir --print-ca --keylog
-            --summary --only --session' \
+            --client-cert --summary --only --session' \
             -- "$cur")
         [[ ${#COMPREPLY[@]} -eq 1 && ${COMPREPLY[0]} == *= ]] && compopt -o nospace 2>/dev/null
     fi

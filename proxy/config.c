@@ -15,6 +15,7 @@
 
 static const char usage[] =
     "Usage: smtptap [OPTIONS]\n"
+    "       smtptap check-client [OPTIONS] -- COMMAND...  (does a mail client check TLS?)\n"
     "A transparent SMTP debugging proxy: shows and records the whole SMTP dialog.\n"
     "\n"
     "  -l, --listen [tls:]ADDR:PORT   listen address, repeatable (default 127.0.0.1:2525);\n"
