@@ -67,6 +67,19 @@ static const struct {
     {"weak-key", false, false}, {"sha1", false, false},          {"strip", true, false},
 };
 
+/* The command's process group and the server, for a ^C or a SIGTERM to check-client: the
+ * command's own group does not get the terminal's signals, and a SIGTERM sent to
+ * check-client alone reaches neither, so both are killed here before check-client goes. */
+static volatile sig_atomic_t command_group, server_pid;
+
+static void on_stop_signal(int sig)
+{
+    if (command_group > 0) kill(-(pid_t)command_group, SIGKILL);
+    if (server_pid > 0) kill((pid_t)server_pid, SIGKILL);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 static uint64_t now_ms(void)
 {
     struct timespec ts;
@@ -206,6 +219,7 @@ static int server_spawn(struct server *s, const char *self, const char *mode, bo
     }
     close(out[1]);
     close(err[1]);
+    if (s->pid > 0) server_pid = s->pid;
     s->out = out[0];
     s->err = err[0];
     if (s->pid < 0) return -1;
@@ -281,6 +295,7 @@ static int server_stop(struct server *s, struct check_row *row)
     while (now_ms() < until && server_read(s, row, 100)) {
     }
     int status;
+    server_pid = 0; /* from here it is gone or killed below */
     if (waitpid(s->pid, &status, WNOHANG) == 0) {
         kill(s->pid, SIGKILL);
         waitpid(s->pid, &status, 0);
@@ -297,6 +312,7 @@ static pid_t command_spawn(char **command, const struct server *s, const char *c
     pid_t pid = fork();
     if (pid != 0) {
         if (pid > 0) setpgid(pid, pid); /* also done by the child: whichever runs first */
+        if (pid > 0) command_group = pid;
         return pid;
     }
     setpgid(0, 0);
@@ -332,6 +348,7 @@ static int command_wait(pid_t pid, struct server *s, struct check_row *row, uint
         server_read(s, row, 50);
     }
     kill(-pid, SIGKILL); /* whatever it left behind in its group */
+    command_group = 0;
     return !*timed_out && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
@@ -391,6 +408,9 @@ int check_client_main(int argc, char **argv)
     char ca_file[sizeof o.ca_dir + 8];
     snprintf(ca_file, sizeof ca_file, "%s/ca.pem", o.ca_dir);
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGINT, on_stop_signal);
+    signal(SIGTERM, on_stop_signal);
+    signal(SIGHUP, on_stop_signal);
     static struct check_report report;
     for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
         struct check_row *row = check_report_add(&report, runs[i].mode, runs[i].control);

@@ -459,3 +459,25 @@ def test_check_client_usage_errors():
     assert rc == 64 and '--timeout: invalid value "soon"' in err and out == ""
     rc, out, err = check_client()
     assert rc == 64 and "no command given" in err
+
+
+def test_check_client_stopped_by_sigterm_leaves_nothing_behind():
+    """SIGTERM to check-client alone: the command's own process group and the server it
+    started go with it."""
+    p = subprocess.Popen([harness.smtptap_bin(), "check-client", "--", "sleep", "93"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if subprocess.run(["pgrep", "-f", "^sleep 93$"], capture_output=True).returncode == 0:
+            break
+        time.sleep(0.1)
+    else:
+        p.kill()
+        pytest.fail("the command never started")
+    p.terminate()
+    assert p.wait(20) == -15
+    time.sleep(0.3)
+    # the server runs as "smtptap -q --listen 127.0.0.1:0 ..." (argv[0] "smtptap")
+    for pattern in ("^sleep 93$", "^smtptap -q --listen 127.0.0.1:0 --listen tls:127.0.0.1:0"):
+        left = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+        assert not left.strip(), f"{pattern} still running: {left}"
