@@ -20,6 +20,17 @@ static void auth_mech(const struct smtp_in_item *it, char *out, size_t size)
     out[n] = 0;
 }
 
+/* The user of the AUTH exchange the decoder saw last, as the "##" lines show it (only with
+ * --decode-auth). */
+static void take_user(struct session *s)
+{
+    struct verdict_facts *f = &s->verdict;
+    if (s->cfg->decode_auth)
+        snprintf(f->auth_user, sizeof f->auth_user, "%.*s", (int)sizeof f->auth_user - 1,
+                 s->auth.user);
+    f->auth_user_final = true;
+}
+
 void session_verdict_command(struct session *s, const struct smtp_in_item *it)
 {
     struct verdict_facts *f = &s->verdict;
@@ -27,13 +38,18 @@ void session_verdict_command(struct session *s, const struct smtp_in_item *it)
     switch (it->verb) {
     case SMTP_VERB_STARTTLS: f->starttls_sent = true; break;
     case SMTP_VERB_AUTH:
-        if (f->auth && f->auth_in_tls >= in_tls) break; /* the first, or the first in clear */
+        /* The decoder has not seen this command yet: its user is the previous exchange's,
+         * which is the recorded one when this is the first AUTH after it. */
+        if (f->auth && !f->auth_user_final) take_user(s);
+        if (f->auth && (!f->auth_in_tls || in_tls)) break; /* the first, or one in clear */
+        f->auth_user[0] = 0;
+        f->auth_user_final = false;
         f->auth = true;
         f->auth_in_tls = in_tls;
         auth_mech(it, f->auth_mech, sizeof f->auth_mech);
         break;
     case SMTP_VERB_MAIL:
-        if (f->mail && f->mail_in_tls >= in_tls) break;
+        if (f->mail && (!f->mail_in_tls || in_tls)) break;
         f->mail = true;
         f->mail_in_tls = in_tls;
         break;
@@ -50,10 +66,7 @@ void session_verdict_emit(struct session *s)
     if (s->cfg->client_starttls == CLIENT_STARTTLS_PASSTHROUGH && !f->implicit_tls) return;
     if (!verdict_applies(f)) return;
     if (!f->alert) f->alert = s->client.tls_peer_alert;
-    /* The user, as the "##" lines show it: only when AUTH is decoded. */
-    if (s->cfg->decode_auth && f->auth)
-        snprintf(f->auth_user, sizeof f->auth_user, "%.*s", (int)sizeof f->auth_user - 1,
-                 s->auth.user);
+    if (f->auth && !f->auth_user_final) take_user(s); /* the recorded AUTH was the last */
     struct verdict v;
     verdict_of(f, &v);
     const char *alert = verdict_alert_name(f->alert);

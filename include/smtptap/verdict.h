@@ -25,6 +25,7 @@ struct verdict_facts {
     bool auth_in_tls;
     char auth_mech[VERDICT_MECH_MAX]; /* "PLAIN", as written, upper-cased */
     char auth_user[VERDICT_USER_MAX]; /* the user when known and shown (--decode-auth), or "" */
+    bool auth_user_final;             /* auth_user is the recorded AUTH's: a later one came */
     bool mail;                        /* the client sent MAIL FROM */
     bool mail_in_tls;
     unsigned rcpts; /* RCPT commands it sent */

@@ -239,6 +239,25 @@ def test_python_smtplib_verified_and_unverified(tap, mode):
                     v[2]), v
 
 
+def test_auth_in_clear_before_tls_is_what_counts(tap):
+    """AUTH in clear, then STARTTLS (a bad certificate accepted), then AUTH again inside TLS:
+    the verdict names the one that went in clear."""
+    t = start(tap, "expired")
+    with smtplib.SMTP("localhost", t.port, local_hostname="client.test", timeout=20) as s:
+        s.login(USER, PASSWORD)
+        s.starttls(context=ssl._create_unverified_context())
+        s.ehlo()
+        try:
+            s.login(USER, PASSWORD)  # again, inside TLS
+        except smtplib.SMTPException:
+            pass  # whatever the sink says to a second AUTH: it was sent
+    assert "AUTH" in "".join(l.text for l in t.lines(1) if l.is_command and "~>" in l.marker), \
+        t.transcript()
+    v = wait_verdict(t)
+    assert re.fullmatch(rf"client sent AUTH \S+ for {USER} in clear before TLS: credentials "
+                        rf"exposed", v[1]), v
+
+
 def msmtp(port: int, certcheck: str, tmp_path: Path):
     conf = tmp_path / f"msmtprc-{certcheck}"
     conf.write_text("\n".join([
