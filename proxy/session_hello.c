@@ -67,8 +67,9 @@ bool hello_client_view(struct session *s, const struct smtp_pending *p, const ui
     buf_init(&offered);
     const uint8_t *bytes = reply;
     size_t n = len;
-    if (edit_starttls(s, p->verb, reply, len, &offered))
-        bytes = buf_head(&offered), n = buf_size(&offered);
+    bool edited = edit_starttls(s, p->verb, reply, len, &offered);
+    if (!edited && !hello_fault_applied(p)) return false; /* every other reply: no copy */
+    if (edited) bytes = buf_head(&offered), n = buf_size(&offered);
     if (hello_fault_applied(p)) {
         const struct fault_rule *r = p->fault;
         unsigned removed = fault_strip_caps(bytes, n, r->strip, out);
