@@ -372,3 +372,22 @@ def test_delayed_ehlo_reply_and_its_edit_are_stamped_when_the_client_got_them(ta
     assert [l.text for l in srv_lines] == server and "250-STARTTLS" not in server
     assert all(l.t >= lines[i].t + 0.35 for l in srv_lines + block), t.transcript()
     assert lines.index(block[0]) == lines.index(srv_lines[-1]) + 1, t.transcript()
+
+
+def test_only_picks_ipv6_clients_by_address(tap):
+    """Two listeners, 127.0.0.1 and [::1]: '[::1]:*' (brackets are plain characters) and
+    '::1' (the address alone) pick the IPv6 client only."""
+    for glob in ("[::1]:*", "::1"):
+        t = tap(["-l", "127.0.0.1:0", "-l", "[::1]:0", "--summary", "--only", glob], listen=None)
+        t.wait_for(harness.LISTEN_RE, count=2)
+        ports = {h: int(p) for h, p in harness.LISTEN_RE.findall(t.transcript())}
+        for host in ("127.0.0.1", "::1"):
+            with RawSmtpClient(host, ports["[::1]" if host == "::1" else host]) as c:
+                c.reply()
+                c.cmd(b"EHLO " + host.replace(":", "x").encode())
+                c.cmd(b"QUIT")
+        m = summaries(t, 1)
+        time.sleep(0.3)
+        assert list(summaries(t, 1)) == [2], t.transcript()
+        assert re.fullmatch(r"\[::1\]:\d+", m[2]["client"]), m[2][0]
+        t.stop()
