@@ -23,6 +23,10 @@ static uint64_t wall_us(void)
 
 static void emit_ev(struct session *s, const struct event *ev)
 {
+    if (s->env->writers) {
+        writer_thread_write(s->env->writers, s->capture, ev);
+        return;
+    }
     if (s->env->live) s->env->live->write(s->env->live, ev);
     if (s->env->stream) s->env->stream->write(s->env->stream, ev);
     if (s->capture) s->capture->write(s->capture, ev);
@@ -397,7 +401,10 @@ static void timer_closed_cb(uv_handle_t *h)
     envelope_free(&s->envelope);
     session_verdict_emit(s);
     emit_end(s);
-    if (s->capture) s->capture->close(s->capture);
+    if (s->capture && s->env->writers)
+        writer_thread_close(s->env->writers, s->capture);
+    else if (s->capture)
+        s->capture->close(s->capture);
     s->env->closed(s->env->server, s);
 }
 
@@ -452,9 +459,16 @@ static void open_capture(struct session *s)
                                   .eml_raw = s->cfg->eml_raw,
                                   .text_header = s->env->text_header,
                                   .whole_messages = s->cfg->verbosity > 0};
-    s->capture = capture_open(&opt, s->id, s->client_name, err, sizeof err);
+    if (s->env->writers) { /* the writer thread creates them */
+        s->capture = capture_open_later(&opt, s->id, s->client_name);
+        s->capture->flush_by_owner = true; /* once per hand-over, by the thread */
+        /* The eml file is complete before the client hears the server's reply to its
+         * message: the reply waits for the thread (session_reply.c). */
+        s->eml_waits = s->cfg->formats & FORMAT_EML;
+    } else if (!(s->capture = capture_open(&opt, s->id, s->client_name, err, sizeof err))) {
+        fprintf(stderr, "smtptap: #%llu: %s\n", (unsigned long long)s->id, err);
+    }
     s->records_text = s->capture && (s->cfg->formats & FORMAT_TEXT);
-    if (!s->capture) fprintf(stderr, "smtptap: #%llu: %s\n", (unsigned long long)s->id, err);
 }
 
 static void init(struct session *s, const struct session_env *env, uint64_t id)

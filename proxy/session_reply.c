@@ -1,6 +1,7 @@
 /* session_reply.c - the client-bound reply path of a session: bytes go to the client in
  * order, and fault rules shape them (answer locally, hold, never send, trickle, cut, drop
  * or reset the connection, edit the EHLO capabilities). Every firing is a "!!" event. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,8 @@ struct held_bytes {
     enum fault_action mode;   /* FAULT_REPLY: plain bytes */
     uint64_t due_ms;          /* FAULT_DELAY: loop time to send at */
     uint64_t param;           /* FAULT_SLOW: bytes per second; FAULT_TRUNCATE: bytes kept */
+    bool until_written;       /* no bytes: what follows waits for the writer thread */
+    uint64_t mark;            /* until_written: the item it waits for (writer_thread_mark) */
     size_t len, sent;
     uint8_t bytes[];
 };
@@ -75,6 +78,7 @@ static void pop_held(struct session *s)
 
 void reply_free_held(struct session *s)
 {
+    if (s->env->writers) writer_thread_cancel(s->env->writers, &s->writers_wait);
     while (s->held_head) pop_held(s);
     free(s->deferred);
     s->deferred = NULL;
@@ -140,10 +144,23 @@ static bool send_slowly(struct session *s, struct held_bytes *h)
 }
 
 /* Delivers held bytes from the head until one must wait. */
+static void writers_caught_up(struct writer_wait *w)
+{
+    struct session *s = (struct session *)((char *)w - offsetof(struct session, writers_wait));
+    send_held(s);
+}
+
 static void send_held(struct session *s)
 {
     while (s->held_head && s->state < SESSION_ENDING) {
         struct held_bytes *h = s->held_head;
+        if (h->until_written) {
+            if (writer_thread_written(s->env->writers) < h->mark)
+                return writer_thread_wait(s->env->writers, &s->writers_wait, h->mark,
+                                          writers_caught_up);
+            pop_held(s);
+            continue;
+        }
         uint64_t now = uv_now(s->env->loop);
         switch (h->mode) {
         case FAULT_DELAY:
@@ -172,6 +189,22 @@ static void send_held(struct session *s)
         }
         pop_held(s);
     }
+}
+
+void reply_wait_for_writers(struct session *s)
+{
+    uint64_t mark = writer_thread_mark(s->env->writers);
+    if (writer_thread_written(s->env->writers) >= mark) return;
+    struct held_bytes *h = calloc(1, sizeof *h);
+    if (!h) abort();
+    h->until_written = true;
+    h->mark = mark;
+    if (s->held_tail)
+        s->held_tail->next = h;
+    else
+        s->held_head = h;
+    s->held_tail = h;
+    send_held(s);
 }
 
 void reply_send(struct session *s, const uint8_t *bytes, size_t len)

@@ -150,6 +150,7 @@ static void delivered(struct session *s, const struct smtp_pending *p, const str
                                         .reply_len = r->len,
                                         .code = r->code}};
     session_emit_facts(s, EV_DELIVERY, DIR_S2C, NULL, 0, NULL, false, &f);
+    if (s->eml_waits) reply_wait_for_writers(s); /* the eml is on disk before the reply */
     envelope_reset(&s->envelope);
 }
 
