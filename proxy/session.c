@@ -321,6 +321,7 @@ static void timer_closed_cb(uv_handle_t *h);
 
 static void enter_ending(struct session *s, enum session_state old)
 {
+    reply_send_waiting(s);
     reply_emit_unsent(s); /* replies the client will not get: still in the record */
     report_end(s);
     if (old == SESSION_RESOLVING) uv_cancel((uv_req_t *)&s->gai); /* on_resolved follows */
@@ -462,9 +463,9 @@ static void open_capture(struct session *s)
     if (s->env->writers) { /* the writer thread creates them */
         s->capture = capture_open_later(&opt, s->id, s->client_name);
         s->capture->flush_by_owner = true; /* once per hand-over, by the thread */
-        /* The eml file is complete before the client hears the server's reply to its
-         * message: the reply waits for the thread (session_reply.c). */
-        s->eml_waits = s->cfg->formats & FORMAT_EML;
+        /* The files have what came before a reply when the client gets it (the eml of a
+         * message before the reply to it): replies wait for the thread (session_reply.c). */
+        s->replies_wait = true;
     } else if (!(s->capture = capture_open(&opt, s->id, s->client_name, err, sizeof err))) {
         fprintf(stderr, "smtptap: #%llu: %s\n", (unsigned long long)s->id, err);
     }

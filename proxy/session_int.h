@@ -161,7 +161,8 @@ struct session {
     uint64_t bytes_up, bytes_down; /* plain text from the client, and sent to it */
     struct event_writer *capture;  /* owned: per-session capture files, or NULL; written by
                                       the writer thread when there is one */
-    bool eml_waits; /* the eml is the writer thread's: a message's reply waits for its file */
+    bool replies_wait; /* the capture is the writer thread's: a reply waits until it is in
+                          the files (session_reply.c) */
     struct writer_wait writers_wait; /* held replies waiting for the writer thread */
     char client_name[80], local_name[80], upstream_name[300];
     struct verdict_facts verdict; /* what the client did with what it was shown (verdict.h) */
@@ -342,9 +343,9 @@ extern const struct fault_rule reply_starttls_refused; /* 502 (--client-starttls
 extern const struct fault_rule reply_hello_first;      /* 503 before the starttls: upgrade */
 extern const struct fault_rule reply_hello_remembered; /* session_hello_after_starttls */
 void reply_send(struct session *s, const uint8_t *bytes, size_t len);
-/* What the client is sent from now on waits until the writer thread has written every
- * event emitted so far (the eml of the message whose reply comes next). */
-void reply_wait_for_writers(struct session *s);
+/* The session ends: replies held only until the writer thread had written what came before
+ * go to the client now (the thread writes the rest before the session's files close). */
+void reply_send_waiting(struct session *s);
 /* The rule that fires for a command (or the greeting, or DATA-END), or NULL. */
 const struct fault_rule *reply_fault_for(struct session *s, enum fault_stage stage,
                                          const uint8_t *arg, size_t arg_len);

@@ -44,9 +44,12 @@ static void arm(struct session *s, uint64_t ms)
     uv_timer_start(&s->reply_timer, reply_timer_cb, ms, 0);
 }
 
+static void wait_for_writers(struct session *s);
+
 static void hold(struct session *s, enum fault_action mode, uint64_t param, const uint8_t *bytes,
                  size_t len)
 {
+    wait_for_writers(s);
     struct held_bytes *h = malloc(sizeof *h + len);
     if (!h) abort();
     memset(h, 0, sizeof *h);
@@ -191,10 +194,18 @@ static void send_held(struct session *s)
     }
 }
 
-void reply_wait_for_writers(struct session *s)
+/* What the client is sent from now on waits until the writer thread has written every
+ * event emitted so far: a capture file has a reply (and an eml its message) when the client
+ * gets the reply. */
+static void wait_for_writers(struct session *s)
 {
+    if (!s->replies_wait) return;
     uint64_t mark = writer_thread_mark(s->env->writers);
     if (writer_thread_written(s->env->writers) >= mark) return;
+    if (s->held_tail && s->held_tail->until_written) { /* one wait: for the latest mark */
+        s->held_tail->mark = mark;
+        return;
+    }
     struct held_bytes *h = calloc(1, sizeof *h);
     if (!h) abort();
     h->until_written = true;
@@ -207,8 +218,19 @@ void reply_wait_for_writers(struct session *s)
     send_held(s);
 }
 
+void reply_send_waiting(struct session *s)
+{
+    while (s->held_head) {
+        struct held_bytes *h = s->held_head;
+        if (!h->until_written && (h->mode != FAULT_REPLY || h->sent)) break; /* a fault's */
+        if (!h->until_written) write_client(s, h->bytes, h->len);
+        pop_held(s);
+    }
+}
+
 void reply_send(struct session *s, const uint8_t *bytes, size_t len)
 {
+    wait_for_writers(s);
     if (!s->held_head)
         write_client(s, bytes, len);
     else
@@ -324,6 +346,7 @@ void reply_local(struct session *s, const struct smtp_pending *p, bool from_clie
     session_lint_reply(s, p, bytes, len, true);
     reply_send(s, bytes, len);
     if (r == &reply_starttls_ready) {
+        reply_send_waiting(s); /* in clear, before the handshake: it cannot wait */
         session_client_starttls(s);
         return;
     }

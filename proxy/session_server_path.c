@@ -84,7 +84,7 @@ static bool held_for_client(const struct session *s, const struct smtp_pending *
 {
     if (route != REPLY_TO_CLIENT || !s->observed) return false;
     if (p->fault) return ((const struct fault_rule *)p->fault)->action == FAULT_DELAY;
-    return s->held_head != NULL;
+    return s->held_size > 0; /* bytes held by a fault (not a wait for the writer thread) */
 }
 
 static void observe_reply(struct session *s, const struct smtp_reply *r, bool paired,
@@ -150,7 +150,6 @@ static void delivered(struct session *s, const struct smtp_pending *p, const str
                                         .reply_len = r->len,
                                         .code = r->code}};
     session_emit_facts(s, EV_DELIVERY, DIR_S2C, NULL, 0, NULL, false, &f);
-    if (s->eml_waits) reply_wait_for_writers(s); /* the eml is on disk before the reply */
     envelope_reset(&s->envelope);
 }
 
