@@ -115,7 +115,7 @@ struct session {
     struct lint_state lstate; /* the lint that needs the dialog's state (lint_state.h) */
     uint64_t c2s_pos;         /* bytes framed from the client so far: lint offsets */
     uint64_t content_end_pos; /* c2s_pos just after the last message byte fed to lint */
-    uint64_t s2c_pos;         /* bytes sent to the client so far */
+    uint64_t s2c_pos;         /* bytes for the client so far (sent, or held to send) */
 
     uv_timer_t timer; /* connect/greeting timeout, then idle timeout, then linger */
     enum timer_purpose timer_purpose;

@@ -50,6 +50,7 @@ static void hold(struct session *s, enum fault_action mode, uint64_t param, cons
                  size_t len)
 {
     wait_for_writers(s);
+    s->s2c_pos += len; /* where the stream the client sees is: written now or later */
     struct held_bytes *h = malloc(sizeof *h + len);
     if (!h) abort();
     memset(h, 0, sizeof *h);
@@ -127,7 +128,6 @@ static void write_client(struct session *s, const uint8_t *bytes, size_t len)
     leg_tls_release_hello(&s->client, NULL);
     if (s->client_dead) return;
     s->bytes_down += len; /* what the client is sent: edits and local replies included */
-    s->s2c_pos += len;
     session_wire(s, DIR_S2C, bytes, len);
     leg_write(&s->client.base, bytes, len);
 }
@@ -231,9 +231,10 @@ void reply_send_waiting(struct session *s)
 void reply_send(struct session *s, const uint8_t *bytes, size_t len)
 {
     wait_for_writers(s);
-    if (!s->held_head)
+    if (!s->held_head) {
+        s->s2c_pos += len;
         write_client(s, bytes, len);
-    else
+    } else
         hold(s, FAULT_REPLY, 0, bytes, len);
 }
 
