@@ -26,7 +26,7 @@ struct held_bytes {
     uint64_t due_ms;          /* FAULT_DELAY: loop time to send at */
     uint64_t param;           /* FAULT_SLOW: bytes per second; FAULT_TRUNCATE: bytes kept */
     bool until_written;       /* no bytes: what follows waits for the writer thread */
-    uint64_t mark;            /* until_written: the item it waits for (writer_thread_mark) */
+    uint64_t mark; /* the item the writer thread must have written before these bytes go */
     size_t len, sent;
     uint8_t bytes[];
 };
@@ -157,20 +157,22 @@ static void send_held(struct session *s)
 {
     while (s->held_head && s->state < SESSION_ENDING) {
         struct held_bytes *h = s->held_head;
+        uint64_t now = uv_now(s->env->loop);
+        if (h->mode == FAULT_DELAY && now < h->due_ms) return arm(s, h->due_ms - now);
+        if (h->mode == FAULT_STALL) return;
+        if (h->event) { /* its "<-" lines, stamped now: the client gets the bytes now */
+            emit_held_event(s, &h->event);
+            if (s->replies_wait) h->mark = writer_thread_mark(s->env->writers);
+        }
+        if (h->mark && writer_thread_written(s->env->writers) < h->mark)
+            return writer_thread_wait(s->env->writers, &s->writers_wait, h->mark,
+                                      writers_caught_up);
         if (h->until_written) {
-            if (writer_thread_written(s->env->writers) < h->mark)
-                return writer_thread_wait(s->env->writers, &s->writers_wait, h->mark,
-                                          writers_caught_up);
             pop_held(s);
             continue;
         }
-        uint64_t now = uv_now(s->env->loop);
         switch (h->mode) {
-        case FAULT_DELAY:
-            if (now < h->due_ms) return arm(s, h->due_ms - now);
-            write_client(s, h->bytes, h->len);
-            break;
-        case FAULT_STALL: return;
+        case FAULT_DELAY: write_client(s, h->bytes, h->len); break;
         case FAULT_SLOW:
             if (!send_slowly(s, h)) return;
             break;
