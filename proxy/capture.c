@@ -101,6 +101,12 @@ static void fanout_write(struct event_writer *w, const struct event *ev)
     for (struct event_writer *f = ((struct fanout *)w)->first; f; f = f->next) f->write(f, ev);
 }
 
+static void fanout_flush(struct event_writer *w)
+{
+    for (struct event_writer *f = ((struct fanout *)w)->first; f; f = f->next)
+        if (f->flush) f->flush(f);
+}
+
 static void fanout_close(struct event_writer *w)
 {
     struct event_writer *f = ((struct fanout *)w)->first;
@@ -168,7 +174,7 @@ struct event_writer *capture_open(const struct capture_options *opt, uint64_t se
                                   const char *client, char *err, size_t err_size)
 {
     char stamp[32], tag[96], base[4300];
-    time_t now = time(NULL);
+    time_t now = opt->started ? opt->started : time(NULL);
     struct tm tm;
     localtime_r(&now, &tm);
     strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%S", &tm);
@@ -178,6 +184,7 @@ struct event_writer *capture_open(const struct capture_options *opt, uint64_t se
     if (!fo) abort();
     fo->base.write = fanout_write;
     fo->base.close = fanout_close;
+    fo->base.flush = fanout_flush;
     static const unsigned order[] = {FORMAT_TEXT, FORMAT_JSONL, FORMAT_PCAP, FORMAT_EML};
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
         if (!(opt->formats & order[i])) continue;
@@ -187,4 +194,60 @@ struct event_writer *capture_open(const struct capture_options *opt, uint64_t se
         }
     }
     return &fo->base;
+}
+
+/* ---- opened where it is written --------------------------------------------------------- */
+
+struct later {
+    struct event_writer base;
+    struct capture_options opt;
+    uint64_t session;
+    struct event_writer *files; /* NULL until the first event, or when they failed */
+    bool failed;
+    char client[]; /* owned copy */
+};
+
+static void later_write(struct event_writer *w, const struct event *ev)
+{
+    struct later *l = (struct later *)w;
+    if (!l->files && !l->failed) {
+        char err[512];
+        l->files = capture_open(&l->opt, l->session, l->client, err, sizeof err);
+        l->failed = !l->files;
+        if (l->failed) fprintf(stderr, "smtptap: #%llu: %s\n", (unsigned long long)l->session, err);
+        /* whoever flushes this writer flushes the files */
+        for (struct event_writer *f = l->files ? ((struct fanout *)l->files)->first : NULL; f;
+             f = f->next)
+            f->flush_by_owner = w->flush_by_owner;
+    }
+    if (l->files) l->files->write(l->files, ev);
+}
+
+static void later_flush(struct event_writer *w)
+{
+    struct later *l = (struct later *)w;
+    if (l->files) l->files->flush(l->files);
+}
+
+static void later_close(struct event_writer *w)
+{
+    struct later *l = (struct later *)w;
+    if (l->files) l->files->close(l->files);
+    free(l);
+}
+
+struct event_writer *capture_open_later(const struct capture_options *opt, uint64_t session,
+                                        const char *client)
+{
+    size_t n = strlen(client) + 1;
+    struct later *l = calloc(1, sizeof *l + n);
+    if (!l) abort();
+    l->base.write = later_write;
+    l->base.close = later_close;
+    l->base.flush = later_flush;
+    l->opt = *opt;
+    if (!l->opt.started) l->opt.started = time(NULL);
+    l->session = session;
+    memcpy(l->client, client, n);
+    return &l->base;
 }

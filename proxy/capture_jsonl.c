@@ -493,7 +493,8 @@ static bool put_line(struct jsonl_writer *j, size_t len, enum event_kind kind)
 {
     errno = 0;
     if (fwrite(j->line, 1, len, j->f) != len) return false;
-    if (j->flush_each || kind == EV_REPLY || kind == EV_END) return fflush(j->f) == 0;
+    bool reply = (kind == EV_REPLY || kind == EV_END) && !j->base.flush_by_owner;
+    if (j->flush_each || reply) return fflush(j->f) == 0;
     return !ferror(j->f);
 }
 
@@ -518,6 +519,13 @@ static void jsonl_write(struct event_writer *w, const struct event *ev)
     }
 }
 
+static void jsonl_flush(struct event_writer *w)
+{
+    struct jsonl_writer *j = (struct jsonl_writer *)w;
+    errno = 0;
+    if (!j->failed && fflush(j->f) != 0) fail(j);
+}
+
 static void jsonl_close(struct event_writer *w)
 {
     struct jsonl_writer *j = (struct jsonl_writer *)w;
@@ -539,6 +547,7 @@ struct event_writer *jsonl_writer_new(FILE *f, bool owns_file, bool flush_each)
     if (!j) abort();
     j->base.write = jsonl_write;
     j->base.close = jsonl_close;
+    j->base.flush = jsonl_flush;
     j->f = f;
     j->owns_file = owns_file;
     j->flush_each = flush_each;

@@ -314,7 +314,7 @@ static void chunk(struct pcap_writer *p, bool from_client, const uint8_t *b, siz
             unacked = 0;
         }
     }
-    if (!from_client) flush(p);
+    if (!from_client && !p->base.flush_by_owner) flush(p);
 }
 
 /* ---- the writer --------------------------------------------------------------------------- */
@@ -344,6 +344,11 @@ static void pcap_writer_write(struct event_writer *w, const struct event *ev)
     case EV_END: close_stream(p); return;
     default: return; /* the other kinds say nothing that is on the wire */
     }
+}
+
+static void pcap_writer_flush(struct event_writer *w)
+{
+    flush((struct pcap_writer *)w);
 }
 
 static void pcap_writer_close(struct event_writer *w)
@@ -381,6 +386,7 @@ struct event_writer *pcap_writer_new(const char *path, char *err, size_t err_siz
     if (!p || !(p->path = strdup(path))) abort();
     p->base.write = pcap_writer_write;
     p->base.close = pcap_writer_close;
+    p->base.flush = pcap_writer_flush;
     p->dead = dead;
     p->dump = dumper;
     flush(p); /* the file header: a reader can open the file at once */

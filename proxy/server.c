@@ -26,11 +26,23 @@
 #include "smtptap/text.h"
 #include "smtptap/upstream.h"
 #include "smtptap/watch_writer.h"
+#include "smtptap/writer_thread.h"
 
 enum { EXIT_UNAVAILABLE = 69, FORCE_AFTER_MS = 2000 };
+/* How far the writer thread may fall behind before the loop waits for it. */
+enum { WRITERS_MAX_BEHIND = 64 * 1024 * 1024 };
+
+/* The writer thread has written everything (every session has ended) and is gone. */
+static void stop_writers(struct server *srv)
+{
+    if (!srv->env.writers) return;
+    writer_thread_stop(srv->env.writers);
+    srv->env.writers = NULL;
+}
 
 static void finish_shutdown(struct server *srv)
 {
+    stop_writers(srv);
     uv_close((uv_handle_t *)&srv->sigint, NULL);
     uv_close((uv_handle_t *)&srv->sigterm, NULL);
     uv_close((uv_handle_t *)&srv->sighup, NULL);
@@ -563,6 +575,24 @@ static void stop_tls(struct server *srv)
     if (srv->ca.cert) tls_ca_close(&srv->ca);
 }
 
+/* Capture files (other than eml) or jsonl on stdout: the writers get a thread of their own,
+ * and the live transcript goes with them (a session's files are complete when its end line
+ * shows). Without a thread, they are written here, as they are with the live transcript
+ * alone. */
+static void start_writers(struct server *srv)
+{
+    const struct config *cfg = srv->cfg;
+    bool files =
+        cfg->capture_dir[0] && (strcmp(cfg->capture_dir, "-") == 0 ||
+                                (cfg->formats & (FORMAT_TEXT | FORMAT_JSONL | FORMAT_PCAP)));
+    if (!files) return;
+    srv->env.writers = writer_thread_start(srv->loop, srv->env.live, srv->env.stream,
+                                           srv->env.live ? stderr : NULL, WRITERS_MAX_BEHIND);
+    if (!srv->env.writers) /* no thread: written here, as before */
+        fprintf(stderr, "smtptap: warning: cannot start the writer thread; captures are written "
+                        "by the event loop\n");
+}
+
 static void close_walk_cb(uv_handle_t *h, void *arg)
 {
     (void)arg;
@@ -648,9 +678,10 @@ int server_run(const struct config *cfg)
         uv_walk(srv.loop, close_walk_cb, NULL);
     } else {
         srv.exit_code = 0;
+        start_writers(&srv);
     }
     uv_run(srv.loop, UV_RUN_DEFAULT);
-    assert(srv.nsessions == 0 && !srv.sessions);
+    assert(srv.nsessions == 0 && !srv.sessions && !srv.env.writers);
     if (srv.live) srv.live->close(srv.live);
     if (srv.env.stream) srv.env.stream->close(srv.env.stream);
     fflush(stderr);

@@ -23,6 +23,10 @@ static uint64_t wall_us(void)
 
 static void emit_ev(struct session *s, const struct event *ev)
 {
+    if (s->env->writers) {
+        writer_thread_write(s->env->writers, s->capture, ev);
+        return;
+    }
     if (s->env->live) s->env->live->write(s->env->live, ev);
     if (s->env->stream) s->env->stream->write(s->env->stream, ev);
     if (s->capture) s->capture->write(s->capture, ev);
@@ -317,6 +321,7 @@ static void timer_closed_cb(uv_handle_t *h);
 
 static void enter_ending(struct session *s, enum session_state old)
 {
+    reply_send_waiting(s);
     reply_emit_unsent(s); /* replies the client will not get: still in the record */
     session_verdict_emit(s);
     report_end(s);
@@ -397,7 +402,10 @@ static void timer_closed_cb(uv_handle_t *h)
     if (s->addrs) uv_freeaddrinfo(s->addrs);
     envelope_free(&s->envelope);
     emit_end(s);
-    if (s->capture) s->capture->close(s->capture);
+    if (s->capture && s->env->writers)
+        writer_thread_close(s->env->writers, s->capture);
+    else if (s->capture)
+        s->capture->close(s->capture);
     s->env->closed(s->env->server, s);
 }
 
@@ -452,9 +460,16 @@ static void open_capture(struct session *s)
                                   .eml_raw = s->cfg->eml_raw,
                                   .text_header = s->env->text_header,
                                   .whole_messages = s->cfg->verbosity > 0};
-    s->capture = capture_open(&opt, s->id, s->client_name, err, sizeof err);
+    if (s->env->writers) { /* the writer thread creates them */
+        s->capture = capture_open_later(&opt, s->id, s->client_name);
+        s->capture->flush_by_owner = true; /* once per hand-over, by the thread */
+        /* The files have what came before a reply when the client gets it (the eml of a
+         * message before the reply to it): replies wait for the thread (session_reply.c). */
+        s->replies_wait = true;
+    } else if (!(s->capture = capture_open(&opt, s->id, s->client_name, err, sizeof err))) {
+        fprintf(stderr, "smtptap: #%llu: %s\n", (unsigned long long)s->id, err);
+    }
     s->records_text = s->capture && (s->cfg->formats & FORMAT_TEXT);
-    if (!s->capture) fprintf(stderr, "smtptap: #%llu: %s\n", (unsigned long long)s->id, err);
 }
 
 static void init(struct session *s, const struct session_env *env, uint64_t id)

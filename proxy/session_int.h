@@ -115,7 +115,7 @@ struct session {
     struct lint_state lstate; /* the lint that needs the dialog's state (lint_state.h) */
     uint64_t c2s_pos;         /* bytes framed from the client so far: lint offsets */
     uint64_t content_end_pos; /* c2s_pos just after the last message byte fed to lint */
-    uint64_t s2c_pos;         /* bytes sent to the client so far */
+    uint64_t s2c_pos;         /* bytes for the client so far (sent, or held to send) */
 
     uv_timer_t timer; /* connect/greeting timeout, then idle timeout, then linger */
     enum timer_purpose timer_purpose;
@@ -159,7 +159,11 @@ struct session {
 
     uint64_t commands, messages;
     uint64_t bytes_up, bytes_down; /* plain text from the client, and sent to it */
-    struct event_writer *capture;  /* owned: per-session capture file, or NULL */
+    struct event_writer *capture;  /* owned: per-session capture files, or NULL; written by
+                                      the writer thread when there is one */
+    bool replies_wait; /* the capture is the writer thread's: a reply waits until it is in
+                          the files (session_reply.c) */
+    struct writer_wait writers_wait; /* held replies waiting for the writer thread */
     char client_name[80], local_name[80], upstream_name[300];
     struct verdict_facts verdict; /* what the client did with what it was shown (verdict.h) */
 };
@@ -343,6 +347,9 @@ extern const struct fault_rule reply_starttls_refused; /* 502 (--client-starttls
 extern const struct fault_rule reply_hello_first;      /* 503 before the starttls: upgrade */
 extern const struct fault_rule reply_hello_remembered; /* session_hello_after_starttls */
 void reply_send(struct session *s, const uint8_t *bytes, size_t len);
+/* The session ends: replies held only until the writer thread had written what came before
+ * go to the client now (the thread writes the rest before the session's files close). */
+void reply_send_waiting(struct session *s);
 /* The rule that fires for a command (or the greeting, or DATA-END), or NULL. */
 const struct fault_rule *reply_fault_for(struct session *s, enum fault_stage stage,
                                          const uint8_t *arg, size_t arg_len);

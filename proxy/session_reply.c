@@ -2,6 +2,7 @@
  * order, and fault rules shape them (answer locally, hold, never send, trickle, cut, drop
  * or reset the connection; strip faults edit the EHLO reply in session_hello.c). Every
  * firing is a "!!" event. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,8 @@ struct held_bytes {
     enum fault_action mode;   /* FAULT_REPLY: plain bytes */
     uint64_t due_ms;          /* FAULT_DELAY: loop time to send at */
     uint64_t param;           /* FAULT_SLOW: bytes per second; FAULT_TRUNCATE: bytes kept */
+    bool until_written;       /* no bytes: what follows waits for the writer thread */
+    uint64_t mark; /* the item the writer thread must have written before these bytes go */
     size_t len, sent;
     uint8_t bytes[];
 };
@@ -43,9 +46,13 @@ static void arm(struct session *s, uint64_t ms)
     uv_timer_start(&s->reply_timer, reply_timer_cb, ms, 0);
 }
 
+static void wait_for_writers(struct session *s);
+
 static void hold(struct session *s, enum fault_action mode, uint64_t param, const uint8_t *bytes,
                  size_t len)
 {
+    wait_for_writers(s);
+    s->s2c_pos += len; /* where the stream the client sees is: written now or later */
     struct held_bytes *h = malloc(sizeof *h + len);
     if (!h) abort();
     memset(h, 0, sizeof *h);
@@ -78,6 +85,7 @@ static void pop_held(struct session *s)
 
 void reply_free_held(struct session *s)
 {
+    if (s->env->writers) writer_thread_cancel(s->env->writers, &s->writers_wait);
     while (s->held_head) pop_held(s);
     if (s->deferred) free(s->deferred->edit);
     free(s->deferred);
@@ -146,7 +154,6 @@ static void write_client(struct session *s, const uint8_t *bytes, size_t len)
     leg_tls_release_hello(&s->client, NULL);
     if (s->client_dead) return;
     s->bytes_down += len; /* what the client is sent: edits and local replies included */
-    s->s2c_pos += len;
     session_wire(s, DIR_S2C, bytes, len);
     leg_write(&s->client.base, bytes, len);
 }
@@ -166,17 +173,32 @@ static bool send_slowly(struct session *s, struct held_bytes *h)
 }
 
 /* Delivers held bytes from the head until one must wait. */
+static void writers_caught_up(struct writer_wait *w)
+{
+    struct session *s = (struct session *)((char *)w - offsetof(struct session, writers_wait));
+    send_held(s);
+}
+
 static void send_held(struct session *s)
 {
     while (s->held_head && s->state < SESSION_ENDING) {
         struct held_bytes *h = s->held_head;
         uint64_t now = uv_now(s->env->loop);
+        if (h->mode == FAULT_DELAY && now < h->due_ms) return arm(s, h->due_ms - now);
+        if (h->mode == FAULT_STALL) return;
+        if (h->event) { /* its "<-" lines, stamped now: the client gets the bytes now */
+            emit_held_event(s, &h->event);
+            if (s->replies_wait) h->mark = writer_thread_mark(s->env->writers);
+        }
+        if (h->mark && writer_thread_written(s->env->writers) < h->mark)
+            return writer_thread_wait(s->env->writers, &s->writers_wait, h->mark,
+                                      writers_caught_up);
+        if (h->until_written) {
+            pop_held(s);
+            continue;
+        }
         switch (h->mode) {
-        case FAULT_DELAY:
-            if (now < h->due_ms) return arm(s, h->due_ms - now);
-            write_client(s, h->bytes, h->len);
-            break;
-        case FAULT_STALL: return;
+        case FAULT_DELAY: write_client(s, h->bytes, h->len); break;
         case FAULT_SLOW:
             if (!send_slowly(s, h)) return;
             break;
@@ -200,11 +222,47 @@ static void send_held(struct session *s)
     }
 }
 
+/* What the client is sent from now on waits until the writer thread has written every
+ * event emitted so far: a capture file has a reply (and an eml its message) when the client
+ * gets the reply. */
+static void wait_for_writers(struct session *s)
+{
+    if (!s->replies_wait) return;
+    uint64_t mark = writer_thread_mark(s->env->writers);
+    if (writer_thread_written(s->env->writers) >= mark) return;
+    if (s->held_tail && s->held_tail->until_written) { /* one wait: for the latest mark */
+        s->held_tail->mark = mark;
+        return;
+    }
+    struct held_bytes *h = calloc(1, sizeof *h);
+    if (!h) abort();
+    h->until_written = true;
+    h->mark = mark;
+    if (s->held_tail)
+        s->held_tail->next = h;
+    else
+        s->held_head = h;
+    s->held_tail = h;
+    send_held(s);
+}
+
+void reply_send_waiting(struct session *s)
+{
+    while (s->held_head) {
+        struct held_bytes *h = s->held_head;
+        if (!h->until_written && (h->mode != FAULT_REPLY || h->sent)) break; /* a fault's */
+        if (!h->until_written) write_client(s, h->bytes, h->len);
+        pop_held(s);
+    }
+}
+
 void reply_send(struct session *s, const uint8_t *bytes, size_t len)
 {
-    if (!s->held_head)
+    wait_for_writers(s);
+    if (!s->held_head) {
+        s->s2c_pos += len;
         write_client(s, bytes, len);
-    else
+    } else
         hold(s, FAULT_REPLY, 0, bytes, len);
 }
 
@@ -317,6 +375,7 @@ void reply_local(struct session *s, const struct smtp_pending *p, bool from_clie
     session_lint_reply(s, p, bytes, len, true);
     reply_send(s, bytes, len);
     if (r == &reply_starttls_ready) {
+        reply_send_waiting(s); /* in clear, before the handshake: it cannot wait */
         session_client_starttls(s);
         return;
     }

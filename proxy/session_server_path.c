@@ -84,7 +84,7 @@ static bool held_for_client(const struct session *s, const struct smtp_pending *
 {
     if (route != REPLY_TO_CLIENT || !s->observed) return false;
     if (p->fault) return ((const struct fault_rule *)p->fault)->action == FAULT_DELAY;
-    return s->held_head != NULL;
+    return s->held_size > 0; /* bytes held by a fault (not a wait for the writer thread) */
 }
 
 static void observe_reply(struct session *s, const struct smtp_reply *r, bool paired,

@@ -254,7 +254,13 @@ static void stream_write(struct event_writer *w, const struct event *ev)
         fwrite(buf_head(&s->line), 1, buf_size(&s->line), s->stream);
     /* A capture file is readable while its session runs: complete up to the last reply. The
      * live stream is flushed once per loop iteration by the server. */
-    if (s->owns_stream && (ev->kind == EV_REPLY || ev->kind == EV_END)) fflush(s->stream);
+    if (s->owns_stream && !w->flush_by_owner && (ev->kind == EV_REPLY || ev->kind == EV_END))
+        fflush(s->stream);
+}
+
+static void stream_flush(struct event_writer *w)
+{
+    fflush(((struct stream_writer *)w)->stream);
 }
 
 static void stream_close(struct event_writer *w)
@@ -274,6 +280,7 @@ struct event_writer *text_stream_writer_new(FILE *stream, bool color)
     if (!s) abort();
     s->base.write = stream_write;
     s->base.close = stream_close;
+    s->base.flush = stream_flush;
     s->stream = stream;
     s->color = color;
     return &s->base;

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 
 #include "smtptap/events.h"
 
@@ -24,6 +25,7 @@ struct capture_options {
     bool eml_raw;            /* --eml-raw: no X-Smtptap- headers */
     const char *text_header; /* lines a text capture begins with (smtptap's start), or NULL */
     bool whole_messages;     /* -v: jsonl has every message line too (text always has) */
+    time_t started;          /* the time in the file names (0: now): the session's start */
 };
 
 /* Opens the capture files of one session. Returns one writer that hands every event to
@@ -31,6 +33,13 @@ struct capture_options {
  * reason in err (nothing is left open then). */
 struct event_writer *capture_open(const struct capture_options *opt, uint64_t session,
                                   const char *client, char *err, size_t err_size);
+
+/* The same files, created when the first event is written to them, by whoever writes it
+ * (the writer thread: file system work stays off the event loop). When they cannot be
+ * created, stderr says why ("smtptap: #N: ...") and the session's events go nowhere. opt's
+ * strings must outlive the writer; client is copied. */
+struct event_writer *capture_open_later(const struct capture_options *opt, uint64_t session,
+                                        const char *client);
 
 /* Creates path exclusively, mode 0600 whatever the umask. Returns an fd or -errno. */
 int capture_create_file(const char *path);

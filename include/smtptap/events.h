@@ -143,6 +143,13 @@ struct event_writer {
     void (*write)(struct event_writer *w, const struct event *ev);
     /* Flushes and frees the writer (session end or shutdown). */
     void (*close)(struct event_writer *w);
+    /* A file writer makes what it was given readable in its file at every reply and at the
+     * end. With flush_by_owner set (by its owner, before the first write) it leaves that to
+     * the owner, who calls flush (NULL: nothing to flush): the writer thread does so once it
+     * has written everything it was handed, so that many replies cost one write. */
+    void (*flush)(struct event_writer *w);
+    bool flush_by_owner;
+    bool dirty; /* the writer thread's: written since its last flush */
     struct event_writer *next;
 };
 

@@ -15,6 +15,7 @@
 #include "smtptap/events.h"
 #include "smtptap/fault.h"
 #include "smtptap/sink_auth.h"
+#include "smtptap/writer_thread.h"
 
 struct session;
 
@@ -23,11 +24,12 @@ struct session;
 struct session_env {
     uv_loop_t *loop;
     const struct config *cfg;
-    struct event_writer *live;             /* the live transcript, NULL with --quiet */
-    struct event_writer *stream;           /* jsonl on stdout (--capture-dir -), or NULL */
-    SSL_CTX *tls_server;                   /* client-facing TLS, NULL when never offered */
-    SSL_CTX *tls_client;                   /* upstream TLS, NULL with the sink */
-    const char *host;                      /* this machine's name (the sink greets with it) */
+    struct event_writer *live;     /* the live transcript, NULL with --quiet */
+    struct event_writer *stream;   /* jsonl on stdout (--capture-dir -), or NULL */
+    struct writer_thread *writers; /* writes live, stream and capture files; NULL: this thread */
+    SSL_CTX *tls_server;           /* client-facing TLS, NULL when never offered */
+    SSL_CTX *tls_client;           /* upstream TLS, NULL with the sink */
+    const char *host;              /* this machine's name (the sink greets with it) */
     const struct sink_users *sink_users;   /* [sink] users */
     const struct fault_set *const *faults; /* the rules in force (the set changes on SIGHUP) */
     uint64_t seed;                         /* for probabilistic faults */

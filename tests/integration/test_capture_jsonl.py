@@ -695,6 +695,35 @@ def test_files_are_private_and_named_like_the_text_capture(tap, need, tmp_path, 
     assert path.with_suffix(".txt").exists()
 
 
+@pytest.mark.parametrize("fault", [None, "RCPT b@*: delay 30ms"])
+def test_the_files_have_each_reply_before_the_client_does(tap, tmp_path, aiosmtpd, fault):
+    """The writers run on a thread of their own; a reply goes to the client only once the
+    files hold it (and the eml its message). Checked with no polling, right after each
+    reply, 15 times over, pipelined, with and without a fault that holds a reply back."""
+    cap = tmp_path / "cap"
+    t = tap(["-u", aiosmtpd.hostport, "-d", str(cap), "--format", "jsonl,eml"]
+            + (["--fault", fault] if fault else []))
+    with RawSmtpClient("127.0.0.1", t.port) as c:
+        assert c.code() == 220
+        assert c.cmd(b"EHLO client.test")[-1].startswith(b"250 ")
+        (path,) = jsonl_files(cap).values()
+        for n in range(1, 16):
+            c.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\n"
+                   b"RCPT TO:<c@example.net>\r\nDATA\r\n")
+            got = [c.reply()[-1] for _ in range(4)]
+            assert [g[:3] for g in got] == [b"250", b"250", b"250", b"354"], got
+            events = parse_jsonl(path.read_text(), "jsonl right after the 354")
+            replies = [payload(e) for e in of_kind(events, "reply")]
+            assert replies[-4:] == [g + b"\r\n" for g in got], replies[-4:]
+            c.send(b"Subject: %d\r\n\r\nbody\r\n.\r\n" % n)
+            assert c.reply()[-1].startswith(b"250 ")
+            emls = sorted(cap.glob("*.eml"))
+            assert len(emls) == n, f"message {n}: {len(emls)} eml files when the 250 came"
+            events = parse_jsonl(path.read_text(), "jsonl right after the 250")
+            assert len(of_kind(events, "delivery")) == n
+        assert c.cmd(b"QUIT")[-1].startswith(b"221")
+
+
 def test_readable_while_the_session_runs(tap, need, tmp_path, aiosmtpd):
     cap = tmp_path / "cap"
     t = tap(["-u", aiosmtpd.hostport, "-d", str(cap), "--format", "jsonl"])

@@ -1,0 +1,332 @@
+/* writer_thread.c - the writer thread and the bounded queue in front of it (see
+ * writer_thread.h). The loop appends items to a batch of blocks; a uv_prepare hook hands the
+ * batch over once per loop iteration, under one lock. The thread takes everything queued at
+ * once, writes it, frees the blocks and wakes the loop if it was waiting for room. */
+#include "smtptap/writer_thread.h"
+
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "smtptap/event_copy.h"
+
+enum { BLOCK_SIZE = 64 * 1024, HAND_OVER_AT = 1024 * 1024 };
+
+struct block {
+    struct block *next;
+    size_t used, cap;
+    alignas(max_align_t) unsigned char data[];
+};
+
+enum item_op { ITEM_WRITE, ITEM_CLOSE };
+
+struct item {
+    alignas(max_align_t) struct event_writer *capture;
+    enum item_op op;
+    size_t size; /* the whole item, this header included */
+};
+
+struct batch {
+    struct block *first, *last;
+    size_t bytes;
+};
+
+struct writer_thread {
+    struct event_writer *live, *stream; /* the thread's only */
+    FILE *flush;                        /* flushed after each hand-over is written */
+    uv_prepare_t hand_over;             /* the loop's side: once per iteration */
+    struct batch filling;               /* the loop's side: not yet handed over */
+    uv_thread_t thread;
+    uv_mutex_t lock; /* the rest is shared, under lock */
+    uv_cond_t work, room;
+    struct batch queued;
+    size_t behind; /* bytes handed over and not yet written */
+    size_t max_behind;
+    bool stopping;
+    uint64_t posted;           /* the loop's: items queued so far (the last one's mark) */
+    _Atomic uint64_t done;     /* the thread's: items written so far */
+    _Atomic size_t nwaits;     /* the loop's: waits registered; the thread wakes it only then */
+    struct writer_wait *waits; /* the loop's */
+    uv_async_t written;        /* the thread tells the loop that waits may be over */
+    int closed;                /* handles closed (at stop) */
+    /* The thread's: the capture writers written since it last flushed them. */
+    struct event_writer **dirty;
+    size_t ndirty, dirty_cap;
+};
+
+static size_t round_up(size_t n)
+{
+    return (n + alignof(max_align_t) - 1) / alignof(max_align_t) * alignof(max_align_t);
+}
+
+static void batch_append(struct batch *to, struct batch *from)
+{
+    if (!from->first) return;
+    if (to->last)
+        to->last->next = from->first;
+    else
+        to->first = from->first;
+    to->last = from->last;
+    to->bytes += from->bytes;
+    *from = (struct batch){0};
+}
+
+/* Room for size bytes at the end of the batch being filled. */
+static void *reserve(struct batch *b, size_t size)
+{
+    if (!b->last || b->last->cap - b->last->used < size) {
+        size_t cap = size > BLOCK_SIZE ? size : BLOCK_SIZE;
+        struct block *blk = malloc(sizeof *blk + cap);
+        if (!blk) abort();
+        blk->next = NULL;
+        blk->used = 0;
+        blk->cap = cap;
+        if (b->last)
+            b->last->next = blk;
+        else
+            b->first = blk;
+        b->last = blk;
+    }
+    void *at = b->last->data + b->last->used;
+    b->last->used += size;
+    b->bytes += size;
+    return at;
+}
+
+static void hand_over(struct writer_thread *t)
+{
+    if (!t->filling.first) return;
+    size_t bytes = t->filling.bytes;
+    uv_mutex_lock(&t->lock);
+    /* The thread is far behind (a slow disk): the loop waits, so nothing grows unbounded. */
+    while (t->behind > 0 && t->behind + bytes > t->max_behind) uv_cond_wait(&t->room, &t->lock);
+    batch_append(&t->queued, &t->filling);
+    t->behind += bytes;
+    uv_cond_signal(&t->work);
+    uv_mutex_unlock(&t->lock);
+}
+
+static void hand_over_cb(uv_prepare_t *h)
+{
+    hand_over(h->data);
+}
+
+uint64_t writer_thread_written(const struct writer_thread *t)
+{
+    return atomic_load_explicit(&((struct writer_thread *)t)->done, memory_order_acquire);
+}
+
+/* The thread wrote something: the waits it reached are over. */
+static void written_cb(uv_async_t *h)
+{
+    struct writer_thread *t = h->data;
+    uint64_t done = writer_thread_written(t);
+    struct writer_wait **at = &t->waits;
+    while (*at) {
+        struct writer_wait *w = *at;
+        if (w->mark > done) {
+            at = &w->next;
+            continue;
+        }
+        *at = w->next;
+        w->waiting = false;
+        atomic_fetch_sub_explicit(&t->nwaits, 1, memory_order_release);
+        w->cb(w); /* may wait again: it goes to the head, before this point */
+    }
+}
+
+static void mark_dirty(struct writer_thread *t, struct event_writer *w)
+{
+    if (w->dirty || !w->flush) return;
+    if (t->ndirty == t->dirty_cap) {
+        size_t cap = t->dirty_cap ? 2 * t->dirty_cap : 64;
+        struct event_writer **d = realloc(t->dirty, cap * sizeof *d);
+        if (!d) abort();
+        t->dirty = d;
+        t->dirty_cap = cap;
+    }
+    t->dirty[t->ndirty++] = w;
+    w->dirty = true;
+}
+
+static void forget_dirty(struct writer_thread *t, struct event_writer *w)
+{
+    if (!w->dirty) return;
+    for (size_t i = 0; i < t->ndirty; i++)
+        if (t->dirty[i] == w) t->dirty[i] = NULL;
+    w->dirty = false;
+}
+
+/* Everything handed over is written: readable in the files now. */
+static void flush_dirty(struct writer_thread *t)
+{
+    for (size_t i = 0; i < t->ndirty; i++) {
+        if (!t->dirty[i]) continue;
+        t->dirty[i]->dirty = false;
+        t->dirty[i]->flush(t->dirty[i]);
+    }
+    t->ndirty = 0;
+}
+
+static void write_item(struct writer_thread *t, const struct item *it)
+{
+    if (it->op == ITEM_CLOSE) {
+        forget_dirty(t, it->capture);
+        it->capture->close(it->capture); /* which flushes it */
+        return;
+    }
+    const struct event *ev = (const struct event *)((const unsigned char *)it + sizeof *it);
+    if (it->capture) {
+        it->capture->write(it->capture, ev);
+        mark_dirty(t, it->capture);
+    }
+    if (t->stream) t->stream->write(t->stream, ev);
+    if (t->live) t->live->write(t->live, ev);
+}
+
+static void thread_main(void *arg)
+{
+    struct writer_thread *t = arg;
+    for (;;) {
+        uv_mutex_lock(&t->lock);
+        while (!t->queued.first && !t->stopping) uv_cond_wait(&t->work, &t->lock);
+        struct batch todo = t->queued;
+        t->queued = (struct batch){0};
+        bool last = t->stopping && !todo.first;
+        uv_mutex_unlock(&t->lock);
+        if (last) return;
+        for (struct block *b = todo.first, *next; b; b = next) {
+            next = b->next;
+            for (size_t at = 0; at < b->used;) {
+                const struct item *it = (const struct item *)(b->data + at);
+                write_item(t, it);
+                atomic_fetch_add_explicit(&t->done, 1, memory_order_release);
+                at += it->size;
+            }
+            free(b);
+        }
+        flush_dirty(t);
+        if (t->flush) fflush(t->flush);
+        if (atomic_load_explicit(&t->nwaits, memory_order_acquire)) uv_async_send(&t->written);
+        uv_mutex_lock(&t->lock);
+        t->behind -= todo.bytes;
+        uv_cond_signal(&t->room);
+        uv_mutex_unlock(&t->lock);
+    }
+}
+
+struct writer_thread *writer_thread_start(uv_loop_t *loop, struct event_writer *live,
+                                          struct event_writer *stream, FILE *flush,
+                                          size_t max_behind)
+{
+    struct writer_thread *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->live = live;
+    t->stream = stream;
+    t->flush = flush;
+    t->max_behind = max_behind;
+    if (uv_mutex_init(&t->lock) != 0) goto no_mutex;
+    if (uv_cond_init(&t->work) != 0) goto no_work;
+    if (uv_cond_init(&t->room) != 0) goto no_room;
+    if (uv_thread_create(&t->thread, thread_main, t) != 0) goto no_thread;
+    uv_prepare_init(loop, &t->hand_over);
+    t->hand_over.data = t;
+    uv_prepare_start(&t->hand_over, hand_over_cb);
+    uv_unref((uv_handle_t *)&t->hand_over); /* neither must keep the loop alive */
+    uv_async_init(loop, &t->written, written_cb);
+    t->written.data = t;
+    uv_unref((uv_handle_t *)&t->written);
+    return t;
+no_thread:
+    uv_cond_destroy(&t->room);
+no_room:
+    uv_cond_destroy(&t->work);
+no_work:
+    uv_mutex_destroy(&t->lock);
+no_mutex:
+    free(t);
+    return NULL;
+}
+
+static struct item *new_item(struct writer_thread *t, enum item_op op, struct event_writer *capture,
+                             size_t extra)
+{
+    t->posted++;
+    size_t size = round_up(sizeof(struct item)) + extra;
+    struct item *it = reserve(&t->filling, size);
+    it->capture = capture;
+    it->op = op;
+    it->size = size;
+    return it;
+}
+
+void writer_thread_write(struct writer_thread *t, struct event_writer *capture,
+                         const struct event *ev)
+{
+    size_t size = event_copy_size(ev);
+    struct item *it = new_item(t, ITEM_WRITE, capture, size);
+    event_copy_into((unsigned char *)it + sizeof *it, ev);
+    if (t->filling.bytes >= HAND_OVER_AT) hand_over(t); /* a big message: do not wait */
+}
+
+void writer_thread_close(struct writer_thread *t, struct event_writer *capture)
+{
+    new_item(t, ITEM_CLOSE, capture, 0);
+}
+
+uint64_t writer_thread_mark(const struct writer_thread *t)
+{
+    return t->posted;
+}
+
+void writer_thread_wait(struct writer_thread *t, struct writer_wait *w, uint64_t mark,
+                        void (*cb)(struct writer_wait *w))
+{
+    w->mark = mark;
+    w->cb = cb;
+    if (w->waiting) return;
+    w->waiting = true;
+    w->next = t->waits;
+    t->waits = w;
+    atomic_fetch_add_explicit(&t->nwaits, 1, memory_order_release);
+    /* Written already (the thread may have looked at nwaits just before): said at once. */
+    if (writer_thread_written(t) >= mark) uv_async_send(&t->written);
+}
+
+void writer_thread_cancel(struct writer_thread *t, struct writer_wait *w)
+{
+    if (!w->waiting) return;
+    for (struct writer_wait **at = &t->waits; *at; at = &(*at)->next) {
+        if (*at != w) continue;
+        *at = w->next;
+        break;
+    }
+    w->waiting = false;
+    atomic_fetch_sub_explicit(&t->nwaits, 1, memory_order_release);
+}
+
+static void closed_cb(uv_handle_t *h)
+{
+    struct writer_thread *t = h->data;
+    if (++t->closed == 2) free(t);
+}
+
+void writer_thread_stop(struct writer_thread *t)
+{
+    hand_over(t);
+    uv_mutex_lock(&t->lock);
+    t->stopping = true;
+    uv_cond_signal(&t->work);
+    uv_mutex_unlock(&t->lock);
+    uv_thread_join(&t->thread);
+    uv_cond_destroy(&t->room);
+    uv_cond_destroy(&t->work);
+    uv_mutex_destroy(&t->lock);
+    free(t->dirty);
+    uv_prepare_stop(&t->hand_over);
+    uv_close((uv_handle_t *)&t->hand_over, closed_cb);
+    uv_close((uv_handle_t *)&t->written, closed_cb);
+}
