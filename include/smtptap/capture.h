@@ -1,6 +1,7 @@
 /* capture.h - per-session capture files under --capture-dir: one file per format (text,
  * jsonl, pcap; eml: one per message), created 0600 inside a 0700 directory, named
- * YYYYmmddTHHMMSS-<session>-<client>.<ext>, flushed at every reply and when the session
+ * YYYYmmddTHHMMSS-<session>-<client>.<ext>, flushed at every reply (or when their owner
+ * says: the writer thread flushes once per hand-over) and when the session
  * ends. Each format is an event writer; capture_open fans a session's events out to them. */
 #ifndef SMTPTAP_CAPTURE_H
 #define SMTPTAP_CAPTURE_H
