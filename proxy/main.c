@@ -6,12 +6,14 @@
 #include "smtptap/buf.h"
 #include "smtptap/check_client.h"
 #include "smtptap/config.h"
+#include "smtptap/diff_main.h"
 #include "smtptap/server.h"
 
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "check-client") == 0)
         return check_client_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "diff") == 0) return diff_main(argc - 1, argv + 1);
     static struct config cfg;
     struct buf err;
     buf_init(&err);
