@@ -82,6 +82,7 @@ void check_row_event(struct check_row *row, const char *line, size_t len)
         const char *cmd = json_string_value(json_object_get(ev, "line"));
         row->saw_auth = row->saw_auth || starts_with_word(cmd, "AUTH");
         row->saw_mail = row->saw_mail || starts_with_word(cmd, "MAIL");
+        row->saw_clear = row->saw_clear || !json_is_true(json_object_get(ev, "tls"));
     }
     json_decref(ev);
 }
@@ -128,11 +129,21 @@ void check_row_finish(struct check_row *row, bool timed_out, int exit_code)
                  exit_code);
         return;
     }
-    if (row->action == CHECK_ACTION_NONE) {
-        row->action = CHECK_GAVE_UP;
-        row->good = false;
-        snprintf(row->verdict, sizeof row->verdict, "no verdict: the session did not end");
+    if (row->action != CHECK_ACTION_NONE) return;
+    if (!row->saw_clear) { /* no verdict: nothing was withheld from an implicit-TLS client */
+        row->action = row->saw_auth   ? CHECK_SENT_AUTH
+                      : row->saw_mail ? CHECK_SENT_MAIL
+                                      : CHECK_GAVE_UP;
+        row->good = true;
+        snprintf(row->verdict, sizeof row->verdict,
+                 "nothing to withhold: the client used implicit TLS (SMTPTAP_TLS_PORT), which "
+                 "%s does not touch: good",
+                 row->mode);
+        return;
     }
+    row->action = CHECK_GAVE_UP;
+    row->good = false;
+    snprintf(row->verdict, sizeof row->verdict, "no verdict: the session did not end");
 }
 
 bool check_report_passed(const struct check_report *r)

@@ -31,6 +31,7 @@ struct check_row {
     char verdict[CHECK_TEXT_MAX]; /* the worst session's verdict, or the runner's words */
     /* gathered from events for the control row, which has no verdict event */
     bool saw_auth, saw_mail, saw_tls;
+    bool saw_clear; /* a command outside TLS */
     bool timed_out;
     int exit_code; /* the command's exit status, -1 when killed or not run */
 };

@@ -452,16 +452,33 @@ def test_check_client_json_python_smtplib_passes():
     assert by_mode["strip"]["action"] == "gave up" and by_mode["strip"]["good"]
 
 
+def test_check_client_implicit_tls_client_passes():
+    """An SMTPS client on SMTPTAP_TLS_PORT: every bad certificate refused, and strip (which
+    has no STARTTLS to withhold from it) is no failure."""
+    script = ("import os, smtplib, ssl\n"
+              "ctx = ssl.create_default_context(cafile=os.environ['SMTPTAP_CA'])\n"
+              "port = int(os.environ['SMTPTAP_TLS_PORT'])\n"
+              "with smtplib.SMTP_SSL('localhost', port, context=ctx, timeout=15) as s:\n"
+              "    s.login('alice', 'S3cret-pw')\n")
+    rc, out, err = check_client("--", "/usr/bin/python3", "-c", script)
+    assert rc == 0, out + err
+    rows = table_rows(out)
+    for mode in BAD_MODES:
+        assert rows[mode][0] == "refused at handshake" and rows[mode][1].startswith(refused(mode))
+    assert rows["strip"] == ("sent credentials", "nothing to withhold: the client used implicit "
+                             "TLS (SMTPTAP_TLS_PORT), which strip does not touch: good"), out
+
+
 def test_check_client_hanging_command_is_stopped():
     started = time.monotonic()
-    rc, out, err = check_client("--timeout", "1s", "--", "sleep", "100", timeout=120)
+    rc, out, err = check_client("--timeout", "1s", "--", "sleep", "97.31", timeout=120)
     took = time.monotonic() - started
     assert rc == 1, out + err
     rows = table_rows(out)
     assert len(rows) == 9 and all(r[0] == "timed out" for r in rows.values()), out
     assert rows["expired"][1] == "FAIL: the command was still running at the timeout and was stopped"
     assert took < 60, took
-    left = subprocess.run(["pgrep", "-f", "^sleep 100$"], capture_output=True, text=True).stdout
+    left = subprocess.run(["pgrep", "-f", "^sleep 97.31$"], capture_output=True, text=True).stdout
     assert not left.strip(), f"sleep still running: {left}"
 
 
@@ -480,23 +497,37 @@ def test_check_client_usage_errors():
     assert rc == 64 and "no command given" in err
 
 
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie waiting for its new parent to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def test_check_client_stopped_by_sigterm_leaves_nothing_behind():
     """SIGTERM to check-client alone: the command's own process group and the server it
     started go with it."""
-    p = subprocess.Popen([harness.smtptap_bin(), "check-client", "--", "sleep", "93"],
+    p = subprocess.Popen([harness.smtptap_bin(), "check-client", "--", "sleep", "93.17"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 20
+    children = []
     while time.monotonic() < deadline:
-        if subprocess.run(["pgrep", "-f", "^sleep 93$"], capture_output=True).returncode == 0:
+        out = subprocess.run(["pgrep", "-a", "-P", str(p.pid)], capture_output=True,
+                             text=True).stdout
+        children = [(int(l.split()[0]), l.split(None, 1)[1]) for l in out.splitlines()]
+        if any(cmd == "sleep 93.17" for _, cmd in children):
             break
         time.sleep(0.1)
     else:
         p.kill()
-        pytest.fail("the command never started")
+        pytest.fail(f"the command never started: {children}")
+    # the server ("smtptap -q --listen 127.0.0.1:0 ...", argv[0] "smtptap") and the command
+    assert sorted(cmd.split()[0] for _, cmd in children) == ["sleep", "smtptap"], children
     p.terminate()
     assert p.wait(20) == -15
-    time.sleep(0.3)
-    # the server runs as "smtptap -q --listen 127.0.0.1:0 ..." (argv[0] "smtptap")
-    for pattern in ("^sleep 93$", "^smtptap -q --listen 127.0.0.1:0 --listen tls:127.0.0.1:0"):
-        left = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
-        assert not left.strip(), f"{pattern} still running: {left}"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(alive(pid) for pid, _ in children):
+        time.sleep(0.1)
+    assert not [c for c in children if alive(c[0])], children

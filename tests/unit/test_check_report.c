@@ -116,12 +116,35 @@ static void test_timeout_and_no_connection(void **state)
     buf_free(&out);
 }
 
+static void test_strip_with_implicit_tls(void **state)
+{
+    (void)state;
+    static struct check_report r;
+    memset(&r, 0, sizeof r);
+    /* an SMTPS client: no verdict (nothing withheld), every command in TLS */
+    struct check_row *row = check_report_add(&r, "strip", false);
+    feed(row, start);
+    feed(row, "{\"kind\":\"command\",\"tls\":true,\"line\":\"AUTH PLAIN <redacted>\"}");
+    check_row_finish(row, false, 0);
+    assert_int_equal(row->action, CHECK_SENT_AUTH);
+    assert_true(row->good);
+    assert_non_null(strstr(row->verdict, "nothing to withhold: the client used implicit TLS"));
+    /* a command in clear without a verdict is not passed */
+    struct check_row *odd = check_report_add(&r, "strip", false);
+    feed(odd, start);
+    feed(odd, "{\"kind\":\"command\",\"tls\":false,\"line\":\"EHLO x\"}");
+    check_row_finish(odd, false, 0);
+    assert_false(odd->good);
+    assert_false(check_report_passed(&r));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_worst_session_wins),
         cmocka_unit_test(test_control_and_pass),
         cmocka_unit_test(test_timeout_and_no_connection),
+        cmocka_unit_test(test_strip_with_implicit_tls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
