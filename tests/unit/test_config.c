@@ -1153,6 +1153,32 @@ static void bad_watch_values_name_the_flag_and_what_is_accepted(void **state)
     MESSAGE_HAS(f->err_text, "[live] summary: invalid value \"maybe\"");
 }
 
+/* --client-cert and [tls] client_cert (issue 12): every mode, the flag over the key, errors. */
+static void client_cert_flag_and_key(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(RUN(f, "-q"), CONFIG_OK);
+    assert_int_equal(f->cfg.client_cert, CLIENT_CERT_GOOD);
+    static const char *const modes[] = {"good",          "self-signed", "untrusted-ca", "expired",
+                                        "not-yet-valid", "wrong-host",  "weak-key",     "sha1"};
+    for (int i = 0; i < (int)NELEM(modes); i++) {
+        assert_int_equal(RUN(f, "--client-cert", modes[i]), CONFIG_OK);
+        assert_int_equal(f->cfg.client_cert, i);
+    }
+    write_ini(f, "[tls]\nclient_cert = wrong-host\n");
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_OK);
+    assert_int_equal(f->cfg.client_cert, CLIENT_CERT_WRONG_HOST);
+    assert_int_equal(RUN(f, "-c", f->path, "--client-cert", "sha1"), CONFIG_OK);
+    assert_int_equal(f->cfg.client_cert, CLIENT_CERT_SHA1);
+    assert_int_equal(RUN(f, "--client-cert", "EXPIRED"), CONFIG_ERR_USAGE);
+    assert_string_equal(f->err_text, "--client-cert: invalid value \"EXPIRED\"; expected good, "
+                                     "self-signed, untrusted-ca, expired, not-yet-valid, "
+                                     "wrong-host, weak-key or sha1");
+    write_ini(f, "[tls]\nclient_cert = stale\n");
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
+    MESSAGE_HAS(f->err_text, "client_cert", "\"stale\"", "not-yet-valid");
+}
+
 #define CONFIG_TEST(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
 int main(void)
@@ -1207,6 +1233,7 @@ int main(void)
         CONFIG_TEST(long_fault_section_names_and_lines_work),
         CONFIG_TEST(a_key_given_twice_in_a_section_names_both_lines),
         CONFIG_TEST(an_unknown_upstream_prefix_is_named),
+        CONFIG_TEST(client_cert_flag_and_key),
         cmocka_unit_test(ini_syntax_is_inihs),
         cmocka_unit_test(ini_read_tells_each_values_line),
         CONFIG_TEST(fault_section_given_twice_is_a_configuration_error),
