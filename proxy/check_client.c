@@ -246,9 +246,10 @@ static int server_wait_listening(struct server *s)
 {
     uint64_t until = now_ms() + START_MS;
     size_t parsed = 0;
-    while (!(s->port[0] && s->tls_port[0]) && now_ms() < until) {
+    uint64_t now;
+    while (!(s->port[0] && s->tls_port[0]) && (now = now_ms()) < until) {
         struct pollfd p = {.fd = s->err, .events = POLLIN};
-        if (poll(&p, 1, (int)(until - now_ms())) <= 0) continue;
+        if (poll(&p, 1, (int)(until - now)) <= 0) continue;
         char chunk[4096];
         ssize_t n = read(s->err, chunk, sizeof chunk);
         if (n <= 0) return -1;
@@ -345,7 +346,7 @@ static int command_wait(pid_t pid, struct server *s, struct check_row *row, uint
             waitpid(pid, &status, 0);
             break;
         }
-        server_read(s, row, 50);
+        if (!server_read(s, row, 50)) usleep(50000); /* the server is gone: no busy loop */
     }
     kill(-pid, SIGKILL); /* whatever it left behind in its group */
     command_group = 0;
