@@ -147,6 +147,14 @@ static void caps_diff(const struct capture_step *a, const struct capture_step *b
     buf_free(&ca), buf_free(&cb);
 }
 
+/* How long the client waited for the step's reply (a fault's delay included), -1 when it
+ * got none. */
+static double waited_ms(const struct capture_step *s)
+{
+    if (!s->reply || s->kind == STEP_GREETING) return -1;
+    return (s->t_reply - s->t) * 1e3;
+}
+
 /* Why rows i of a and b differ, appended to why ("" when they do not). */
 static void row_reasons(const struct capture_dialog *a, const struct capture_dialog *b, size_t i,
                         const struct capture_diff_options *o, struct buf *why)
@@ -174,9 +182,9 @@ static void row_reasons(const struct capture_dialog *a, const struct capture_dia
                        (const char *)buf_head(&caps));
         buf_free(&caps);
     }
-    if (sa->latency_ms >= 0 && sb->latency_ms >= 0 &&
-        fabs(sa->latency_ms - sb->latency_ms) > o->time_threshold_ms)
-        buf_printf(why, "; time: %.3f s vs %.3f s", sa->latency_ms / 1e3, sb->latency_ms / 1e3);
+    double ta = waited_ms(sa), tb = waited_ms(sb);
+    if (ta >= 0 && tb >= 0 && fabs(ta - tb) > o->time_threshold_ms)
+        buf_printf(why, "; time: %.3f s vs %.3f s", ta / 1e3, tb / 1e3);
 }
 
 /* ---- the table --------------------------------------------------------------------- */
