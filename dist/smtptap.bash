@@ -39,8 +39,15 @@ _smtptap()
         _smtptap_check_client
         return
     }
+    [[ ${COMP_WORDS[1]} == diff && $COMP_CWORD -ge 2 ]] && { # smtptap diff A.jsonl B.jsonl
+        [[ $prev == --time-threshold ]] && return
+        compopt -o filenames 2>/dev/null
+        mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+        [[ $cur == -* ]] && mapfile -t COMPREPLY < <(compgen -W '--time-threshold --help' -- "$cur")
+        return
+    }
     [[ $COMP_CWORD -eq 1 && $cur != -* ]] && {
-        mapfile -t COMPREPLY < <(compgen -W 'check-client' -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W 'check-client diff' -- "$cur")
         return
     }
     case $prev in
@@ -56,7 +63,7 @@ _smtptap()
         return
         ;;
     -u | --upstream)
-        mapfile -t COMPREPLY < <(compgen -W 'sink transparent tls: starttls: plain:' -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W 'sink transparent replay: tls: starttls: plain:' -- "$cur")
         [[ ${#COMPREPLY[@]} -eq 1 && ${COMPREPLY[0]} == *: ]] && compopt -o nospace 2>/dev/null
         return
         ;;
@@ -84,7 +91,7 @@ _smtptap()
         return
         ;;
     -l | --listen | --fault | --seed | --max-sessions | --idle-timeout | --connect-timeout | \
-        --only | --session)
+        --only | --session | --replay-speed)
         return # a value of the user's own
         ;;
     esac
@@ -93,7 +100,7 @@ _smtptap()
             --format --eml-raw --client-starttls --max-sessions --idle-timeout
             --connect-timeout --quiet --verbose --color= --version --help --decode-auth
             --redact --fault --seed --insecure --upstream-ca --ca-dir --print-ca --keylog
-            --client-cert --summary --only --session' \
+            --client-cert --summary --only --session --replay-speed --replay-strict' \
             -- "$cur")
         [[ ${#COMPREPLY[@]} -eq 1 && ${COMPREPLY[0]} == *= ]] && compopt -o nospace 2>/dev/null
     fi

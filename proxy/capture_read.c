@@ -179,6 +179,7 @@ static long take_waiting(struct capture_reader *r, bool local)
     if (pick == r->nwaiting && local && r->nwaiting) pick = 0;
     if (pick == r->nwaiting) return -1;
     long step = (long)r->waiting[pick];
+    r->d.steps[step].fault = r->by_fault[pick];
     memmove(r->waiting + pick, r->waiting + pick + 1, (r->nwaiting - pick - 1) * sizeof(size_t));
     memmove(r->by_fault + pick, r->by_fault + pick + 1, (r->nwaiting - pick - 1) * sizeof(bool));
     r->nwaiting--;

@@ -16,13 +16,15 @@
 static const char usage[] =
     "Usage: smtptap [OPTIONS]\n"
     "       smtptap check-client [OPTIONS] -- COMMAND...  (does a mail client check TLS?)\n"
+    "       smtptap diff [OPTIONS] A.jsonl B.jsonl  (where two captured sessions diverge)\n"
     "A transparent SMTP debugging proxy: shows and records the whole SMTP dialog.\n"
     "\n"
     "  -l, --listen [tls:]ADDR:PORT   listen address, repeatable (default 127.0.0.1:2525);\n"
     "                                 tls: for implicit TLS (SMTPS, port 465 style)\n"
     "  -u, --upstream SPEC            [tls:|starttls:|plain:]HOST[:PORT] | sink | transparent\n"
-    "                                 (default sink; port 465 means tls:; without a port 25,\n"
-    "                                 or 587 with starttls:, 465 with tls:)\n"
+    "                                 | replay:CAPTURE.jsonl (default sink; port 465 means\n"
+    "                                 tls:; without a port 25, or 587 with starttls:, 465\n"
+    "                                 with tls:)\n"
     "  -c, --config FILE              INI file; command line flags override it\n"
     "  -d, --capture-dir DIR          write one transcript file per session into DIR\n"
     "      --format LIST              capture formats, comma-separated: text, jsonl, pcap,\n"
@@ -63,6 +65,10 @@ static const char usage[] =
     "      --ca-dir DIR               smtptap's CA (default ~/.local/share/smtptap)\n"
     "      --print-ca                 print the CA certificate (create it if missing), exit\n"
     "      --keylog FILE              write NSS key log lines for both legs\n"
+    "      --replay-speed 0|1|N       -u replay: answer at the recorded pace (1, default),\n"
+    "                                 N times faster, or at once (0)\n"
+    "      --replay-strict            -u replay: a command must be the recorded one byte\n"
+    "                                 for byte (default: the same verb will do)\n"
     "      --client-cert MODE         the certificate the client is shown: good (default),\n"
     "                                 self-signed, untrusted-ca, expired, not-yet-valid,\n"
     "                                 wrong-host, weak-key, sha1; a verdict per session\n"
@@ -73,7 +79,8 @@ static const char usage[] =
     "plain with a warning (with --client-starttls passthrough the client's own STARTTLS\n"
     "decides). Every upstream certificate is verified (--upstream-ca, --insecure).\n"
     "\n"
-    "Exit status: 0 clean shutdown, 64 usage error, 69 cannot listen, 78 configuration error.\n";
+    "Exit status: 0 clean shutdown, 64 usage error, 65 a bad replay capture, 69 cannot listen,\n"
+    "78 configuration error.\n";
 
 const char *config_usage(void)
 {
@@ -93,6 +100,7 @@ void config_defaults(struct config *c)
     c->grace_ms = 5000;
     c->formats = FORMAT_TEXT;
     c->color = COLOR_AUTO;
+    c->replay_speed = 1;
 }
 
 /* ---- one setting, whatever its source ------------------------------------------------- */
@@ -119,6 +127,8 @@ enum setting_id {
     S_SUMMARY,
     S_ONLY,
     S_SESSION,
+    S_REPLAY_SPEED,
+    S_REPLAY_STRICT,
     S_NONE, /* a flag handled by config_from_args itself */
 };
 
@@ -233,6 +243,15 @@ static const char *apply(struct config *c, enum setting_id id, const char *name,
         if (!v[0]) c->watch.nsessions = 0;
         if (v[0]) bad = watch_add_sessions(&c->watch, v);
         break;
+    case S_REPLAY_SPEED:
+        if (!(bad = parse_uint(v, 0, 1000000, &n)))
+            c->replay_speed = (double)n;
+        else
+            bad = "0 (no waits), 1 (the recorded pace) or N (N times faster), up to 1000000";
+        break;
+    case S_REPLAY_STRICT:
+        if (!(bad = parse_bool(v, &b))) c->replay_strict = b;
+        break;
     case S_NONE: break;
     }
     if (bad) buf_printf(err, "%s: invalid value \"%s\"; expected %s", name, v, bad);
@@ -253,6 +272,8 @@ static const struct ini_key {
     {"upstream", "connect_timeout", S_CONNECT_TIMEOUT},
     {"upstream", "ca", S_UPSTREAM_CA},
     {"upstream", "insecure", S_INSECURE},
+    {"upstream", "replay_speed", S_REPLAY_SPEED},
+    {"upstream", "replay_strict", S_REPLAY_STRICT},
     {"tls", "ca_dir", S_CA_DIR},
     {"tls", "keylog", S_KEYLOG},
     {"tls", "client_cert", S_CLIENT_CERT},
@@ -505,6 +526,8 @@ enum {
     O_SUMMARY,
     O_ONLY,
     O_SESSION,
+    O_REPLAY_SPEED,
+    O_REPLAY_STRICT,
 };
 
 static const struct option long_opts[] = {
@@ -537,6 +560,8 @@ static const struct option long_opts[] = {
     {"summary", no_argument, 0, O_SUMMARY},
     {"only", required_argument, 0, O_ONLY},
     {"session", required_argument, 0, O_SESSION},
+    {"replay-speed", required_argument, 0, O_REPLAY_SPEED},
+    {"replay-strict", no_argument, 0, O_REPLAY_STRICT},
     {0, 0, 0, 0},
 };
 
@@ -558,6 +583,7 @@ static enum setting_id setting_of(int opt)
     case O_CLIENT_CERT: return S_CLIENT_CERT;
     case O_ONLY: return S_ONLY;
     case O_SESSION: return S_SESSION;
+    case O_REPLAY_SPEED: return S_REPLAY_SPEED;
     default: return S_NONE;
     }
 }
@@ -728,6 +754,7 @@ enum config_result config_from_args(struct config *c, int argc, char **argv, str
         case O_REDACT: c->redact = true; break;
         case O_EML_RAW: c->eml_raw = true; break;
         case O_SUMMARY: c->summary = true; break;
+        case O_REPLAY_STRICT: c->replay_strict = true; break;
         case O_ONLY:
             if (!only_reset) c->watch.nglobs = 0, only_reset = true;
             __attribute__((fallthrough));

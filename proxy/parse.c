@@ -189,6 +189,13 @@ const char *parse_upstream(const char *s, struct upstream_spec *out)
     memset(out, 0, sizeof *out);
     if (strcasecmp(s, "sink") == 0) return out->kind = UPSTREAM_SINK, NULL;
     if (strcasecmp(s, "transparent") == 0) return out->kind = UPSTREAM_TRANSPARENT, NULL;
+    if (strncasecmp(s, "replay:", 7) == 0) { /* a recorded server: the capture's path */
+        out->kind = UPSTREAM_REPLAY;
+        if (!s[7] || strlen(s + 7) >= sizeof out->replay)
+            return "replay:FILE with the path of a jsonl capture (smtptap -d DIR --format jsonl)";
+        strcpy(out->replay, s + 7);
+        return NULL;
+    }
     out->kind = UPSTREAM_FIXED;
     out->tls = TLS_STARTTLS_IF_OFFERED;
     static const struct {

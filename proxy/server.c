@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "smtptap/capture.h"
+#include "smtptap/capture_read.h"
 #include "smtptap/heap_trim.h"
 #include "smtptap/leg.h"
 #include "smtptap/text.h"
@@ -205,8 +206,9 @@ static void warn_if_exposed(const struct server *srv, const struct listener *l)
     if (is_loopback_address(l->spec.addr.host)) return;
     const struct upstream_spec *u = &srv->cfg->upstream;
     char what[400], up[300];
-    if (u->kind == UPSTREAM_SINK) {
-        snprintf(what, sizeof what, "send mail to smtptap's built-in sink");
+    if (u->kind == UPSTREAM_SINK || u->kind == UPSTREAM_REPLAY) {
+        snprintf(what, sizeof what, "send mail to smtptap's %s",
+                 u->kind == UPSTREAM_SINK ? "built-in sink" : "replay of a recorded server");
     } else if (u->kind == UPSTREAM_TRANSPARENT) {
         snprintf(what, sizeof what,
                  "relay mail through smtptap, from this host's address, to where each "
@@ -362,6 +364,8 @@ static int open_listeners(struct server *srv)
         snprintf(up, sizeof up, "sink (built-in)");
     else if (u->kind == UPSTREAM_TRANSPARENT)
         snprintf(up, sizeof up, "transparent");
+    else if (u->kind == UPSTREAM_REPLAY)
+        snprintf(up, sizeof up, "replay of %.280s", u->replay);
     else
         format_hostport(u->target.host, u->target.port, up, sizeof up);
     if (u->kind == UPSTREAM_FIXED && u->tls == TLS_IMPLICIT)
@@ -540,7 +544,8 @@ static int start_tls(struct server *srv)
     const struct config *cfg = srv->cfg;
     char err[TLS_ERR_MAX];
     const char *keylog = cfg->keylog[0] ? cfg->keylog : NULL;
-    bool client_side = needs_client_tls(cfg), upstream_side = cfg->upstream.kind != UPSTREAM_SINK;
+    bool client_side = needs_client_tls(cfg), upstream_side = cfg->upstream.kind != UPSTREAM_SINK &&
+                                                              cfg->upstream.kind != UPSTREAM_REPLAY;
     if (keylog && (client_side || upstream_side)) { /* errors name --keylog, not a TLS side */
         char note[TLS_ERR_MAX];
         if (tls_keylog_prepare(keylog, note, sizeof note, err, sizeof err) < 0) {
@@ -616,6 +621,18 @@ static void start_header(struct server *srv)
                    srv->cfg->config_file);
 }
 
+/* -u replay:FILE: the recorded dialog, read once for every session; NULL (said why) when
+ * the file cannot be read or is no capture of one whole session. */
+static struct capture_reader *load_replay(const struct config *cfg)
+{
+    char err[700];
+    bool unreadable;
+    struct capture_reader *r =
+        capture_read_file(cfg->upstream.replay, err, sizeof err, &unreadable);
+    if (!r) fprintf(stderr, "smtptap: --upstream replay:%s: %s\n", cfg->upstream.replay, err);
+    return r;
+}
+
 int server_run(const struct config *cfg)
 {
     static struct server srv;
@@ -636,9 +653,15 @@ int server_run(const struct config *cfg)
         buf_free(&srv.header);
         return EXIT_CONFIG;
     }
+    static struct capture_reader *replay;
+    if (cfg->upstream.kind == UPSTREAM_REPLAY && !(replay = load_replay(cfg))) {
+        buf_free(&srv.header);
+        return 65; /* EX_DATAERR, as smtptap diff says of a bad capture */
+    }
     start_faults(&srv);
     if ((rc = start_tls(&srv))) {
         stop_tls(&srv);
+        capture_reader_free(replay);
         buf_free(&srv.header);
         return rc;
     }
@@ -654,6 +677,7 @@ int server_run(const struct config *cfg)
         .tls_client = srv.tls_client,
         .host = srv.host,
         .sink_users = &srv.sink_users,
+        .replay = replay ? capture_reader_dialog(replay) : NULL,
         .faults = &srv.faults,
         .seed = srv.seed,
         .server = &srv,
@@ -695,6 +719,8 @@ int server_run(const struct config *cfg)
     }
     stop_tls(&srv);
     free_old_faults(&srv);
+    capture_reader_free(replay);
+    replay = NULL;
     buf_free(&srv.header);
     return rc ? rc : srv.exit_code;
 }

@@ -345,7 +345,8 @@ void session_enter(struct session *s, enum session_state next, const char *why)
         session_touch(s);
         /* the connect timer, armed when reaching the upstream began, now waits for the
          * greeting; the sink greets at once, so its session is idle from here */
-        if (s->up_kind == UP_SINK) session_arm_timer(s, TIMER_IDLE, s->cfg->idle_timeout_ms);
+        if (s->up_kind == UP_SINK || s->up_kind == UP_REPLAY)
+            session_arm_timer(s, TIMER_IDLE, s->cfg->idle_timeout_ms);
         break;
     case SESSION_RELAYING: session_arm_timer(s, TIMER_IDLE, s->cfg->idle_timeout_ms); break;
     case SESSION_DRAINING: session_arm_timer(s, TIMER_LINGER, LINGER_MS); break;

@@ -80,7 +80,10 @@ static void upstream_gone(struct session *s, const char *how)
         session_local_reply(s, "421 4.4.0 smtptap: upstream %s%s", how,
                             s->in_message ? " during DATA" : "");
     } else {
-        session_emitf(s, EV_INFO, DIR_S2C, "%s %s", s->up_kind == UP_SINK ? "sink" : "upstream",
+        session_emitf(s, EV_INFO, DIR_S2C, "%s %s",
+                      s->up_kind == UP_SINK     ? "sink"
+                      : s->up_kind == UP_REPLAY ? "replay"
+                                                : "upstream",
                       how);
     }
     session_end(s);

@@ -206,6 +206,22 @@ static void connect_sink(struct session *s)
     session_start_relaying(s);
 }
 
+/* The recorded server where the note lands: a "**" line. */
+static void replay_note(void *owner, const char *text)
+{
+    session_lint(owner, "replay-unmatched", DIR_C2S, -1, "%s", text);
+}
+
+static void connect_replay(struct session *s)
+{
+    replay_leg_init(&s->up.replay, s->env->loop, &session_upstream_events, s, s->env->replay,
+                    s->cfg->replay_strict, s->cfg->replay_speed, replay_note);
+    s->up_kind = UP_REPLAY;
+    s->upstream = &s->up.replay.base;
+    s->open_handles++;
+    session_start_relaying(s);
+}
+
 void session_connect_upstream(struct session *s)
 {
     const struct upstream_spec *u = &s->cfg->upstream;
@@ -227,6 +243,12 @@ void session_connect_upstream(struct session *s)
                       s->client_name, s->local_name, s->upstream_name, started);
         if (fixed_loop(s)) return;
         connect_fixed(s, &u->target);
+        return;
+    case UPSTREAM_REPLAY:
+        snprintf(s->upstream_name, sizeof s->upstream_name, "replay of %.250s", u->replay);
+        session_emitf(s, EV_INFO, DIR_NONE, "%s connected to %s, upstream %s, at %s",
+                      s->client_name, s->local_name, s->upstream_name, started);
+        connect_replay(s);
         return;
     case UPSTREAM_TRANSPARENT:
         session_emitf(s, EV_INFO, DIR_NONE, "%s connected to %s, upstream transparent, at %s",

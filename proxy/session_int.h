@@ -28,6 +28,7 @@
 #include "smtptap/lint.h"
 #include "smtptap/lint_state.h"
 #include "smtptap/message.h"
+#include "smtptap/replay_leg.h"
 #include "smtptap/session.h"
 #include "smtptap/sink_leg.h"
 #include "smtptap/smtp.h"
@@ -71,7 +72,7 @@ enum upstream_upgrade {
 enum timer_purpose { TIMER_CONNECT, TIMER_IDLE, TIMER_LINGER };
 
 /* Which leg `up` holds. */
-enum upstream_leg { UP_NONE, UP_TCP, UP_SINK };
+enum upstream_leg { UP_NONE, UP_TCP, UP_SINK, UP_REPLAY };
 
 struct held_bytes;
 
@@ -87,6 +88,7 @@ struct session {
     union {
         struct tcp_leg tcp;
         struct sink_leg sink;
+        struct replay_leg replay;
     } up;
     struct leg *upstream; /* &up.tcp.base or &up.sink.base, NULL before it exists */
     int open_handles;     /* legs and a pending DNS request; the timers close after them */

@@ -27,6 +27,7 @@ struct capture_step {
     size_t reply_len;
     int code;          /* the reply's code, 0 when none */
     bool local;        /* smtptap answered (a fault's reply, its STARTTLS, a repeated EHLO) */
+    bool fault;        /* ... by a fault rule's reply */
     bool tls;          /* the client's connection was in TLS */
     unsigned group;    /* pipelining: commands sent before the previous reply share a group */
     double t, t_reply; /* seconds since the session began: the step, its reply */

@@ -60,6 +60,8 @@ struct config {
     char command_line[8192];
 
     enum client_cert client_cert; /* --client-cert: the leaf the client is shown */
+    double replay_speed;          /* -u replay: 0 no waits, 1 the recorded pace, N faster */
+    bool replay_strict;           /* -u replay: commands must be the recorded ones exactly */
 };
 
 enum config_result {

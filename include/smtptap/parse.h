@@ -22,13 +22,14 @@ struct listen_spec {
     bool implicit_tls;    /* "tls:" prefix */
 };
 
-enum upstream_kind { UPSTREAM_SINK, UPSTREAM_FIXED, UPSTREAM_TRANSPARENT };
+enum upstream_kind { UPSTREAM_SINK, UPSTREAM_FIXED, UPSTREAM_TRANSPARENT, UPSTREAM_REPLAY };
 
 struct upstream_spec {
     enum upstream_kind kind;
     struct hostport target; /* UPSTREAM_FIXED */
     enum tls_mode tls;      /* prefix: tls:, starttls:, plain: or none */
     bool port_defaulted;    /* HOST without :PORT: upstream_default_port() was taken */
+    char replay[4096];      /* UPSTREAM_REPLAY: the capture file (replay:FILE) */
 };
 
 /* "HOST:PORT" or "[V6]:PORT". Port 0 allowed only when allow_zero. */
@@ -38,7 +39,7 @@ const char *parse_listen(const char *s, struct listen_spec *out);
 /* A numeric address in 127.0.0.0/8, ::1 or ::ffff:127.0.0.0/104: reachable from this host
  * only. Anything else (0.0.0.0, ::, a host name) is false. */
 bool is_loopback_address(const char *numeric_host);
-/* "sink" | "transparent" | "[tls:|starttls:|plain:]HOST[:PORT]"; without a port the
+/* "sink" | "transparent" | "replay:FILE" | "[tls:|starttls:|plain:]HOST[:PORT]"; without a port the
  * prefix's usual one (upstream_default_port). A word before a colon that is none of the
  * prefixes ("smtps:mail.example.com:465") returns parse_upstream_unknown_prefix, so that the
  * caller can name it (upstream_prefix_length says how long it is). */

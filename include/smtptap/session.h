@@ -15,6 +15,8 @@
 #include "smtptap/events.h"
 #include "smtptap/fault.h"
 #include "smtptap/sink_auth.h"
+
+struct capture_dialog;
 #include "smtptap/writer_thread.h"
 
 struct session;
@@ -31,6 +33,7 @@ struct session_env {
     SSL_CTX *tls_client;           /* upstream TLS, NULL with the sink */
     const char *host;              /* this machine's name (the sink greets with it) */
     const struct sink_users *sink_users;   /* [sink] users */
+    const struct capture_dialog *replay;   /* -u replay:FILE: the recorded dialog, else NULL */
     const struct fault_set *const *faults; /* the rules in force (the set changes on SIGHUP) */
     uint64_t seed;                         /* for probabilistic faults */
     const char *text_header;               /* lines each text capture begins with */

@@ -1,7 +1,15 @@
 """Record once, replay anywhere (issue 14): sessions recorded through smtptap with
-`-d DIR --format jsonl`, read back by `smtptap diff`.
+`-d DIR --format jsonl`, read back by `smtptap diff` and replayed by `-u replay:FILE`.
 
 What is checked:
+  replay        smtptap as the recorded server (aiosmtpd's, smtp-sink's) to another client
+                (smtplib with STARTTLS, swaks with pipelining): the client gets the recorded
+                codes in the recorded order (the fault's 450 included) for other recipients
+                and another EHLO name; a command the recording does not have gets the 451
+                and a '**' line saying where the dialog left the recording, and the replay
+                goes on; --replay-strict refuses a changed recipient; --replay-speed 1 keeps
+                a recorded wait, 0 does not; [upstream] target = replay:FILE; a broken
+                capture stops the start with exit 65 naming the line
   diff          the same client (swaks, Python smtplib) recorded against aiosmtpd and against
                 Postfix smtp-sink: the table shows the first divergence (EHLO capabilities, a
                 fault-shaped 450 on RCPT), exit 1; a session against itself: no '!' row,
@@ -15,8 +23,11 @@ What is checked:
 from __future__ import annotations
 
 import json
+import re
 import smtplib
+import ssl
 import subprocess
+import time
 from pathlib import Path
 from typing import List
 
@@ -209,3 +220,139 @@ def test_diff_usage_and_missing_files(capture, tmp_path):
     assert r.returncode == 66 and f"{missing}: No such file or directory" in r.stderr, r
     r = smtptap("diff", "--help")
     assert r.returncode == 0 and r.stdout.startswith("Usage: smtptap diff"), r
+
+
+# ---- replay: smtptap as the recorded server -------------------------------------------------
+
+def codes_of(replies) -> List[int]:
+    return [code for code, _ in replies]
+
+
+def replay_smtplib(hostport: str, rcpts: List[str], *, starttls: bool = False,
+                   extra: str = "") -> List[tuple]:
+    """A client other than the recorded one: smtplib, one command at a time; every reply it
+    got, as (code, text)."""
+    host, port = hostport.rsplit(":", 1)
+    got = []
+    with smtplib.SMTP(host, int(port), timeout=20) as c:
+        got.append((c.ehlo("other-client.test")[0], ""))
+        if starttls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            got.append(c.starttls(context=ctx)[:1] + (b"",))
+            got.append((c.ehlo("other-client.test")[0], ""))
+        if extra:
+            got.append(c.docmd(extra))
+        got.append(c.docmd("MAIL", f"FROM:<{FROM}>"))
+        for r in rcpts:
+            got.append(c.docmd("RCPT", f"TO:<{r}>"))
+        got.append(c.docmd("DATA"))
+        c.send(make_message(frm=FROM, to=rcpts[0]).replace(b"\n", b"\r\n") + b"\r\n.\r\n")
+        got.append(c.getreply())
+        got.append(c.docmd("QUIT"))
+    return [(code, text.decode() if isinstance(text, bytes) else text) for code, text in got]
+
+
+@pytest.fixture
+def recorded(tap, aiosmtpd, tmp_path):
+    """swaks with STARTTLS and pipelining, a fault's 450 on the busy recipient, recorded
+    against aiosmtpd."""
+    client = swaks_client("--to", "bob@example.net,x@busy.example", "--pipeline", "-tls")
+    return record(tap, aiosmtpd.hostport, tmp_path / "rec", client, "--fault", BUSY_FAULT)
+
+
+def test_replay_answers_another_client_with_the_recorded_codes(recorded, tap, tmp_path):
+    t = tap(["-u", f"replay:{recorded}", "--replay-speed", "0"])
+    got = replay_smtplib(t.hostport, ["carol@example.net", "zed@busy.example"], starttls=True)
+    # the recording: 250 EHLO, 220 STARTTLS (smtptap's, again), 250 EHLO, MAIL 250,
+    # RCPT 250, RCPT 450 (the fault's, replayed as the client got it), DATA 354, end 250, 221
+    assert codes_of(got) == [250, 220, 250, 250, 250, 450, 354, 250, 221], got
+    assert got[5][1] == "4.2.0 busy" and got[7][1] == "2.0.0 OK queued as aio1", got
+    t.wait_session_end()
+    text = t.transcript()
+    assert "upstream replay of " + str(recorded) in text
+    assert "** replay" not in text, text
+    assert " ~> RCPT TO:<carol@example.net>" in text  # the new dialog, in TLS
+
+
+def test_replay_of_smtp_sink_to_swaks(tap, tmp_path, need):
+    need("swaks")
+    with harness.SmtpSink() as sink:
+        cap = record(tap, sink.hostport, tmp_path / "rec", smtplib_client(["bob@example.net"]))
+        greeting = sink.greeting
+    t = tap(["-u", f"replay:{cap}", "--replay-speed", "0"])
+    rc, out, err = harness.swaks(t.hostport, "--from", "someone@else.example", "--to",
+                                 "dave@example.org", "--pipeline")
+    assert rc == 0, out + err
+    replies = [l[4:] for l in out.splitlines() if l.startswith(("<-  ", "<~  "))]
+    assert replies[0].startswith(greeting), replies
+    codes = [r[:3] for r in replies if not r[3:4] == "-"]
+    assert codes == ["220", "250", "250", "250", "354", "250", "221"], replies
+
+
+def test_a_command_the_recording_lacks_gets_451_and_a_lint_line(recorded, tap):
+    t = tap(["-u", f"replay:{recorded}", "--replay-speed", "0"])
+    got = replay_smtplib(t.hostport, ["carol@example.net", "zed@busy.example"], starttls=True,
+                         extra="NOOP")
+    assert got[3] == (451, '4.3.0 smtptap replay: no recorded reply for "NOOP"'), got
+    # the recording's place did not move: the rest is answered as recorded
+    assert codes_of(got[4:]) == [250, 250, 450, 354, 250, 221], got
+    t.wait_session_end()
+    line = t.wait_for(r"^#1 \+\d+\.\d+ \*\* replay: .*$").group(0)
+    m = re.search(r'\*\* replay: "NOOP" left the recording where the recording has '
+                  r'"MAIL FROM:<alice@example.org>" \(line (\d+)\); answered 451$', line)
+    assert m, line
+    recorded_line = recorded.read_text().splitlines()[int(m.group(1)) - 1]
+    assert json.loads(recorded_line)["line"] == "MAIL FROM:<alice@example.org>\r\n"
+
+
+def test_replay_strict_wants_the_recorded_text(recorded, tap):
+    t = tap(["-u", f"replay:{recorded}", "--replay-speed", "0", "--replay-strict"])
+    host, port = t.hostport.rsplit(":", 1)
+    with smtplib.SMTP(host, int(port), timeout=20) as c:
+        assert c.ehlo("vm")[0] == 250  # the recorded EHLO name: swaks's ("ehlo" in any case)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        assert c.starttls(context=ctx)[0] == 220
+        assert c.ehlo("vm")[0] == 250
+        assert c.docmd("MAIL", f"FROM:<{FROM}>")[0] == 250
+        assert c.docmd("RCPT", "TO:<carol@example.net>") == (
+            451, b'4.3.0 smtptap replay: no recorded reply for "RCPT TO:<carol@example.net>"')
+        assert c.docmd("RCPT", "TO:<bob@example.net>")[0] == 250
+    t.wait_for(r'\*\* replay: "RCPT TO:<carol@example.net>" left the recording where the '
+               r'recording has "RCPT TO:<bob@example.net>"')
+
+
+def test_replay_speed_keeps_the_recorded_wait(tap, aiosmtpd, tmp_path):
+    cap = record(tap, aiosmtpd.hostport, tmp_path / "rec", smtplib_client(["bob@example.net"]),
+                 "--fault", "MAIL: delay 1200ms")
+
+    def mail_wait(*speed):
+        t = tap(["-u", f"replay:{cap}", *speed])
+        host, port = t.hostport.rsplit(":", 1)
+        with smtplib.SMTP(host, int(port), timeout=20) as c:
+            c.ehlo("x.test")
+            start = time.monotonic()
+            assert c.docmd("MAIL", f"FROM:<{FROM}>")[0] == 250
+            return time.monotonic() - start
+    assert mail_wait() >= 1.1             # default: the recorded pace
+    assert 0.5 <= mail_wait("--replay-speed", "2") < 1.1
+    assert mail_wait("--replay-speed", "0") < 0.5
+
+
+def test_replay_from_the_config_file_and_a_broken_capture(recorded, tap, tmp_path):
+    conf = tmp_path / "replay.conf"
+    conf.write_text(f"[upstream]\ntarget = replay:{recorded}\nreplay_speed = 0\n")
+    t = tap(["-c", str(conf)])
+    got = replay_smtplib(t.hostport, ["bob@example.net", "x@busy.example"], starttls=True)
+    assert codes_of(got) == [250, 220, 250, 250, 250, 450, 354, 250, 221], got
+    broken = tmp_path / "broken.jsonl"
+    lines = recorded.read_text().splitlines(keepends=True)
+    broken.write_text("".join(lines[:4]) + lines[4][:20])
+    r = subprocess.run(harness.wrapped([harness.smtptap_bin(), "--listen", "127.0.0.1:0",
+                                        "-u", f"replay:{broken}"]),
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 65, r
+    assert f"smtptap: --upstream replay:{broken}: {broken}: line 5: not valid JSON" in r.stderr
+    assert "truncated?" in r.stderr
+    harness.assert_no_sanitizer_report(r.stderr)
