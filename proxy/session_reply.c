@@ -27,9 +27,9 @@ struct held_bytes {
     enum fault_action mode;   /* FAULT_REPLY: plain bytes */
     uint64_t due_ms;          /* FAULT_DELAY: loop time to send at */
     uint64_t param;           /* FAULT_SLOW: bytes per second; FAULT_TRUNCATE: bytes kept */
-    bool until_written;       /* no bytes: what follows waits for the writer thread */
-    uint64_t mark; /* the item the writer thread must have written before these bytes go */
+    uint64_t mark;            /* the writer thread's item to be written before they go */
     size_t len, sent;
+    size_t announced; /* the events of the bytes up to here are emitted (sent <= it) */
     uint8_t bytes[];
 };
 
@@ -46,12 +46,9 @@ static void arm(struct session *s, uint64_t ms)
     uv_timer_start(&s->reply_timer, reply_timer_cb, ms, 0);
 }
 
-static void wait_for_writers(struct session *s);
-
 static void hold(struct session *s, enum fault_action mode, uint64_t param, const uint8_t *bytes,
                  size_t len)
 {
-    wait_for_writers(s);
     s->s2c_pos += len; /* where the stream the client sees is: written now or later */
     struct held_bytes *h = malloc(sizeof *h + len);
     if (!h) abort();
@@ -145,17 +142,47 @@ void reply_emit_unsent(struct session *s)
     reply_flush_deferred(s);
 }
 
-static void write_client(struct session *s, const uint8_t *bytes, size_t len)
+/* The events of bytes about to go to the client: the wire bytes (pcap). */
+static void announce(struct session *s, const uint8_t *bytes, size_t len)
 {
-    /* the "<-" lines of held bytes, stamped now: when the client gets them */
-    if (s->held_head && s->held_head->bytes == bytes) emit_held_event(s, &s->held_head->event);
     /* A ClientHello parked for the upstream's certificate (which will not come now: the
      * first bytes for the client are smtptap's own) gets a leaf of smtptap's naming. */
     leg_tls_release_hello(&s->client, NULL);
-    if (s->client_dead) return;
+    if (!s->client_dead && len) session_wire(s, DIR_S2C, bytes, len);
+}
+
+static void send_now(struct session *s, const uint8_t *bytes, size_t len)
+{
+    if (s->client_dead || !len) return;
     s->bytes_down += len; /* what the client is sent: edits and local replies included */
-    session_wire(s, DIR_S2C, bytes, len);
     leg_write(&s->client.base, bytes, len);
+}
+
+static void writers_caught_up(struct writer_wait *w)
+{
+    struct session *s = (struct session *)((char *)w - offsetof(struct session, writers_wait));
+    send_held(s);
+}
+
+/* Writes the next n held bytes: their events first (the held reply's "<-" lines, stamped
+ * now, and the wire bytes), then, with a writer thread, the bytes once it has written those
+ * events and all before them, so that the files hold what the client gets. False while
+ * it waits (the thread calls send_held again). */
+static bool write_step(struct session *s, struct held_bytes *h, size_t n)
+{
+    if (h->event || h->announced < h->sent + n) {
+        emit_held_event(s, &h->event);
+        announce(s, h->bytes + h->sent, n);
+        h->announced = h->sent + n;
+        if (s->replies_wait) h->mark = writer_thread_mark(s->env->writers);
+    }
+    if (h->mark && writer_thread_written(s->env->writers) < h->mark) {
+        writer_thread_wait(s->env->writers, &s->writers_wait, h->mark, writers_caught_up);
+        return false;
+    }
+    send_now(s, h->bytes + h->sent, n);
+    h->sent += n;
+    return true;
 }
 
 /* Sends one trickle of a slow reply; returns true when it is all sent. */
@@ -165,48 +192,34 @@ static bool send_slowly(struct session *s, struct held_bytes *h)
     size_t chunk = rate >= 1000 / SLOW_TICK_MS ? (size_t)(rate * SLOW_TICK_MS / 1000) : 1;
     uint64_t interval = rate >= 1000 / SLOW_TICK_MS ? SLOW_TICK_MS : 1000 / rate;
     if (chunk > h->len - h->sent) chunk = h->len - h->sent;
-    write_client(s, h->bytes + h->sent, chunk);
-    h->sent += chunk;
+    if (!write_step(s, h, chunk)) return false;
     if (h->sent == h->len) return true;
     arm(s, interval);
     return false;
 }
 
 /* Delivers held bytes from the head until one must wait. */
-static void writers_caught_up(struct writer_wait *w)
-{
-    struct session *s = (struct session *)((char *)w - offsetof(struct session, writers_wait));
-    send_held(s);
-}
-
 static void send_held(struct session *s)
 {
     while (s->held_head && s->state < SESSION_ENDING) {
         struct held_bytes *h = s->held_head;
         uint64_t now = uv_now(s->env->loop);
-        if (h->mode == FAULT_DELAY && now < h->due_ms) return arm(s, h->due_ms - now);
-        if (h->mode == FAULT_STALL) return;
-        if (h->event) { /* its "<-" lines, stamped now: the client gets the bytes now */
-            emit_held_event(s, &h->event);
-            if (s->replies_wait) h->mark = writer_thread_mark(s->env->writers);
-        }
-        if (h->mark && writer_thread_written(s->env->writers) < h->mark)
-            return writer_thread_wait(s->env->writers, &s->writers_wait, h->mark,
-                                      writers_caught_up);
-        if (h->until_written) {
-            pop_held(s);
-            continue;
-        }
         switch (h->mode) {
-        case FAULT_DELAY: write_client(s, h->bytes, h->len); break;
+        case FAULT_DELAY:
+            if (now < h->due_ms) return arm(s, h->due_ms - now);
+            if (!write_step(s, h, h->len - h->sent)) return;
+            break;
+        case FAULT_STALL: return;
         case FAULT_SLOW:
             if (!send_slowly(s, h)) return;
             break;
-        case FAULT_TRUNCATE:
-            write_client(s, h->bytes, h->param < h->len ? (size_t)h->param : h->len);
+        case FAULT_TRUNCATE: {
+            size_t keep = h->param < h->len ? (size_t)h->param : h->len;
+            if (!write_step(s, h, keep - h->sent)) return;
             pop_held(s);
             session_end(s);
             return;
+        }
         case FAULT_DROP:
             pop_held(s);
             session_end(s);
@@ -216,54 +229,34 @@ static void send_held(struct session *s)
             tcp_leg_reset(&s->client);
             session_end(s);
             return;
-        default: write_client(s, h->bytes, h->len); break;
+        default:
+            if (!write_step(s, h, h->len - h->sent)) return;
+            break;
         }
         pop_held(s);
     }
 }
 
-/* What the client is sent from now on waits until the writer thread has written every
- * event emitted so far: a capture file has a reply (and an eml its message) when the client
- * gets the reply. */
-static void wait_for_writers(struct session *s)
-{
-    if (!s->replies_wait) return;
-    uint64_t mark = writer_thread_mark(s->env->writers);
-    if (writer_thread_written(s->env->writers) >= mark) return;
-    if (s->held_tail && s->held_tail->until_written) { /* one wait: for the latest mark */
-        s->held_tail->mark = mark;
-        return;
-    }
-    struct held_bytes *h = calloc(1, sizeof *h);
-    if (!h) abort();
-    h->until_written = true;
-    h->mark = mark;
-    if (s->held_tail)
-        s->held_tail->next = h;
-    else
-        s->held_head = h;
-    s->held_tail = h;
-    send_held(s);
-}
-
 void reply_send_waiting(struct session *s)
 {
-    while (s->held_head) {
+    while (s->held_head && s->held_head->mode == FAULT_REPLY) { /* a fault's are not sent */
         struct held_bytes *h = s->held_head;
-        if (!h->until_written && (h->mode != FAULT_REPLY || h->sent)) break; /* a fault's */
-        if (!h->until_written) write_client(s, h->bytes, h->len);
+        emit_held_event(s, &h->event);
+        if (h->announced < h->len) announce(s, h->bytes + h->announced, h->len - h->announced);
+        send_now(s, h->bytes + h->sent, h->len - h->sent);
         pop_held(s);
     }
 }
 
 void reply_send(struct session *s, const uint8_t *bytes, size_t len)
 {
-    wait_for_writers(s);
-    if (!s->held_head) {
-        s->s2c_pos += len;
-        write_client(s, bytes, len);
-    } else
+    if (s->held_head || s->replies_wait) { /* behind held bytes, or the writer thread */
         hold(s, FAULT_REPLY, 0, bytes, len);
+        return;
+    }
+    s->s2c_pos += len;
+    announce(s, bytes, len);
+    send_now(s, bytes, len);
 }
 
 /* ---- matching -------------------------------------------------------------------------- */

@@ -181,7 +181,10 @@ static void write_item(struct writer_thread *t, const struct item *it)
     const struct event *ev = (const struct event *)((const unsigned char *)it + sizeof *it);
     if (it->capture) {
         it->capture->write(it->capture, ev);
-        mark_dirty(t, it->capture);
+        /* Flushed once this hand-over is written when the client is to get something: a
+         * file is complete up to the last reply (a command alone waits for its reply). */
+        if (ev->kind == EV_REPLY || ev->kind == EV_DELIVERY || ev->kind == EV_END)
+            mark_dirty(t, it->capture);
     }
     if (t->stream) t->stream->write(t->stream, ev);
     if (t->live) t->live->write(t->live, ev);
@@ -194,6 +197,7 @@ static void thread_main(void *arg)
         uv_mutex_lock(&t->lock);
         while (!t->queued.first && !t->stopping) uv_cond_wait(&t->work, &t->lock);
         struct batch todo = t->queued;
+        uint64_t items = 0;
         t->queued = (struct batch){0};
         bool last = t->stopping && !todo.first;
         uv_mutex_unlock(&t->lock);
@@ -203,13 +207,16 @@ static void thread_main(void *arg)
             for (size_t at = 0; at < b->used;) {
                 const struct item *it = (const struct item *)(b->data + at);
                 write_item(t, it);
-                atomic_fetch_add_explicit(&t->done, 1, memory_order_release);
+                items++;
                 at += it->size;
             }
             free(b);
         }
         flush_dirty(t);
         if (t->flush) fflush(t->flush);
+        /* Written only once flushed: a reply waiting for these goes to the client when
+         * another process can read them. */
+        atomic_fetch_add_explicit(&t->done, items, memory_order_release);
         if (atomic_load_explicit(&t->nwaits, memory_order_acquire)) uv_async_send(&t->written);
         uv_mutex_lock(&t->lock);
         t->behind -= todo.bytes;
