@@ -39,15 +39,17 @@ _smtptap()
         _smtptap_check_client
         return
     }
-    [[ ${COMP_WORDS[1]} == diff && $COMP_CWORD -ge 2 ]] && { # smtptap diff A.jsonl B.jsonl
-        [[ $prev == --time-threshold ]] && return
+    [[ ${COMP_WORDS[1]} == @(diff|replay-client) && $COMP_CWORD -ge 2 ]] && {
+        [[ $prev == @(--time-threshold|--to|--timeout) ]] && return
         compopt -o filenames 2>/dev/null
         mapfile -t COMPREPLY < <(compgen -f -- "$cur")
-        [[ $cur == -* ]] && mapfile -t COMPREPLY < <(compgen -W '--time-threshold --help' -- "$cur")
+        local opts='--time-threshold --help'
+        [[ ${COMP_WORDS[1]} == replay-client ]] && opts='--to --insecure --timeout --help'
+        [[ $cur == -* ]] && mapfile -t COMPREPLY < <(compgen -W "$opts" -- "$cur")
         return
     }
     [[ $COMP_CWORD -eq 1 && $cur != -* ]] && {
-        mapfile -t COMPREPLY < <(compgen -W 'check-client diff' -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W 'check-client diff replay-client' -- "$cur")
         return
     }
     case $prev in

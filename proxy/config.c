@@ -17,6 +17,7 @@ static const char usage[] =
     "Usage: smtptap [OPTIONS]\n"
     "       smtptap check-client [OPTIONS] -- COMMAND...  (does a mail client check TLS?)\n"
     "       smtptap diff [OPTIONS] A.jsonl B.jsonl  (where two captured sessions diverge)\n"
+    "       smtptap replay-client [OPTIONS] CAPTURE.jsonl  (the recorded client, again)\n"
     "A transparent SMTP debugging proxy: shows and records the whole SMTP dialog.\n"
     "\n"
     "  -l, --listen [tls:]ADDR:PORT   listen address, repeatable (default 127.0.0.1:2525);\n"

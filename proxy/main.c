@@ -7,6 +7,7 @@
 #include "smtptap/check_client.h"
 #include "smtptap/config.h"
 #include "smtptap/diff_main.h"
+#include "smtptap/replay_client.h"
 #include "smtptap/server.h"
 
 int main(int argc, char **argv)
@@ -14,6 +15,8 @@ int main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "check-client") == 0)
         return check_client_main(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "diff") == 0) return diff_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "replay-client") == 0)
+        return replay_client_main(argc - 1, argv + 1);
     static struct config cfg;
     struct buf err;
     buf_init(&err);

@@ -10,6 +10,11 @@ What is checked:
                 goes on; --replay-strict refuses a changed recipient; --replay-speed 1 keeps
                 a recorded wait, 0 does not; [upstream] target = replay:FILE; a broken
                 capture stops the start with exit 65 naming the line
+  replay-client the recorded client (swaks, pipelined) against the server it was recorded
+                against: every reply of the recorded class, exit 0; against smtp-sink -r RCPT:
+                the RCPT row marked, exit 1; a message the capture has whole (-v) is sent
+                byte for byte, one it has not is a synthetic body of the recorded size (said
+                so); starttls: and tls: towards smtptap's own listeners; unreachable: 69
   diff          the same client (swaks, Python smtplib) recorded against aiosmtpd and against
                 Postfix smtp-sink: the table shows the first divergence (EHLO capabilities, a
                 fault-shaped 450 on RCPT), exit 1; a session against itself: no '!' row,
@@ -72,7 +77,7 @@ def smtplib_client(rcpts: List[str]):
         with smtplib.SMTP(host, int(port), timeout=20) as c:
             c.ehlo("replay.test")
             try:
-                c.sendmail(FROM, rcpts, make_message(frm=FROM, to=rcpts[0]))
+                c.sendmail(FROM, rcpts, make_message(frm=FROM, to=[rcpts[0]]))
             except smtplib.SMTPRecipientsRefused:
                 pass
     return run
@@ -141,7 +146,7 @@ def test_diff_ignores_address_case_and_size_but_not_a_code(tap, aiosmtpd, tmp_pa
                 c.mail(FROM, [f"SIZE={size}"])
                 c.rcpt(rcpt)
                 try:
-                    c.data(make_message(frm=FROM, to=rcpt))
+                    c.data(make_message(frm=FROM, to=[rcpt]))
                 except smtplib.SMTPDataError:  # no valid recipient: 503 / 554
                     pass
         return run
@@ -247,7 +252,7 @@ def replay_smtplib(hostport: str, rcpts: List[str], *, starttls: bool = False,
         for r in rcpts:
             got.append(c.docmd("RCPT", f"TO:<{r}>"))
         got.append(c.docmd("DATA"))
-        c.send(make_message(frm=FROM, to=rcpts[0]).replace(b"\n", b"\r\n") + b"\r\n.\r\n")
+        c.send(make_message(frm=FROM, to=[rcpts[0]]).replace(b"\n", b"\r\n") + b"\r\n.\r\n")
         got.append(c.getreply())
         got.append(c.docmd("QUIT"))
     return [(code, text.decode() if isinstance(text, bytes) else text) for code, text in got]
@@ -356,3 +361,93 @@ def test_replay_from_the_config_file_and_a_broken_capture(recorded, tap, tmp_pat
     assert f"smtptap: --upstream replay:{broken}: {broken}: line 5: not valid JSON" in r.stderr
     assert "truncated?" in r.stderr
     harness.assert_no_sanitizer_report(r.stderr)
+
+
+# ---- replay-client: the recorded client against a server -------------------------------------
+
+def rows_of(out: str) -> List[List[str]]:
+    return [l.split() for l in out.splitlines() if l[:1] in (" ", "!") and l[2:3] != " "]
+
+
+@pytest.fixture
+def client_capture(tap, aiosmtpd, tmp_path):
+    client = swaks_client("--to", "bob@example.net", "--pipeline")
+    return record(tap, aiosmtpd.hostport, tmp_path / "client", client)
+
+
+def test_replay_client_against_the_same_server_reproduces_the_replies(client_capture, aiosmtpd):
+    r = smtptap("replay-client", str(client_capture), "--to", aiosmtpd.hostport)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "!" not in [l[:1] for l in r.stdout.splitlines()], r.stdout
+    assert r.stdout.splitlines()[-1] == "replay-client: 0 of 7 replies of another class than recorded"
+    sent = [row[1] for row in rows_of(r.stdout)[1:]]
+    assert sent == ["(greeting)", "EHLO", "MAIL", "RCPT", "DATA", "(end", "QUIT"], r.stdout
+    msgs = aiosmtpd.wait_for_messages(2)  # the recording's and the replay's
+    assert msgs[1].rcpt_tos == ["bob@example.net"] and msgs[1].content == msgs[0].content
+
+
+def test_replay_client_against_another_server_shows_the_difference(client_capture):
+    with harness.SmtpSink(args=["-r", "RCPT"]) as sink:
+        r = smtptap("replay-client", str(client_capture), "--to", sink.hostport)
+    assert r.returncode == 1, r.stdout + r.stderr
+    bad = [l for l in r.stdout.splitlines() if l.startswith("!")]
+    assert len(bad) >= 1 and bad[0].split()[2:4] == ["RCPT", "TO:<bob@example.net>"], r.stdout
+    assert bad[0].split()[4:8] == ["250", "2.1.5", "450", "4.3.0"] and "class differs" in bad[0]
+    # smtp-sink refuses DATA without a recipient: the message is not sent
+    assert bad[1].split()[1:3] == ["5", "DATA"] and bad[1].split()[3:5] == ["354", "503"], r.stdout
+    assert re.search(r"^  6     \(end of message\) +\(not sent: DATA was refused\)$", r.stdout, re.M)
+    assert r.stdout.splitlines()[-1] == "replay-client: 2 of 6 replies of another class than recorded"
+
+
+def test_replay_client_sends_the_whole_message_or_a_synthetic_one(tap, aiosmtpd, tmp_path):
+    body = [f"line {i:03d} of a long message" for i in range(60)] + [".dotted"]
+    msg = make_message("long", frm=FROM, body_lines=body)
+
+    def client(hostport, t):
+        host, port = hostport.rsplit(":", 1)
+        with smtplib.SMTP(host, int(port), timeout=20) as c:
+            c.sendmail(FROM, ["bob@example.net"], msg)
+    whole = record(tap, aiosmtpd.hostport, tmp_path / "v", client, "-v")
+    first = record(tap, aiosmtpd.hostport, tmp_path / "plain", client)
+    r = smtptap("replay-client", str(whole), "--to", aiosmtpd.hostport)
+    assert r.returncode == 0 and "synthetic" not in r.stdout, r.stdout
+    got = aiosmtpd.wait_for_messages(3)[2]
+    assert got.content == msg, got.content[-200:]
+    r = smtptap("replay-client", str(first), "--to", aiosmtpd.hostport)
+    assert r.returncode == 0, r.stdout
+    size = len(msg)
+    assert (f"message: the capture has 40 of its 67 lines (no -v): a synthetic body of "
+            f"{size} bytes sent") in r.stdout, r.stdout
+    got = aiosmtpd.wait_for_messages(4)[3]
+    assert len(got.content) == size and got.content.startswith(
+        b"Subject: smtptap replay-client synthetic body\r\n\r\nxxx"), got.content[:80]
+
+
+def test_replay_client_speaks_starttls_and_implicit_tls(client_capture, tap):
+    t = tap(listen="tls:127.0.0.1:0")  # the built-in sink, in TLS from the start
+    r = smtptap("replay-client", str(client_capture), "--to", f"tls:{t.hostport}", "--insecure")
+    assert r.returncode == 0, r.stdout + r.stderr
+    t.wait_session_end()
+    assert " ~> MAIL FROM:<alice@example.org>" in t.transcript()
+    t2 = tap()  # plain, STARTTLS offered
+    r = smtptap("replay-client", str(client_capture), "--to", f"starttls:{t2.hostport}",
+                "--insecure")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "  -     STARTTLS, TLS handshake, EHLO vm" in r.stdout, r.stdout
+    t2.wait_session_end()
+    assert " ~> MAIL FROM:<alice@example.org>" in t2.transcript()
+    # without --insecure smtptap's certificate is not trusted: said, exit 69
+    r = smtptap("replay-client", str(client_capture), "--to", f"tls:{t.hostport}")
+    assert r.returncode == 69 and "TLS handshake with 127.0.0.1 failed" in r.stderr, r
+
+
+def test_replay_client_usage_and_unreachable(client_capture, tmp_path):
+    port = harness.free_port()
+    r = smtptap("replay-client", str(client_capture), "--to", f"127.0.0.1:{port}")
+    assert r.returncode == 69 and f"cannot connect to 127.0.0.1:{port}" in r.stderr, r
+    r = smtptap("replay-client", str(client_capture))
+    assert r.returncode == 64 and "--to" in r.stderr, r
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(client_capture.read_text()[:300])
+    r = smtptap("replay-client", str(broken), "--to", f"127.0.0.1:{port}")
+    assert r.returncode == 65 and f"{broken}: line " in r.stderr, r
