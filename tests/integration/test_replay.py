@@ -8,7 +8,9 @@ What is checked:
                 and another EHLO name; a command the recording does not have gets the 451
                 and a '**' line saying where the dialog left the recording, and the replay
                 goes on; --replay-strict refuses a changed recipient; --replay-speed 1 keeps
-                a recorded wait, 0 does not; [upstream] target = replay:FILE; a broken
+                a recorded wait, 0 does not; AUTH PLAIN recorded with --redact answers
+                another user's AUTH as recorded; BDAT's reply comes after the new chunk's
+                octets (command-looking ones included); [upstream] target = replay:FILE; a broken
                 capture stops the start with exit 65 naming the line
   replay-client the recorded client (swaks, pipelined) against the server it was recorded
                 against: every reply of the recorded class, exit 0; against smtp-sink -r RCPT:
@@ -451,3 +453,61 @@ def test_replay_client_usage_and_unreachable(client_capture, tmp_path):
     broken.write_text(client_capture.read_text()[:300])
     r = smtptap("replay-client", str(broken), "--to", f"127.0.0.1:{port}")
     assert r.returncode == 65 and f"{broken}: line " in r.stderr, r
+
+
+# ---- replay: AUTH and BDAT in the recording ------------------------------------------------
+
+def test_replay_answers_auth_as_recorded_even_redacted(tap, tmp_path, need):
+    need("swaks")
+    with harness.AiosmtpdServer(auth=True) as srv:
+        client = swaks_client("--to", "bob@example.net", "--auth", "PLAIN", "--auth-user",
+                              "alice", "--auth-password", "S3cret-pw")
+        cap = record(tap, srv.hostport, tmp_path / "rec", client, "--redact")
+    assert "S3cret-pw" not in cap.read_text() and "AUTH PLAIN" in cap.read_text()
+    t = tap(["-u", f"replay:{cap}", "--replay-speed", "0"])
+    host, port = t.hostport.rsplit(":", 1)
+    with smtplib.SMTP(host, int(port), timeout=20) as c:
+        c.ehlo("other.test")
+        assert c.login("bob", "another password")[0] == 235  # smtplib: AUTH PLAIN too
+        c.sendmail(FROM, ["carol@example.net"], make_message(frm=FROM, to=["carol@example.net"]))
+    t.wait_session_end()
+    assert "** replay" not in t.transcript(), t.transcript()
+
+
+def test_replay_answers_bdat_after_its_octets(tap, tmp_path):
+    with harness.AiosmtpdServer(bdat=True) as srv:
+        def client(hostport, t):
+            host, port = hostport.rsplit(":", 1)
+            with harness.RawSmtpClient(host, int(port)) as c:
+                assert c.code() == 220
+                c.cmd(b"EHLO raw.test")
+                assert c.cmd(b"MAIL FROM:<a@example.org>")[0].startswith(b"250")
+                assert c.cmd(b"RCPT TO:<b@example.net>")[0].startswith(b"250")
+                c.send(b"BDAT 20 LAST\r\nSubject: x\r\n\r\nbody\r\n")
+                assert c.reply()[0].startswith(b"250")
+                c.cmd(b"QUIT")
+        cap = record(tap, srv.hostport, tmp_path / "rec", client)
+        recorded = srv.wait_for_messages(1)[0]
+        assert recorded.via == "BDAT"
+    t = tap(["-u", f"replay:{cap}", "--replay-speed", "0"])
+    host, port = t.hostport.rsplit(":", 1)
+    with harness.RawSmtpClient(host, int(port)) as c:
+        assert c.code() == 220
+        c.cmd(b"EHLO another.test")
+        assert c.cmd(b"MAIL FROM:<z@other.example>")[0].startswith(b"250")
+        assert c.cmd(b"RCPT TO:<y@other.example>")[0].startswith(b"250")
+        c.send(b"BDAT 30 LAST\r\n")
+        c.sock.settimeout(0.5)
+        with pytest.raises(OSError):  # no reply before the chunk's octets are in
+            c.sock.recv(100)
+        c.sock.settimeout(10)
+        c.send(b"Subject: another\r\n\r\nQUIT\r\nxy\r\n")  # 30 octets, one looks like QUIT
+        got = c.reply()
+        events = [json.loads(l) for l in cap.read_text().splitlines()]
+        at = next(i for i, e in enumerate(events) if e.get("line") == "BDAT 20 LAST\r\n")
+        recorded_reply = next(e["line"] for e in events[at:] if e["kind"] == "reply")
+        assert b"\r\n".join(got).decode() + "\r\n" == recorded_reply, got
+        assert recorded_reply.startswith("250 "), recorded_reply
+        assert c.cmd(b"QUIT")[0].startswith(b"221")
+    t.wait_session_end()
+    assert "** replay" not in t.transcript(), t.transcript()
