@@ -18,7 +18,13 @@ threading.Thread(target=serve, daemon=True).start()
 tap = subprocess.Popen([sys.argv[1], "-l", "127.0.0.1:2525", "-u", "plain:127.0.0.1:2600",
                         "--color=never", "--ca-dir", tempfile.mkdtemp()],
                        stderr=subprocess.PIPE, text=True)
-time.sleep(0.5)
+start = []  # the start lines, up to "listening on" (a sleep was too short under ASan)
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:
+    line = tap.stderr.readline()
+    start.append(line)
+    if not line or " listening on " in line:
+        break
 clients = []
 for i in range(8):  # until the 8 ports run out (each session takes two)
     try:
@@ -30,4 +36,4 @@ for i in range(8):  # until the 8 ports run out (each session takes two)
     print(f"client {i + 1} from port {c.getsockname()[1]}: {c.makefile().readline().strip()}")
     time.sleep(0.2)
 tap.terminate(); out = tap.communicate()[1]
-print("--- smtptap transcript ---"); print(out)
+print("--- smtptap transcript ---"); print("".join(start) + out)
