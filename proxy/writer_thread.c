@@ -13,7 +13,7 @@
 
 #include "smtptap/event_copy.h"
 
-enum { BLOCK_SIZE = 64 * 1024, HAND_OVER_AT = 1024 * 1024 };
+enum { BLOCK_SIZE = 64 * 1024, HAND_OVER_AT = 1024 * 1024, SPARE_MAX = 32 };
 
 struct block {
     struct block *next;
@@ -39,6 +39,7 @@ struct writer_thread {
     FILE *flush;                        /* flushed after each hand-over is written */
     uv_prepare_t hand_over;             /* the loop's side: once per iteration */
     struct batch filling;               /* the loop's side: not yet handed over */
+    struct block *reuse;                /* the loop's: written blocks to fill again */
     uv_thread_t thread;
     uv_mutex_t lock; /* the rest is shared, under lock */
     uv_cond_t work, room;
@@ -46,6 +47,8 @@ struct writer_thread {
     size_t behind; /* bytes handed over and not yet written */
     size_t max_behind;
     bool stopping;
+    struct block *spare; /* written blocks of BLOCK_SIZE, back for the loop to reuse */
+    size_t nspare;
     uint64_t posted;           /* the loop's: items queued so far (the last one's mark) */
     _Atomic uint64_t done;     /* the thread's: items written so far */
     _Atomic size_t nwaits;     /* the loop's: waits registered; the thread wakes it only then */
@@ -74,13 +77,18 @@ static void batch_append(struct batch *to, struct batch *from)
     *from = (struct batch){0};
 }
 
-/* Room for size bytes at the end of the batch being filled. */
-static void *reserve(struct batch *b, size_t size)
+/* Room for size bytes at the end of the batch being filled: in a block the thread gave back
+ * when there is one (no malloc, no fresh pages), else a new one. */
+static void *reserve(struct writer_thread *t, size_t size)
 {
+    struct batch *b = &t->filling;
     if (!b->last || b->last->cap - b->last->used < size) {
         size_t cap = size > BLOCK_SIZE ? size : BLOCK_SIZE;
-        struct block *blk = malloc(sizeof *blk + cap);
-        if (!blk) abort();
+        struct block *blk = cap == BLOCK_SIZE ? t->reuse : NULL;
+        if (blk)
+            t->reuse = blk->next;
+        else if (!(blk = malloc(sizeof *blk + cap)))
+            abort();
         blk->next = NULL;
         blk->used = 0;
         blk->cap = cap;
@@ -105,6 +113,11 @@ static void hand_over(struct writer_thread *t)
     while (t->behind > 0 && t->behind + bytes > t->max_behind) uv_cond_wait(&t->room, &t->lock);
     batch_append(&t->queued, &t->filling);
     t->behind += bytes;
+    if (!t->reuse) { /* take what the thread gave back */
+        t->reuse = t->spare;
+        t->spare = NULL;
+        t->nspare = 0;
+    }
     uv_cond_signal(&t->work);
     uv_mutex_unlock(&t->lock);
 }
@@ -202,6 +215,7 @@ static void thread_main(void *arg)
         bool last = t->stopping && !todo.first;
         uv_mutex_unlock(&t->lock);
         if (last) return;
+        struct block *done_blocks = NULL;
         for (struct block *b = todo.first, *next; b; b = next) {
             next = b->next;
             for (size_t at = 0; at < b->used;) {
@@ -210,7 +224,8 @@ static void thread_main(void *arg)
                 items++;
                 at += it->size;
             }
-            free(b);
+            b->next = done_blocks;
+            done_blocks = b;
         }
         flush_dirty(t);
         if (t->flush) fflush(t->flush);
@@ -220,6 +235,17 @@ static void thread_main(void *arg)
         if (atomic_load_explicit(&t->nwaits, memory_order_acquire)) uv_async_send(&t->written);
         uv_mutex_lock(&t->lock);
         t->behind -= todo.bytes;
+        while (done_blocks) { /* back to the loop, up to SPARE_MAX of the usual size */
+            struct block *b = done_blocks;
+            done_blocks = b->next;
+            if (b->cap != BLOCK_SIZE || t->nspare >= SPARE_MAX) {
+                free(b);
+                continue;
+            }
+            b->next = t->spare;
+            t->spare = b;
+            t->nspare++;
+        }
         uv_cond_signal(&t->room);
         uv_mutex_unlock(&t->lock);
     }
@@ -263,7 +289,7 @@ static struct item *new_item(struct writer_thread *t, enum item_op op, struct ev
 {
     t->posted++;
     size_t size = round_up(sizeof(struct item)) + extra;
-    struct item *it = reserve(&t->filling, size);
+    struct item *it = reserve(t, size);
     it->capture = capture;
     it->op = op;
     it->size = size;
@@ -333,6 +359,8 @@ void writer_thread_stop(struct writer_thread *t)
     uv_cond_destroy(&t->work);
     uv_mutex_destroy(&t->lock);
     free(t->dirty);
+    for (struct block *b = t->spare, *next; b; b = next) next = b->next, free(b);
+    for (struct block *b = t->reuse, *next; b; b = next) next = b->next, free(b);
     uv_prepare_stop(&t->hand_over);
     uv_close((uv_handle_t *)&t->hand_over, closed_cb);
     uv_close((uv_handle_t *)&t->written, closed_cb);
