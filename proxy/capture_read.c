@@ -296,6 +296,7 @@ static int on_message(struct capture_reader *r, json_t *o, bool tls)
         s->msg_lines = count_of(m, "lines");
         s->content_lines = r->content_lines;
         s->body_len = buf_size(&r->body);
+        free(s->body); /* a second message event for the same BDAT command (a broken capture) */
         s->body = dup_bytes(buf_head(&r->body), s->body_len);
     }
     buf_reset(&r->body);

@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -41,7 +42,16 @@ static void send_step(struct replay_smtp *r, size_t i)
         r->quit = true;
         return;
     }
-    r->out.reply(r->out.ctx, s->reply, s->reply_len, delay_of(r, s));
+    if (s->reply_len && s->reply[s->reply_len - 1] == '\n') {
+        r->out.reply(r->out.ctx, s->reply, s->reply_len, delay_of(r, s));
+    } else { /* a capture edited by hand, or a reply cut off: ended, or the client waits */
+        uint8_t *ended = malloc(s->reply_len + 2);
+        if (!ended) abort();
+        memcpy(ended, s->reply, s->reply_len);
+        memcpy(ended + s->reply_len, "\r\n", 2);
+        r->out.reply(r->out.ctx, ended, s->reply_len + 2, delay_of(r, s));
+        free(ended);
+    }
     if (s->code == 221 || s->code == 421) r->quit = true;
     /* A reply nothing asked for (a 421 mid-session) follows the one before it. */
     while (!r->quit && r->next < r->d->n && r->d->steps[r->next].kind == STEP_UNSOLICITED)
@@ -142,7 +152,13 @@ static int code_of_step(const struct replay_smtp *r, long i)
 
 static void on_line(struct replay_smtp *r, const struct smtp_in_item *it)
 {
-    if (!it->complete || !it->first) return; /* an over-long line: answered at its end */
+    if (!it->complete) return; /* an over-long line: answered at its end */
+    if (!it->first) {
+        static const char too_long[] = "500 5.5.2 smtptap replay: line too long\r\n";
+        r->out.reply(r->out.ctx, (const uint8_t *)too_long, sizeof too_long - 1, 0);
+        if (smtp_in_mode(&r->in) == SMTP_IN_WAIT) smtp_in_resume(&r->in, 500);
+        return;
+    }
     size_t len = it->len;
     while (len && (it->bytes[len - 1] == '\n' || it->bytes[len - 1] == '\r')) len--;
     const char *line = (const char *)it->bytes;

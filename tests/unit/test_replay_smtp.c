@@ -197,6 +197,31 @@ static void the_pace_is_the_recorded_one_divided_by_the_speed(void **state)
     sent_free(&s);
 }
 
+/* A capture edited by hand: a reply without its CRLF is sent with one (found by fuzz_replay). */
+static void a_recorded_reply_without_crlf_is_ended(void **state)
+{
+    (void)state;
+    static const char text[] =
+        "{\"session\":1,\"kind\":\"reply\",\"line\":\"220 hi\"}\n"
+        "{\"session\":1,\"kind\":\"command\",\"line\":\"QUIT\"}\n"
+        "{\"session\":1,\"kind\":\"reply\",\"line\":\"\"}\n{\"session\":1,\"kind\":\"end\"}\n";
+    struct capture_reader *r = capture_reader_new();
+    assert_int_equal(capture_reader_feed(r, text, sizeof text - 1), 0);
+    assert_int_equal(capture_reader_finish(r), 0);
+    struct sent s = {0};
+    buf_init(&s.replies);
+    buf_init(&s.notes);
+    struct replay_smtp_out out = {on_reply, on_note, &s};
+    struct replay_smtp p;
+    replay_smtp_init(&p, capture_reader_dialog(r), false, 0, &out);
+    replay_smtp_input(&p, (const uint8_t *)"QUIT\r\n", 6);
+    replay_smtp_free(&p);
+    buf_append(&s.replies, "", 1);
+    assert_string_equal((const char *)buf_head(&s.replies), "220 hi\r\n\r\n");
+    sent_free(&s);
+    capture_reader_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -205,6 +230,7 @@ int main(void)
         cmocka_unit_test(strict_wants_the_recorded_text),
         cmocka_unit_test(an_early_quit_gets_the_recorded_quit_reply),
         cmocka_unit_test(the_pace_is_the_recorded_one_divided_by_the_speed),
+        cmocka_unit_test(a_recorded_reply_without_crlf_is_ended),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
