@@ -53,11 +53,17 @@ void buf_append_str(struct buf *b, const char *s)
 
 void buf_printf(struct buf *b, const char *fmt, ...)
 {
+    /* Formatted once into the room there is (the usual case), twice when it is short. */
+    size_t room = b->cap - b->len;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(room ? (char *)b->data + b->len : NULL, room, fmt, ap);
     va_end(ap);
     if (n <= 0) return;
+    if ((size_t)n < room) {
+        b->len += (size_t)n;
+        return;
+    }
     buf_reserve(b, (size_t)n + 1);
     va_start(ap, fmt);
     vsnprintf((char *)b->data + b->len, (size_t)n + 1, fmt, ap);

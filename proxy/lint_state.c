@@ -278,18 +278,21 @@ void lint_state_content(struct lint_state *ls, uint64_t offset, const uint8_t *b
 {
     ls->in_message = true;
     if (ls->eight_said || ls->body_8bit) return;
-    for (size_t i = 0; i < len; i++) {
-        if (b[i] == '\n') {
-            ls->msg_line++;
-        } else if (b[i] >= 0x80) {
-            ls->eight_said = true;
-            say(ls, LINT_ID_8BIT_WITHOUT_8BITMIME, LINT_SIDE_C2S, at(offset, i),
-                "8-bit byte 0x%02X in the message at line %llu without BODY=8BITMIME on MAIL "
-                "FROM (RFC 6152): a 7-bit server or relay may strip the 8th bit or refuse it",
-                b[i], (unsigned long long)ls->msg_line);
-            return;
-        }
+    /* The first 8-bit byte, 8 bytes at a time; then the lines before it, with memchr. */
+    size_t i = 0;
+    for (uint64_t w; i + 8 <= len; i += 8) {
+        memcpy(&w, b + i, 8);
+        if (w & 0x8080808080808080u) break;
     }
+    while (i < len && b[i] < 0x80) i++;
+    for (const uint8_t *p = b, *end = b + i; (p = memchr(p, '\n', (size_t)(end - p))); p++)
+        ls->msg_line++;
+    if (i == len) return;
+    ls->eight_said = true;
+    say(ls, LINT_ID_8BIT_WITHOUT_8BITMIME, LINT_SIDE_C2S, at(offset, i),
+        "8-bit byte 0x%02X in the message at line %llu without BODY=8BITMIME on MAIL "
+        "FROM (RFC 6152): a 7-bit server or relay may strip the 8th bit or refuse it",
+        b[i], (unsigned long long)ls->msg_line);
 }
 
 void lint_state_message_end(struct lint_state *ls)

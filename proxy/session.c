@@ -57,14 +57,20 @@ static void emit(struct session *s, enum event_kind kind, enum event_dir dir, co
 
 /* A message line: past_preview when it comes after the first SHOWN_LINES (the terminal
  * shows it only with -v). */
+void session_content_clock(struct session *s)
+{
+    s->content_wall_us = wall_us();
+    s->content_t_ns = uv_hrtime() - s->start_ns;
+}
+
 void session_emit_content(struct session *s, const uint8_t *bytes, size_t len, bool past_preview)
 {
     if (!s->observed) return;
     if (tcp_leg_tls_started(&s->client)) s->client_tls_seen = true;
     struct event ev = {
-        .wall_us = wall_us(),
+        .wall_us = s->content_wall_us,
         .session = s->id,
-        .t_ns = uv_hrtime() - s->start_ns,
+        .t_ns = s->content_t_ns,
         .kind = EV_CONTENT,
         .dir = DIR_C2S,
         .tls = s->client_tls_seen,

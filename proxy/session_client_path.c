@@ -28,6 +28,7 @@ void session_finish_message(struct session *s)
     s->in_message = false;
     if (!s->observed) return;
     struct message_summary sum;
+    session_content_clock(s); /* a last line without CRLF is shown now */
     message_view_end(&s->msg, &sum, on_shown_line, s);
     flush_body(s, s->message_seq);
     lint_state_message_end(&s->lstate);
@@ -412,6 +413,7 @@ static void client_content(struct session *s, const struct smtp_in_item *it)
     }
     if (!s->in_message) begin_message(s, it->bdat);
     if (s->observed) {
+        session_content_clock(s);
         message_view_feed(&s->msg, it->bytes, it->len, on_shown_line, s);
         struct lint_where here = {s, DIR_C2S, (int64_t)s->c2s_pos};
         lint_content_feed(&s->lint, it->bytes, it->len, session_on_lint, &here);

@@ -118,11 +118,32 @@ static const char *color_of(const struct event *ev, const uint8_t *line, size_t 
     }
 }
 
+/* Decimal digits of v at the end of out[0..32): returns where they start. */
+static char *digits(uint64_t v, char *end)
+{
+    do *--end = (char)('0' + v % 10);
+    while (v /= 10);
+    return end;
+}
+
+/* "#N +S.mmm ": on every line of the transcript, so made without printf. */
 static void prefix(const struct event *ev, struct buf *out)
 {
     uint64_t ms = ev->t_ns / 1000000;
-    buf_printf(out, "#%llu +%llu.%03llu ", (unsigned long long)ev->session,
-               (unsigned long long)(ms / 1000), (unsigned long long)(ms % 1000));
+    char tmp[64], *end = tmp + sizeof tmp;
+    char *p = end;
+    *--p = ' ';
+    uint64_t frac = ms % 1000;
+    *--p = (char)('0' + frac % 10);
+    *--p = (char)('0' + frac / 10 % 10);
+    *--p = (char)('0' + frac / 100);
+    *--p = '.';
+    p = digits(ms / 1000, p);
+    *--p = '+';
+    *--p = ' ';
+    p = digits(ev->session, p);
+    *--p = '#';
+    buf_append(out, p, (size_t)(end - p));
 }
 
 /* Texts that smtptap wrote are readable already (and may carry escapes of their own, e.g.

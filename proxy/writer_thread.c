@@ -13,7 +13,7 @@
 
 #include "smtptap/event_copy.h"
 
-enum { BLOCK_SIZE = 64 * 1024, HAND_OVER_AT = 1024 * 1024, SPARE_MAX = 32 };
+enum { BLOCK_SIZE = 256 * 1024, HAND_OVER_AT = 1024 * 1024, SPARE_MAX = 16 };
 
 struct block {
     struct block *next;

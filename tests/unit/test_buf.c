@@ -69,6 +69,23 @@ static void test_buf_printf_and_append_str_append_text(void **state)
     assert_int_equal(buf_head(&b)[299], '7');
     assert_int_equal(buf_head(&b)[0], '0');
     buf_free(&b);
+
+    /* At the edge of the room there is: one short of it, exactly it, one past it (the
+     * text is formatted into the room first, again after growing when it did not fit). */
+    for (size_t extra = 0; extra < 3; extra++) {
+        buf_init(&b);
+        buf_append(&b, "x", 1); /* cap 256 now */
+        size_t room = b.cap - b.len;
+        size_t n = room - 2 + extra;
+        buf_printf(&b, "%0*d", (int)n, 5);
+        assert_int_equal(buf_size(&b), 1 + n);
+        assert_int_equal(buf_head(&b)[0], 'x');
+        assert_int_equal(buf_head(&b)[1], '0');
+        assert_int_equal(buf_head(&b)[n], '5');
+        buf_printf(&b, "%s", "!");
+        assert_int_equal(buf_head(&b)[n + 1], '!');
+        buf_free(&b);
+    }
 }
 
 static void test_buf_fully_consumed_large_buffer_is_released(void **state)
