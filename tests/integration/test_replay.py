@@ -10,7 +10,8 @@ What is checked:
                 goes on; --replay-strict refuses a changed recipient; --replay-speed 1 keeps
                 a recorded wait, 0 does not; AUTH PLAIN recorded with --redact answers
                 another user's AUTH as recorded; BDAT's reply comes after the new chunk's
-                octets (command-looking ones included); [upstream] target = replay:FILE; a broken
+                octets (command-looking ones included); an implicit-TLS session (tls:
+                listener) replayed to another implicit-TLS client; [upstream] target = replay:FILE; a broken
                 capture stops the start with exit 65 naming the line
   replay-client the recorded client (swaks, pipelined) against the server it was recorded
                 against: every reply of the recorded class, exit 0; against smtp-sink -r RCPT:
@@ -511,3 +512,33 @@ def test_replay_answers_bdat_after_its_octets(tap, tmp_path):
         assert c.cmd(b"QUIT")[0].startswith(b"221")
     t.wait_session_end()
     assert "** replay" not in t.transcript(), t.transcript()
+
+
+def test_replay_of_an_implicit_tls_session_to_an_implicit_tls_client(tap, aiosmtpd, tmp_path):
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+
+    def session(hostport, rcpt):
+        host, port = hostport.rsplit(":", 1)
+        codes = []
+        with smtplib.SMTP_SSL(host, int(port), timeout=20, context=ctx) as c:
+            codes.append(c.ehlo("tls.test")[0])
+            codes.append(c.docmd("MAIL", f"FROM:<{FROM}>")[0])
+            codes.append(c.docmd("RCPT", f"TO:<{rcpt}>")[0])
+            codes.append(c.docmd("DATA")[0])
+            c.send(make_message(frm=FROM, to=[rcpt]) + b".\r\n")
+            codes.append(c.getreply()[0])
+        return codes
+
+    capdir = tmp_path / "rec"
+    t = tap(["-u", aiosmtpd.hostport, "-d", str(capdir), "--format", "jsonl"],
+            listen="tls:127.0.0.1:0")
+    assert session(t.hostport, "bob@example.net") == [250, 250, 250, 354, 250]
+    t.wait_session_end()
+    cap = next(capdir.glob("*.jsonl"))
+    assert '"leg":"client","version":"TLSv1.3"' in cap.read_text()
+    r = tap(["-u", f"replay:{cap}", "--replay-speed", "0"], listen="tls:127.0.0.1:0")
+    assert session(r.hostport, "carol@example.net") == [250, 250, 250, 354, 250]
+    r.wait_session_end()
+    assert " ~> RCPT TO:<carol@example.net>" in r.transcript()
+    assert "** replay" not in r.transcript()
