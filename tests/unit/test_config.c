@@ -870,6 +870,8 @@ static void fault_section_given_twice_is_a_configuration_error(void **state)
     assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
     MESSAGE_HAS(f->err_text, f->path, "[fault same] appears twice", "(line 6)");
 
+    config_free(&f->cfg);
+
     /* Found by fuzz_config: when the first section lacks its action, the repeated name is
      * still the reason given (a "missing key action" pointed at the wrong section). */
     write_ini(f, "[fault busy]\non = RCPT\n\n[fault busy]\non = RCPT\n"
