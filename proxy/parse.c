@@ -189,10 +189,14 @@ const char *parse_upstream(const char *s, struct upstream_spec *out)
     memset(out, 0, sizeof *out);
     if (strcasecmp(s, "sink") == 0) return out->kind = UPSTREAM_SINK, NULL;
     if (strcasecmp(s, "transparent") == 0) return out->kind = UPSTREAM_TRANSPARENT, NULL;
+    static const char *replay_expect =
+        "replay:FILE with the path of a jsonl capture (smtptap -d DIR --format jsonl)";
+    /* "replay" alone is the prefix without its file, not a host named so (found by
+     * fuzz_parse: it formatted as "replay:25", which reads back as a replay of "25") */
+    if (strcasecmp(s, "replay") == 0) return replay_expect;
     if (strncasecmp(s, "replay:", 7) == 0) { /* a recorded server: the capture's path */
         out->kind = UPSTREAM_REPLAY;
-        if (!s[7] || strlen(s + 7) >= sizeof out->replay)
-            return "replay:FILE with the path of a jsonl capture (smtptap -d DIR --format jsonl)";
+        if (!s[7] || strlen(s + 7) >= sizeof out->replay) return replay_expect;
         strcpy(out->replay, s + 7);
         return NULL;
     }

@@ -359,6 +359,15 @@ static void bad_upstreams_are_refused_with_the_accepted_forms(void **state)
         if (!err || strcmp(err, UPSTREAM_EXPECT) != 0)
             fail_msg("\"%s\": got %s", bad[i], err ? err : "(accepted)");
     }
+    /* "replay" alone is the prefix without its capture, not a host named so (fuzz_parse:
+     * it was taken for a host, formatted as "replay:25", a replay of a file named 25) */
+    static const char *no_capture[] = {"replay", "REPLAY", "replay:"};
+    for (size_t i = 0; i < NELEM(no_capture); i++) {
+        struct upstream_spec u;
+        const char *err = parse_upstream(no_capture[i], &u);
+        if (!err || !strstr(err, "replay:FILE"))
+            fail_msg("\"%s\": got %s", no_capture[i], err ? err : "(accepted)");
+    }
 }
 
 /* ---- durations --------------------------------------------------------------------------- */
