@@ -542,3 +542,31 @@ def test_replay_of_an_implicit_tls_session_to_an_implicit_tls_client(tap, aiosmt
     r.wait_session_end()
     assert " ~> RCPT TO:<carol@example.net>" in r.transcript()
     assert "** replay" not in r.transcript()
+
+
+def test_replay_of_swaks_to_curl_and_of_a_refusal(tap, aiosmtpd, tmp_path, need):
+    """A third real client: curl sends a message to the replay of a swaks session (another
+    EHLO name, other addresses, another body) and gets the recorded replies; the replay of a
+    session whose RCPT a fault refused makes curl fail the way the recorded client was
+    refused (curl exit 55: the server refused a recipient)."""
+    need("swaks")
+    need("curl")
+    ok = record(tap, aiosmtpd.hostport, tmp_path / "ok", swaks_client("--to", "bob@example.net"))
+    refused = record(tap, aiosmtpd.hostport, tmp_path / "refused",
+                     swaks_client("--to", "x@busy.example"), "--fault", BUSY_FAULT)
+    body = tmp_path / "body.eml"
+    body.write_bytes(b"Subject: from curl\r\n\r\nanother body, longer than the recorded one\r\n")
+    for cap, want_rc in ((ok, 0), (refused, 55)):
+        t = tap(["-u", f"replay:{cap}", "--replay-speed", "0"])
+        r = subprocess.run(["curl", "-sS", "--max-time", "20", f"smtp://{t.hostport}/curl.test",
+                            "--mail-from", "carol@other.example", "--mail-rcpt",
+                            "dave@other.example" if want_rc == 0 else "zed@busy.example",
+                            "-T", str(body)], capture_output=True, text=True, timeout=30)
+        assert r.returncode == want_rc, (cap.name, r.returncode, r.stderr, t.transcript())
+        t.wait_session_end()
+        text = t.transcript()
+        assert "** replay" not in text, text  # every command of curl's had its counterpart
+        if want_rc == 0:
+            assert "queued as" in text, text  # the recorded end-of-data reply
+        else:
+            assert "<-  450 4.2.0 busy" in text, text
