@@ -470,9 +470,6 @@ static void open_capture(struct session *s)
     if (s->env->writers) { /* the writer thread creates them */
         s->capture = capture_open_later(&opt, s->id, s->client_name);
         s->capture->flush_by_owner = true; /* once per hand-over, by the thread */
-        /* The files have what came before a reply when the client gets it (the eml of a
-         * message before the reply to it): replies wait for the thread (session_reply.c). */
-        s->replies_wait = true;
     } else if (!(s->capture = capture_open(&opt, s->id, s->client_name, err, sizeof err))) {
         fprintf(stderr, "smtptap: #%llu: %s\n", (unsigned long long)s->id, err);
     }

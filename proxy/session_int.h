@@ -157,15 +157,12 @@ struct session {
     struct sockaddr_storage client_peer;    /* the client's address (kept: no second syscall) */
 
     struct envelope envelope; /* the transaction's accepted MAIL and RCPTs (EV_DELIVERY) */
-    uint64_t deliveries;      /* messages the server replied to */
     uint64_t server_wait_ns;  /* summed reply latencies of the client's commands */
 
     uint64_t commands, messages;
-    uint64_t bytes_up, bytes_down; /* plain text from the client, and sent to it */
-    struct event_writer *capture;  /* owned: per-session capture files, or NULL; written by
-                                      the writer thread when there is one */
-    bool replies_wait; /* the capture is the writer thread's: a reply waits until it is in
-                          the files (session_reply.c) */
+    uint64_t bytes_up, bytes_down;   /* plain text from the client, and sent to it */
+    struct event_writer *capture;    /* owned: per-session capture files, or NULL; written by
+                                        the writer thread when there is one */
     struct writer_wait writers_wait; /* held replies waiting for the writer thread */
     char client_name[80], local_name[80], upstream_name[300];
     struct verdict_facts verdict; /* what the client did with what it was shown (verdict.h) */

@@ -35,6 +35,13 @@ struct held_bytes {
 
 static void send_held(struct session *s);
 
+/* The session's capture files are the writer thread's: a reply goes to the client once they
+ * hold it and all before it (the eml of a message before the reply to it). */
+static bool replies_wait(const struct session *s)
+{
+    return s->env->writers && s->capture;
+}
+
 static void reply_timer_cb(uv_timer_t *t)
 {
     send_held(t->data);
@@ -174,7 +181,7 @@ static bool write_step(struct session *s, struct held_bytes *h, size_t n)
         emit_held_event(s, &h->event);
         announce(s, h->bytes + h->sent, n);
         h->announced = h->sent + n;
-        if (s->replies_wait) h->mark = writer_thread_mark(s->env->writers);
+        if (replies_wait(s)) h->mark = writer_thread_mark(s->env->writers);
     }
     if (h->mark && writer_thread_written(s->env->writers) < h->mark) {
         writer_thread_wait(s->env->writers, &s->writers_wait, h->mark, writers_caught_up);
@@ -250,7 +257,7 @@ void reply_send_waiting(struct session *s)
 
 void reply_send(struct session *s, const uint8_t *bytes, size_t len)
 {
-    if (s->held_head || s->replies_wait) { /* behind held bytes, or the writer thread */
+    if (s->held_head || replies_wait(s)) { /* behind held bytes, or the writer thread */
         hold(s, FAULT_REPLY, 0, bytes, len);
         return;
     }

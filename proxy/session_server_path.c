@@ -140,7 +140,6 @@ static void delivered(struct session *s, const struct smtp_pending *p, const str
 {
     const char *rcpts[ENVELOPE_MAX_RCPTS];
     size_t n = envelope_rcpts(&s->envelope, rcpts, ENVELOPE_MAX_RCPTS);
-    s->deliveries++;
     union event_facts f = {.delivery = {.message = p->message,
                                         .helo = s->hello.name,
                                         .mail_from = envelope_mail(&s->envelope),
