@@ -14,10 +14,11 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")" && pwd)
 
 BUILD_PKGS=(meson ninja-build pkg-config gcc libc6-dev libuv1-dev libssl-dev
-            libcmocka-dev libjansson-dev libpcap-dev scdoc)
+            libcmocka-dev libjansson-dev libpcap-dev libh2o-dev scdoc)
 TEST_PKGS=(swaks curl msmtp postfix python3 python3-aiosmtpd python3-pytest socat nftables
            iproute2 openssl procps libio-socket-inet6-perl libnet-ssleay-perl sasl2-bin
-           python3-cryptography jq tshark systemd man-db util-linux)
+           python3-cryptography jq tshark systemd man-db util-linux
+           chromium chromium-driver python3-selenium)
 BENCH_PKGS=(haproxy socat postfix python3 procps)
 
 as_root() {
