@@ -674,8 +674,14 @@
       if (!ev || typeof ev !== "object") return;
       countEvent(ev);
       if (ev.session === openId) {
-        if (openLoading) pending.push(ev);
-        else addEvent(ev);
+        if (openLoading) {
+          pending.push(ev);
+        } else {
+          const pane = ui.detail.parentNode;
+          const following = pane.scrollHeight - pane.scrollTop - pane.clientHeight < 40;
+          addEvent(ev);
+          if (following) pane.scrollTop = pane.scrollHeight;
+        }
       }
       if (ev.kind === "fault") queueFaults();
     };
