@@ -345,7 +345,9 @@ static bool put_lint(json_t *f, const struct event_lint_facts *l)
 
 static bool put_fault(json_t *f, const struct event_fault_facts *x)
 {
-    return put_str(f, "rule", x->rule) && put_str(f, "action", x->action);
+    bool ok = put_str(f, "rule", x->rule) && put_str(f, "action", x->action);
+    if (ok && x->change) ok = put_str(f, "change", x->change);
+    return ok;
 }
 
 static bool put_message(json_t *f, const struct event_message_facts *m)
@@ -552,4 +554,20 @@ struct event_writer *jsonl_writer_new(FILE *f, bool owns_file, bool flush_each)
     j->owns_file = owns_file;
     j->flush_each = flush_each;
     return &j->base;
+}
+
+json_t *jsonl_event_json(const struct event *ev)
+{
+    struct second_text last = {0};
+    json_t *o = event_object(&last, ev);
+    return o ? o : placeholder(&last, ev);
+}
+
+char *jsonl_event_line(const struct event *ev, size_t *len)
+{
+    json_t *o = jsonl_event_json(ev);
+    char *text = o ? json_dumps(o, DUMP_FLAGS) : NULL;
+    json_decref(o);
+    *len = text ? strlen(text) : 0;
+    return text;
 }

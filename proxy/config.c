@@ -75,6 +75,12 @@ static const char usage[] =
     "                                 wrong-host, weak-key, sha1; a verdict per session\n"
     "                                 says what the client did with it\n"
     "\n"
+    "      --control ADDR:PORT        serve the control API and the live web page there\n"
+    "                                 (loopback; another address needs a token)\n"
+    "      --control-token TOKEN      require 'Authorization: Bearer TOKEN' on every request\n"
+    "      --control-token-file FILE  the same, the token read from FILE (first line)\n"
+    "      --control-recent N         ended sessions the API keeps (default 100)\n"
+    "\n"
     "Upstream prefixes: tls: implicit TLS; starttls: STARTTLS required (421 to the client\n"
     "without it); plain: never TLS; no prefix: STARTTLS when the server offers it, else\n"
     "plain with a warning (with --client-starttls passthrough the client's own STARTTLS\n"
@@ -102,6 +108,7 @@ void config_defaults(struct config *c)
     c->formats = FORMAT_TEXT;
     c->color = COLOR_AUTO;
     c->replay_speed = 1;
+    c->control_recent = 100;
 }
 
 /* ---- one setting, whatever its source ------------------------------------------------- */
@@ -130,6 +137,10 @@ enum setting_id {
     S_SESSION,
     S_REPLAY_SPEED,
     S_REPLAY_STRICT,
+    S_CONTROL,
+    S_CONTROL_TOKEN,
+    S_CONTROL_TOKEN_FILE,
+    S_CONTROL_RECENT,
     S_NONE, /* a flag handled by config_from_args itself */
 };
 
@@ -253,7 +264,42 @@ static const char *apply(struct config *c, enum setting_id id, const char *name,
     case S_REPLAY_STRICT:
         if (!(bad = parse_bool(v, &b))) c->replay_strict = b;
         break;
+    case S_CONTROL:
+        if (!v[0]) { /* empty: no control API, as the sample configuration has it */
+            c->control_on = false;
+        } else if (!(bad = parse_hostport(v, true, &c->control))) {
+            c->control_on = true;
+        } else {
+            bad = "ADDR:PORT with a numeric address, e.g. 127.0.0.1:8025 or [::1]:8025";
+        }
+        break;
+    case S_CONTROL_TOKEN:
+        if (strlen(v) >= sizeof c->control_token)
+            bad = "a token of at most 255 characters";
+        else if (strspn(v,
+                        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=") !=
+                 strlen(v))
+            bad = "a token of letters, digits and -._~+/= (RFC 6750 b64token)";
+        else
+            strcpy(c->control_token, v);
+        break;
+    case S_CONTROL_TOKEN_FILE:
+        if (strlen(v) >= sizeof c->control_token_file)
+            bad = "a shorter path";
+        else
+            strcpy(c->control_token_file, v);
+        break;
+    case S_CONTROL_RECENT:
+        if (!(bad = parse_uint(v, 0, 100000, &n)))
+            c->control_recent = n;
+        else
+            bad = "a whole number from 0 to 100000";
+        break;
     case S_NONE: break;
+    }
+    if (bad && id == S_CONTROL_TOKEN) { /* a secret: never echoed */
+        buf_printf(err, "%s: invalid value; expected %s", name, bad);
+        return bad;
     }
     if (bad) buf_printf(err, "%s: invalid value \"%s\"; expected %s", name, v, bad);
     return bad;
@@ -287,6 +333,10 @@ static const struct ini_key {
     {"live", "summary", S_SUMMARY},
     {"live", "only", S_ONLY},
     {"live", "session", S_SESSION},
+    {"control", "listen", S_CONTROL},
+    {"control", "token", S_CONTROL_TOKEN},
+    {"control", "token_file", S_CONTROL_TOKEN_FILE},
+    {"control", "recent", S_CONTROL_RECENT},
 };
 
 enum { NINI_KEYS = sizeof ini_keys / sizeof ini_keys[0], FAULT_KEYS_MAX = 8 };
@@ -444,8 +494,8 @@ static int on_ini_value(void *user, const struct ini_at *at, const char *section
     }
     if (!known_section) {
         buf_printf(st->err,
-                   "%s: unknown section [%s]; expected listen, upstream, tls, capture, live, sink "
-                   "or fault NAME",
+                   "%s: unknown section [%s]; expected listen, upstream, tls, capture, live, sink, "
+                   "control or fault NAME",
                    st->path, section);
         return 0;
     }
@@ -529,6 +579,10 @@ enum {
     O_SESSION,
     O_REPLAY_SPEED,
     O_REPLAY_STRICT,
+    O_CONTROL,
+    O_CONTROL_TOKEN,
+    O_CONTROL_TOKEN_FILE,
+    O_CONTROL_RECENT,
 };
 
 static const struct option long_opts[] = {
@@ -563,6 +617,10 @@ static const struct option long_opts[] = {
     {"session", required_argument, 0, O_SESSION},
     {"replay-speed", required_argument, 0, O_REPLAY_SPEED},
     {"replay-strict", no_argument, 0, O_REPLAY_STRICT},
+    {"control", required_argument, 0, O_CONTROL},
+    {"control-token", required_argument, 0, O_CONTROL_TOKEN},
+    {"control-token-file", required_argument, 0, O_CONTROL_TOKEN_FILE},
+    {"control-recent", required_argument, 0, O_CONTROL_RECENT},
     {0, 0, 0, 0},
 };
 
@@ -585,6 +643,10 @@ static enum setting_id setting_of(int opt)
     case O_ONLY: return S_ONLY;
     case O_SESSION: return S_SESSION;
     case O_REPLAY_SPEED: return S_REPLAY_SPEED;
+    case O_CONTROL: return S_CONTROL;
+    case O_CONTROL_TOKEN: return S_CONTROL_TOKEN;
+    case O_CONTROL_TOKEN_FILE: return S_CONTROL_TOKEN_FILE;
+    case O_CONTROL_RECENT: return S_CONTROL_RECENT;
     default: return S_NONE;
     }
 }
@@ -708,7 +770,15 @@ enum config_result config_from_args(struct config *c, int argc, char **argv, str
 {
     config_defaults(c);
     c->command_line[0] = 0;
-    for (int i = 0; i < argc; i++) quote_arg(argv[i], c->command_line, sizeof c->command_line);
+    for (int i = 0; i < argc; i++) {
+        /* The control token is a secret: the transcript's header names the flag only. */
+        if (i > 0 && strcmp(argv[i - 1], "--control-token") == 0)
+            quote_arg("***", c->command_line, sizeof c->command_line);
+        else if (strncmp(argv[i], "--control-token=", 16) == 0)
+            quote_arg("--control-token=***", c->command_line, sizeof c->command_line);
+        else
+            quote_arg(argv[i], c->command_line, sizeof c->command_line);
+    }
     /* Pass 1: -c, --help and --version, and the syntax of every flag. */
     opterr = 0;
     optind = 0; /* 0, not 1: also drops getopt's position inside a "-abc" of an earlier call */
@@ -769,5 +839,46 @@ enum config_result config_from_args(struct config *c, int argc, char **argv, str
         }
     }
     combine_faults(&c->cli_faults, &c->file_faults, &c->faults);
+    enum config_result token = config_read_control_token(c, err);
+    if (token != CONFIG_OK) return token;
+    if (c->control_on && !c->control_token[0] && !is_loopback_address(c->control.host)) {
+        char at[HOST_MAX + 16];
+        format_hostport(c->control.host, c->control.port, at, sizeof at);
+        buf_printf(err,
+                   "--control %s: not a loopback address, so anyone who reaches it could change "
+                   "faults and read every session; give --control-token TOKEN or "
+                   "--control-token-file FILE (or [control] token / token_file), or listen on "
+                   "127.0.0.1",
+                   at);
+        return CONFIG_ERR_USAGE;
+    }
     return print_ca ? CONFIG_PRINT_CA : CONFIG_OK;
+}
+
+enum config_result config_read_control_token(struct config *c, struct buf *err)
+{
+    if (!c->control_token_file[0]) return CONFIG_OK;
+    FILE *f = fopen(c->control_token_file, "r");
+    char line[512] = "";
+    if (!f) {
+        buf_printf(err, "--control-token-file %s: cannot read the file: %s", c->control_token_file,
+                   strerror(errno));
+        return CONFIG_ERR_CONFIG;
+    }
+    bool got = fgets(line, sizeof line, f) != NULL;
+    fclose(f);
+    line[strcspn(line, "\r\n")] = 0;
+    struct buf msg;
+    buf_init(&msg);
+    const char *bad = !got || !line[0] ? "a file whose first line is the token" : NULL;
+    if (!bad) {
+        char name[4200];
+        snprintf(name, sizeof name, "--control-token-file %s", c->control_token_file);
+        bad = apply(c, S_CONTROL_TOKEN, name, line, NULL, &msg);
+    } else {
+        buf_printf(&msg, "--control-token-file %s: empty; expected %s", c->control_token_file, bad);
+    }
+    if (bad) buf_append(err, buf_head(&msg), buf_size(&msg));
+    buf_free(&msg);
+    return bad ? CONFIG_ERR_CONFIG : CONFIG_OK;
 }

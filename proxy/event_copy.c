@@ -80,6 +80,7 @@ static void copy_facts(struct layout *l, enum event_kind kind, union event_facts
     case EV_FAULT:
         f->fault.rule = copy_str(l, f->fault.rule);
         f->fault.action = copy_str(l, f->fault.action);
+        f->fault.change = copy_str(l, f->fault.change);
         break;
     case EV_MESSAGE:
     case EV_BODY: f->message.sha256 = copy_str(l, f->message.sha256); break;

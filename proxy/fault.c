@@ -409,6 +409,59 @@ int fault_parse_flag(const char *text, unsigned index, struct fault_rule *out, c
     return -1;
 }
 
+int fault_parse_named(const char *text, const char *name, struct fault_rule *out, char *err,
+                      size_t err_size)
+{
+    char prefix[FAULT_REPLY_MAX + 64];
+    struct fault_rule r;
+    struct problem pb;
+    fault_rule_begin(&r, name);
+    if (parse_flag(&r, text, &pb)) return *out = r, 0;
+    snprintf(prefix, sizeof prefix, "rule \"%s\": ", text);
+    report(err, err_size, prefix, &pb);
+    return -1;
+}
+
+/* The reply lines of a reply action as they were written: "450 4.2.0 Busy" or, for several
+ * lines, "450 first\nsecond" (the code once, lines joined by the two characters \n). */
+static void describe_reply(const struct fault_rule *r, struct buf *out)
+{
+    const char *p = r->reply;
+    bool first = true;
+    while (*p) {
+        const char *end = strstr(p, "\r\n");
+        if (!end) end = p + strlen(p);
+        const char *text = end - p > 4 ? p + 4 : end; /* after "450 " or "450-" */
+        if (first)
+            buf_printf(out, "%d%s%.*s", r->reply_code, text < end ? " " : "", (int)(end - text),
+                       text);
+        else
+            buf_printf(out, "\\n%.*s", (int)(end - text), text);
+        first = false;
+        p = *end ? end + 2 : end;
+    }
+}
+
+void fault_rule_describe(const struct fault_rule *r, struct buf *out)
+{
+    buf_printf(out, "%s", r->has_stage ? fault_stage_name(r->stage) : "?");
+    if (r->match[0]) buf_printf(out, " %s", r->match);
+    buf_printf(out, ": %s", fault_action_name(r->action));
+    switch (r->action) {
+    case FAULT_REPLY: buf_append_str(out, " "), describe_reply(r, out); break;
+    case FAULT_DELAY: {
+        char d[32];
+        format_duration(r->delay_ms, d, sizeof d);
+        buf_printf(out, " %s", d);
+        break;
+    }
+    case FAULT_STRIP: buf_printf(out, " %s", r->strip); break;
+    case FAULT_SLOW: buf_printf(out, " %llu/s", (unsigned long long)r->rate_bps); break;
+    case FAULT_TRUNCATE: buf_printf(out, " %llu", (unsigned long long)r->truncate_bytes); break;
+    default: break;
+    }
+}
+
 int fault_parse_action(struct fault_rule *r, const char *action, char *err, size_t err_size)
 {
     struct problem pb;

@@ -22,6 +22,7 @@
 
 #include "smtptap/capture.h"
 #include "smtptap/capture_read.h"
+#include "smtptap/control.h"
 #include "smtptap/heap_trim.h"
 #include "smtptap/leg.h"
 #include "smtptap/text.h"
@@ -44,6 +45,7 @@ static void stop_writers(struct server *srv)
 static void finish_shutdown(struct server *srv)
 {
     stop_writers(srv);
+    if (srv->control) control_stop(srv->control);
     uv_close((uv_handle_t *)&srv->sigint, NULL);
     uv_close((uv_handle_t *)&srv->sigterm, NULL);
     uv_close((uv_handle_t *)&srv->sighup, NULL);
@@ -88,6 +90,7 @@ static void session_closed(void *server, struct session *s)
 {
     struct server *srv = server;
     struct session_slot *slot = slot_of(s);
+    fault_book_session_ended(&srv->faults, session_id(s));
     if (slot->prev)
         slot->prev->next = slot->next;
     else
@@ -432,7 +435,7 @@ static bool uses_probability(const struct fault_set *f)
 static void start_faults(struct server *srv)
 {
     const struct config *cfg = srv->cfg;
-    srv->faults = &cfg->faults;
+    fault_book_init(&srv->faults, &cfg->faults);
     srv->seed = cfg->seed;
     if (!cfg->seed_given && uv_random(NULL, NULL, &srv->seed, sizeof srv->seed, 0, NULL) < 0)
         srv->seed = uv_hrtime() ^ (uint64_t)getpid();
@@ -460,18 +463,21 @@ static void reload_faults(struct server *srv)
         fprintf(stderr, "smtptap: SIGHUP: no --config file to reload fault rules from\n");
     } else if (config_reload_faults(srv->cfg, next, &err) != CONFIG_OK) {
         fprintf(stderr, "smtptap: SIGHUP: %.*s; keeping the %zu fault rule%s in force\n",
-                (int)buf_size(&err), (const char *)buf_head(&err), srv->faults->count,
-                srv->faults->count == 1 ? "" : "s");
+                (int)buf_size(&err), (const char *)buf_head(&err), srv->faults.in_force->count,
+                srv->faults.in_force->count == 1 ? "" : "s");
     } else {
         next->next_old = srv->old_faults;
         srv->old_faults = next;
-        srv->faults = next;
-        char seed[80] = "";
+        fault_book_set_file(&srv->faults, next, srv->nsessions, srv->next_id);
+        char seed[80] = "", api[80] = "";
+        if (srv->faults.api.count)
+            snprintf(api, sizeof api, ", and %zu from the control API", srv->faults.api.count);
         if (uses_probability(next))
             snprintf(seed, sizeof seed, ", seed %llu (--seed %llu repeats this run)",
                      (unsigned long long)srv->seed, (unsigned long long)srv->seed);
-        fprintf(stderr, "smtptap: SIGHUP: %zu fault rule%s now in force (from %s and --fault)%s\n",
-                next->count, next->count == 1 ? "" : "s", srv->cfg->config_file, seed);
+        fprintf(stderr,
+                "smtptap: SIGHUP: %zu fault rule%s now in force (from %s and --fault)%s%s\n",
+                next->count, next->count == 1 ? "" : "s", srv->cfg->config_file, api, seed);
         next = NULL;
     }
     if (next) {
@@ -598,6 +604,56 @@ static void start_writers(struct server *srv)
                         "by the event loop\n");
 }
 
+/* ---- the control API --------------------------------------------------------------------- */
+
+static uint64_t live_sessions(void *server)
+{
+    return ((struct server *)server)->nsessions;
+}
+
+static uint64_t newest_session(void *server)
+{
+    return ((struct server *)server)->next_id;
+}
+
+/* A rule changed through the API: a "!!" line in every live session, whose next command
+ * meets the new rules. */
+static void faults_changed(void *server, const struct fault_rule *r, const char *change)
+{
+    struct server *srv = server;
+    struct buf d;
+    buf_init(&d);
+    fault_rule_describe(r, &d);
+    char text[FAULT_REPLY_MAX + 256];
+    snprintf(text, sizeof text, "fault rule \"%s\" %s through the control API: %.*s", r->name,
+             change, (int)buf_size(&d), (const char *)buf_head(&d));
+    buf_free(&d);
+    for (struct session_slot *slot = srv->sessions; slot; slot = slot->next)
+        session_fault_change(session_of(slot), r->name, fault_action_name(r->action), change, text);
+    if (!srv->cfg->quiet) fprintf(stderr, "smtptap: %s\n", text);
+}
+
+static int start_control(struct server *srv)
+{
+    if (!srv->cfg->control_on) return 0;
+    struct control_host host = {.server = srv,
+                                .faults = &srv->faults,
+                                .live_sessions = live_sessions,
+                                .newest_session = newest_session,
+                                .faults_changed = faults_changed};
+    char bound[96], err[512];
+    srv->control = control_start(srv->loop, srv->cfg, &host, bound, sizeof bound, err, sizeof err);
+    if (!srv->control) {
+        fprintf(stderr, "smtptap: %s\n", err);
+        return EXIT_UNAVAILABLE;
+    }
+    srv->env.control = control_events(srv->control);
+    fprintf(stderr, "smtptap control API and web page on http://%s/%s\n", bound,
+            srv->cfg->control_token[0] ? " (a token is required)" : "");
+    fflush(stderr);
+    return 0;
+}
+
 static void close_walk_cb(uv_handle_t *h, void *arg)
 {
     (void)arg;
@@ -678,7 +734,7 @@ int server_run(const struct config *cfg)
         .host = srv.host,
         .sink_users = &srv.sink_users,
         .replay = replay ? capture_reader_dialog(replay) : NULL,
-        .faults = &srv.faults,
+        .faults = &srv.faults.in_force,
         .seed = srv.seed,
         .server = &srv,
         .is_own_upstream = is_own_upstream,
@@ -698,6 +754,7 @@ int server_run(const struct config *cfg)
     uv_timer_init(srv.loop, &srv.grace);
     srv.grace.data = &srv;
     rc = open_listeners(&srv);
+    if (!rc) rc = start_control(&srv);
     if (rc) {
         uv_walk(srv.loop, close_walk_cb, NULL);
     } else {
@@ -718,6 +775,8 @@ int server_run(const struct config *cfg)
         uv_loop_close(srv.loop);
     }
     stop_tls(&srv);
+    control_free(srv.control);
+    fault_book_free(&srv.faults);
     free_old_faults(&srv);
     capture_reader_free(replay);
     replay = NULL;

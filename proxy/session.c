@@ -23,6 +23,7 @@ static uint64_t wall_us(void)
 
 static void emit_ev(struct session *s, const struct event *ev)
 {
+    if (s->env->control) s->env->control->write(s->env->control, ev);
     if (s->env->writers) {
         writer_thread_write(s->env->writers, s->capture, ev);
         return;
@@ -159,6 +160,19 @@ void session_emit_fault(struct session *s, const struct fault_rule *rule, const 
     union event_facts f = {
         .fault = {.rule = rule->name, .action = fault_action_name(rule->action)}};
     emit(s, EV_FAULT, DIR_S2C, NULL, 0, text, false, false, &f);
+}
+
+void session_fault_change(struct session *s, const char *rule, const char *action,
+                          const char *change, const char *text)
+{
+    if (!s->observed || s->state >= SESSION_ENDING) return;
+    union event_facts f = {.fault = {.rule = rule, .action = action, .change = change}};
+    emit(s, EV_FAULT, DIR_NONE, NULL, 0, text, true, false, &f);
+}
+
+uint64_t session_id(const struct session *s)
+{
+    return s->id;
 }
 
 void session_emitf(struct session *s, enum event_kind kind, enum event_dir dir, const char *fmt,
@@ -517,7 +531,7 @@ void session_start(struct session *s, const struct session_env *env, uint64_t id
     union event_facts start;
     name_endpoints(s, &start);
     open_capture(s);
-    s->observed = env->live || env->stream || s->capture;
+    s->observed = env->live || env->stream || s->capture || env->control;
     emit(s, EV_START, DIR_NONE, NULL, 0, NULL, false, false, &start);
     s->follow_auth = s->observed && (s->cfg->decode_auth || s->cfg->redact);
     if (implicit_tls && !session_start_client_tls(s)) return;

@@ -203,7 +203,9 @@ void watch_summary_feed(struct watch_summary *w, const struct event *ev)
         snprintf(w->client_tls, sizeof w->client_tls, "passthrough");
         snprintf(w->upstream_tls, sizeof w->upstream_tls, "passthrough");
         break;
-    case EV_FAULT: w->faults++; break;
+    case EV_FAULT:
+        if (!ev->facts || !ev->facts->fault.change) w->faults++;
+        break;
     case EV_LINT: w->lints++; break;
     case EV_END:
         if (ev->facts) w->commands = ev->facts->end.commands, w->messages = ev->facts->end.messages;

@@ -58,6 +58,12 @@ struct event_writer *jsonl_writer_new(FILE *f, bool owns_file, bool flush_each);
 /* A message's lines past its first 40 (EV_CONTENT past_preview) are left out unless whole
  * (-v): a body is eml's and pcap's, and a 20 MB one would cost more to encode than relay. */
 void jsonl_writer_whole_messages(struct event_writer *w, bool whole);
+/* One event as the jsonl format has it: the object (jansson's json_t, to be decref'd), or
+ * the line without its LF (malloc'd, *len bytes, NUL-terminated; NULL out of memory). For
+ * the control API, which serves a session's events and streams them as they happen. */
+struct json_t;
+struct json_t *jsonl_event_json(const struct event *ev);
+char *jsonl_event_line(const struct event *ev, size_t *len);
 /* pcap (capture_pcap.c): the client's dialog in clear as synthetic TCP between the client
  * and the server, for Wireshark/tshark. Creates path (capture_create_file). NULL with err. */
 struct event_writer *pcap_writer_new(const char *path, char *err, size_t err_size);

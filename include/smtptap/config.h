@@ -62,6 +62,13 @@ struct config {
     enum client_cert client_cert; /* --client-cert: the leaf the client is shown */
     double replay_speed;          /* -u replay: 0 no waits, 1 the recorded pace, N faster */
     bool replay_strict;           /* -u replay: commands must be the recorded ones exactly */
+
+    /* The control API and web page (--control, [control]): off when !control_on. */
+    bool control_on;
+    struct hostport control; /* numeric address and port */
+    char control_token[256]; /* "": no token (loopback only); from --control-token(-file) */
+    char control_token_file[4096];
+    uint64_t control_recent; /* ended sessions kept for the API (a ring) */
 };
 
 enum config_result {
@@ -81,6 +88,9 @@ enum config_result config_load_file(struct config *c, const char *path, struct b
 const char *config_usage(void);
 /* SIGHUP: builds a new rule set from the --fault rules and the config file as it is now.
  * On error the message is in *err and *out is left empty. */
+/* The control token's file, read once the configuration is complete (its path may come from
+ * either source). Returns CONFIG_OK, or an error naming the flag or key and the file. */
+enum config_result config_read_control_token(struct config *c, struct buf *err);
 enum config_result config_reload_faults(const struct config *c, struct fault_set *out,
                                         struct buf *err);
 /* Frees what the configuration owns. */

@@ -74,6 +74,9 @@ struct event_lint_facts {
 struct event_fault_facts {
     const char *rule;   /* the rule's name */
     const char *action; /* reply, delay, drop, reset, stall, strip, slow, truncate */
+    /* "added" or "removed": not a firing but a rule changed through the control API (the
+     * change applies from the session's next command); NULL for a firing. */
+    const char *change;
 };
 
 struct event_message_facts {

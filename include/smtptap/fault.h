@@ -78,6 +78,14 @@ void fault_set_add(struct fault_set *s, const struct fault_rule *r);
  * GREETING or DATA-END (they have no command argument). */
 int fault_parse_flag(const char *text, unsigned index, struct fault_rule *out, char *err,
                      size_t err_size);
+/* The same syntax for a rule given some other way (the control API): named name, and an
+ * error starts 'rule "TEXT": ' where a flag's starts '--fault #N "TEXT": '; the rest of the
+ * message is the flag's, word for word. */
+int fault_parse_named(const char *text, const char *name, struct fault_rule *out, char *err,
+                      size_t err_size);
+/* Appends the rule in the flag syntax ("RCPT *@x: reply 451 4.7.1 Later", "DATA-END: delay
+ * 2s"); nth and probability, which a flag cannot say, are left to the caller. */
+void fault_rule_describe(const struct fault_rule *r, struct buf *out);
 /* [fault NAME] sections: start a rule, set keys (on, match, nth, probability, action), then
  * finish (checks that `on` and `action` were given, and the combination as for a flag; also
  * that nth on GREETING is 1). Keys are case-sensitive like every config key. Return 0, or -1

@@ -10,6 +10,7 @@
 #include "smtptap/config.h"
 #include "smtptap/events.h"
 #include "smtptap/fault.h"
+#include "smtptap/fault_book.h"
 #include "smtptap/heap_trim.h"
 #include "smtptap/parse.h"
 #include "smtptap/session.h"
@@ -17,6 +18,7 @@
 #include "smtptap/tls.h"
 
 struct session_slot;
+struct control;
 
 struct listener {
     uv_tcp_t tcp;
@@ -40,12 +42,13 @@ struct server {
     bool grace_expired;
     int exit_code;
     char host[128];
-    struct sink_users sink_users;   /* parsed [sink] users */
-    const struct fault_set *faults; /* the rules in force (replaced on SIGHUP) */
-    struct tls_ca ca;               /* smtptap's CA, open when a client leg may use TLS */
-    SSL_CTX *tls_server;            /* client-facing TLS, or NULL */
-    SSL_CTX *tls_client;            /* upstream TLS, or NULL */
-    uint64_t seed;                  /* for probabilistic faults */
+    struct sink_users sink_users; /* parsed [sink] users */
+    struct fault_book faults;     /* the rules in force: the file's (SIGHUP) and the API's */
+    struct control *control;      /* --control, or NULL */
+    struct tls_ca ca;             /* smtptap's CA, open when a client leg may use TLS */
+    SSL_CTX *tls_server;          /* client-facing TLS, or NULL */
+    SSL_CTX *tls_client;          /* upstream TLS, or NULL */
+    uint64_t seed;                /* for probabilistic faults */
     uv_signal_t sigint, sigterm, sighup;
     struct fault_set *old_faults; /* every set loaded by SIGHUP, freed at exit */
     uv_timer_t grace;

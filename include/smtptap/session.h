@@ -29,6 +29,7 @@ struct session_env {
     struct event_writer *live;     /* the live transcript, NULL with --quiet */
     struct event_writer *stream;   /* jsonl on stdout (--capture-dir -), or NULL */
     struct writer_thread *writers; /* writes live, stream and capture files; NULL: this thread */
+    struct event_writer *control;  /* the control API's view (on this thread), or NULL */
     SSL_CTX *tls_server;           /* client-facing TLS, NULL when never offered */
     SSL_CTX *tls_client;           /* upstream TLS, NULL with the sink */
     const char *host;              /* this machine's name (the sink greets with it) */
@@ -58,6 +59,12 @@ void session_start(struct session *s, const struct session_env *env, uint64_t id
 /* Shutdown: tells the client the service is closing (421) and ends the session, or closes
  * both legs at once when force is set and it is ending already. */
 void session_stop(struct session *s, bool force);
+/* The session's number (#N). */
+uint64_t session_id(const struct session *s);
+/* A fault rule changed through the control API (change: "added" or "removed"): a "!!" line
+ * in the session's transcript, since it applies from its next command. */
+void session_fault_change(struct session *s, const char *rule, const char *action,
+                          const char *change, const char *text);
 /* Our end of the upstream connection (family 0 before it exists). */
 const struct sockaddr_storage *session_upstream_local(const struct session *s);
 /* The address its upstream connection went to (zero family: none yet). */

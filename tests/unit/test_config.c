@@ -473,7 +473,7 @@ static void ini_unknown_section_is_a_configuration_error(void **state)
     write_ini(f, "[listen]\naddress = 127.0.0.1:3000\n[proxy]\nport = 25\n");
     assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
     MESSAGE_HAS(f->err_text, f->path, "unknown section [proxy]",
-                "expected listen, upstream, tls, capture, live, sink or fault NAME", "(line 4)");
+                "expected listen, upstream, tls, capture, live, sink, control or fault NAME", "(line 4)");
 }
 
 static void ini_bad_value_names_section_key_and_value(void **state)

@@ -1,0 +1,196 @@
+/* control_sse.c - GET /api/events: every event as it happens, as Server-Sent Events (one
+ * "data:" line each, the jsonl capture's object; "event: session" with the session's summary
+ * when it starts and ends; a comment every 15 s). Each stream has one buffer being sent and
+ * one filling; a stream that falls CONTROL_STREAM_BEHIND bytes behind is dropped (its
+ * connection closed), never buffered without limit. At most CONTROL_MAX_STREAMS at once. */
+#include "control_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "smtptap/buf.h"
+#include "smtptap/capture.h"
+
+struct control_stream {
+    h2o_generator_t gen; /* first: h2o calls back with it */
+    h2o_req_t *req;
+    struct control *c;
+    struct control_stream *prev, *next;
+    uint64_t filter[CONTROL_MAX_FILTER];
+    size_t nfilter;
+    struct buf sending, pending; /* sending: h2o holds it until proceed */
+    bool inflight, ending, finished;
+};
+
+static void unlink_stream(struct control_stream *st)
+{
+    struct control *c = st->c;
+    if (!c) return;
+    if (st->prev)
+        st->prev->next = st->next;
+    else
+        c->streams = st->next;
+    if (st->next) st->next->prev = st->prev;
+    c->nstreams--;
+    st->c = NULL;
+}
+
+/* The request's memory is going (the response ended or the client went away). */
+static void on_dispose(void *p)
+{
+    struct control_stream *st = p;
+    unlink_stream(st);
+    buf_free(&st->sending);
+    buf_free(&st->pending);
+}
+
+static void send_now(struct control_stream *st)
+{
+    if (st->inflight || st->finished) return;
+    if (buf_size(&st->pending) == 0) {
+        if (st->ending) {
+            st->finished = true;
+            unlink_stream(st);
+            h2o_send(st->req, NULL, 0, H2O_SEND_STATE_FINAL);
+        }
+        return;
+    }
+    struct buf t = st->sending;
+    st->sending = st->pending;
+    st->pending = t;
+    buf_reset(&st->pending);
+    h2o_iovec_t v = h2o_iovec_init(buf_head(&st->sending), buf_size(&st->sending));
+    st->inflight = true;
+    h2o_send(st->req, &v, 1, H2O_SEND_STATE_IN_PROGRESS);
+}
+
+static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)
+{
+    (void)req;
+    struct control_stream *st = (struct control_stream *)gen;
+    st->inflight = false;
+    buf_reset(&st->sending);
+    send_now(st);
+}
+
+static void on_stop(h2o_generator_t *gen, h2o_req_t *req)
+{
+    (void)req;
+    struct control_stream *st = (struct control_stream *)gen;
+    st->finished = true;
+    unlink_stream(st);
+}
+
+int control_sse_open(struct control *c, h2o_req_t *req, const struct control_request *r)
+{
+    if (c->stopping) {
+        control_respond_error(req, 503, "Service Unavailable", "smtptap is shutting down");
+        return 0;
+    }
+    if (c->nstreams >= CONTROL_MAX_STREAMS) {
+        char text[120];
+        snprintf(text, sizeof text, "too many event streams open (%d); close one and retry",
+                 CONTROL_MAX_STREAMS);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("5"));
+        control_respond_error(req, 503, "Service Unavailable", text);
+        return 0;
+    }
+    struct control_stream *st = h2o_mem_alloc_shared(&req->pool, sizeof *st, on_dispose);
+    memset(st, 0, sizeof *st);
+    st->gen.proceed = on_proceed;
+    st->gen.stop = on_stop;
+    st->req = req;
+    st->c = c;
+    memcpy(st->filter, r->sessions, r->nsessions * sizeof r->sessions[0]);
+    st->nfilter = r->nsessions;
+    buf_init(&st->sending);
+    buf_init(&st->pending);
+    st->next = c->streams;
+    if (c->streams) c->streams->prev = st;
+    c->streams = st;
+    c->nstreams++;
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("text/event-stream; charset=utf-8"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                   H2O_STRLIT("no-store"));
+    h2o_start_response(req, &st->gen);
+    buf_append_str(&st->pending, ": smtptap events\nretry: 2000\n\n");
+    send_now(st);
+    return 0;
+}
+
+static bool wants(const struct control_stream *st, uint64_t session)
+{
+    if (!st->nfilter) return true;
+    for (size_t i = 0; i < st->nfilter; i++)
+        if (st->filter[i] == session) return true;
+    return false;
+}
+
+/* Queues text on st, or drops st when it is too far behind. */
+static void queue(struct control *c, struct control_stream *st, const char *a, size_t alen,
+                  const char *b, size_t blen)
+{
+    if (st->finished || st->ending) return;
+    if (buf_size(&st->pending) + alen + blen > CONTROL_STREAM_BEHIND) {
+        c->streams_dropped++;
+        st->finished = true;
+        unlink_stream(st);
+        control_abort_connection(st->req);
+        return;
+    }
+    buf_append(&st->pending, a, alen);
+    buf_append(&st->pending, b, blen);
+    buf_append(&st->pending, "\n\n", 2);
+    send_now(st);
+}
+
+void control_sse_event(struct control *c, const struct event *ev, const struct control_session *s)
+{
+    if (ev->kind == EV_WIRE || ev->kind == EV_BODY) return; /* as jsonl: pcap's, eml's */
+    if (ev->kind == EV_CONTENT && ev->past_preview && c->cfg->verbosity == 0) return;
+    bool any = false;
+    for (struct control_stream *st = c->streams; st && !any; st = st->next)
+        any = wants(st, ev->session);
+    if (!any) return;
+    size_t len;
+    char *line = jsonl_event_line(ev, &len);
+    if (!line) return;
+    char head[48];
+    int hlen = snprintf(head, sizeof head, "id: %llu\ndata: ", (unsigned long long)++c->event_seq);
+    char *summary = NULL;
+    if (s && (ev->kind == EV_START || ev->kind == EV_END)) {
+        json_t *j = control_session_json(c, s);
+        summary = j ? json_dumps(j, CONTROL_JSON_FLAGS) : NULL;
+        json_decref(j);
+    }
+    static const char session_head[] = "event: session\ndata: ";
+    for (struct control_stream *st = c->streams, *next; st; st = next) {
+        next = st->next; /* queue may drop st */
+        if (!wants(st, ev->session)) continue;
+        queue(c, st, head, (size_t)hlen, line, len);
+        if (summary) queue(c, st, session_head, sizeof session_head - 1, summary, strlen(summary));
+    }
+    free(summary);
+    free(line);
+}
+
+void control_sse_ping(struct control *c)
+{
+    for (struct control_stream *st = c->streams, *next; st; st = next) {
+        next = st->next;
+        queue(c, st, ": ping", 6, "", 0);
+    }
+}
+
+void control_sse_close_all(struct control *c)
+{
+    for (struct control_stream *st = c->streams, *next; st; st = next) {
+        next = st->next;
+        st->ending = true;
+        send_now(st);
+    }
+}
