@@ -48,7 +48,17 @@ static void show_cb(void *ctx, const uint8_t *line, size_t len)
 struct result {
     struct shown shown;
     struct message_summary sum;
+    uint8_t body[16384]; /* what on_body was given, in order */
+    size_t body_len;
 };
+
+static void body_cb(void *ctx, const uint8_t *bytes, size_t len)
+{
+    struct result *r = ctx;
+    assert_true(r->body_len + len <= sizeof r->body);
+    memcpy(r->body + r->body_len, bytes, len);
+    r->body_len += len;
+}
 
 static void view_pieces(const uint8_t *b, size_t len, bool bdat, unsigned max_shown,
                         const size_t *cuts, size_t ncuts, struct result *r)
@@ -56,6 +66,8 @@ static void view_pieces(const uint8_t *b, size_t len, bool bdat, unsigned max_sh
     memset(r, 0, sizeof *r);
     struct message_view m;
     message_view_begin(&m, bdat, max_shown);
+    m.on_body = body_cb;
+    m.body_ctx = r;
     size_t from = 0;
     for (size_t i = 0; i <= ncuts; i++) {
         size_t to = i < ncuts ? cuts[i] : len;
@@ -429,6 +441,21 @@ static void random_messages_match_a_reference_unstuffer_for_random_chunkings(voi
                      iter, len, ncuts, (unsigned long long)r->sum.size,
                      (unsigned long long)r->sum.lines, dlen, (unsigned long long)lf);
         assert_int_equal(r->shown.count, lf);
+        /* every byte delivered passed on once, in order; each line shown without its end */
+        assert_int_equal(r->body_len, dlen);
+        assert_memory_equal(r->body, delivered, dlen);
+        char lines[200];
+        size_t nl = 0;
+        for (size_t i = 0, start = 0; i < dlen; i++) {
+            if (delivered[i] != '\n') continue;
+            size_t end = i > start && delivered[i - 1] == '\r' ? i - 1 : i;
+            memcpy(lines + nl, delivered + start, end - start);
+            nl += end - start;
+            lines[nl++] = '|';
+            start = i + 1;
+        }
+        lines[nl] = 0;
+        assert_string_equal(r->shown.text, lines);
     }
     free(r);
 }
