@@ -21,7 +21,11 @@ struct block {
     alignas(max_align_t) unsigned char data[];
 };
 
-enum item_op { ITEM_WRITE, ITEM_CLOSE };
+/* ITEM_LINES: message lines (EV_CONTENT) in a row that differ only in their bytes, in one
+ * item: a struct lines, then each line as its length (uint32_t) and its bytes. A 20 MB
+ * message in a text capture is some 250,000 lines: one copy of the event each would cost
+ * the loop more than the line. */
+enum item_op { ITEM_WRITE, ITEM_CLOSE, ITEM_LINES };
 
 struct item {
     alignas(max_align_t) struct event_writer *capture;
@@ -34,12 +38,21 @@ struct batch {
     size_t bytes;
 };
 
+struct lines {
+    struct event ev; /* the lines' event, without bytes */
+    size_t used;     /* bytes of lines after this header */
+    unsigned char data[];
+};
+
+enum { LINE_MAX_COALESCED = 4096 };
+
 struct writer_thread {
     struct event_writer *live, *stream; /* the thread's only */
     FILE *flush;                        /* flushed after each hand-over is written */
     uv_prepare_t hand_over;             /* the loop's side: once per iteration */
     struct batch filling;               /* the loop's side: not yet handed over */
     struct block *reuse;                /* the loop's: written blocks to fill again */
+    struct item *lines; /* the loop's: the last item being filled, when ITEM_LINES */
     uv_thread_t thread;
     uv_mutex_t lock; /* the rest is shared, under lock */
     uv_cond_t work, room;
@@ -106,6 +119,7 @@ static void *reserve(struct writer_thread *t, size_t size)
 
 static void hand_over(struct writer_thread *t)
 {
+    t->lines = NULL; /* the thread's from here on */
     if (!t->filling.first) return;
     size_t bytes = t->filling.bytes;
     uv_mutex_lock(&t->lock);
@@ -184,14 +198,8 @@ static void flush_dirty(struct writer_thread *t)
     t->ndirty = 0;
 }
 
-static void write_item(struct writer_thread *t, const struct item *it)
+static void write_event(struct writer_thread *t, const struct item *it, const struct event *ev)
 {
-    if (it->op == ITEM_CLOSE) {
-        forget_dirty(t, it->capture);
-        it->capture->close(it->capture); /* which flushes it */
-        return;
-    }
-    const struct event *ev = (const struct event *)((const unsigned char *)it + sizeof *it);
     if (it->capture) {
         it->capture->write(it->capture, ev);
         /* Flushed once this hand-over is written when the client is to get something: a
@@ -201,6 +209,34 @@ static void write_item(struct writer_thread *t, const struct item *it)
     }
     if (t->stream) t->stream->write(t->stream, ev);
     if (t->live) t->live->write(t->live, ev);
+}
+
+static void write_lines(struct writer_thread *t, const struct item *it)
+{
+    const struct lines *l = (const struct lines *)((const unsigned char *)it + sizeof *it);
+    struct event ev = l->ev;
+    for (size_t at = 0; at < l->used;) {
+        uint32_t len;
+        memcpy(&len, l->data + at, sizeof len);
+        ev.bytes = l->data + at + sizeof len;
+        ev.len = len;
+        write_event(t, it, &ev);
+        at += sizeof len + len;
+    }
+}
+
+static void write_item(struct writer_thread *t, const struct item *it)
+{
+    switch (it->op) {
+    case ITEM_CLOSE:
+        forget_dirty(t, it->capture);
+        it->capture->close(it->capture); /* which flushes it */
+        return;
+    case ITEM_LINES: write_lines(t, it); return;
+    case ITEM_WRITE:
+        write_event(t, it, (const struct event *)((const unsigned char *)it + sizeof *it));
+        return;
+    }
 }
 
 static void thread_main(void *arg)
@@ -288,6 +324,7 @@ static struct item *new_item(struct writer_thread *t, enum item_op op, struct ev
                              size_t extra)
 {
     t->posted++;
+    t->lines = NULL; /* another item follows it */
     size_t size = round_up(sizeof(struct item)) + extra;
     struct item *it = reserve(t, size);
     it->capture = capture;
@@ -296,9 +333,64 @@ static struct item *new_item(struct writer_thread *t, enum item_op op, struct ev
     return it;
 }
 
+/* A message line that can join the lines item being filled: the same writer and event but
+ * for the bytes (the same piece of content: one clock reading). */
+static bool joins(const struct writer_thread *t, struct event_writer *capture,
+                  const struct event *ev)
+{
+    if (!t->lines || t->lines->capture != capture) return false;
+    const struct event *l =
+        &((const struct lines *)((const unsigned char *)t->lines + sizeof(struct item)))->ev;
+    return l->session == ev->session && l->t_ns == ev->t_ns && l->wall_us == ev->wall_us &&
+           l->dir == ev->dir && l->tls == ev->tls && l->local == ev->local &&
+           l->to_smtptap == ev->to_smtptap && l->past_preview == ev->past_preview;
+}
+
+/* Appends a line to the lines item at the end of the batch being filled; false when its
+ * block has no room (a new item is started then). */
+static bool append_line(struct writer_thread *t, const struct event *ev)
+{
+    struct block *b = t->filling.last;
+    struct item *it = t->lines;
+    struct lines *l = (struct lines *)((unsigned char *)it + sizeof *it);
+    size_t start = (size_t)((unsigned char *)it - b->data);
+    size_t size = round_up(sizeof *it + sizeof *l + l->used + sizeof(uint32_t) + ev->len);
+    if (start + size > b->cap) return false;
+    uint32_t len = (uint32_t)ev->len;
+    memcpy(l->data + l->used, &len, sizeof len);
+    if (len) memcpy(l->data + l->used + sizeof len, ev->bytes, len);
+    l->used += sizeof len + len;
+    b->used = start + size;
+    t->filling.bytes += size - it->size;
+    it->size = size;
+    return true;
+}
+
+static void write_line(struct writer_thread *t, struct event_writer *capture,
+                       const struct event *ev)
+{
+    if (joins(t, capture, ev) && append_line(t, ev)) return;
+    uint32_t len = (uint32_t)ev->len;
+    struct item *it =
+        new_item(t, ITEM_LINES, capture, round_up(sizeof(struct lines) + sizeof len + len));
+    struct lines *l = (struct lines *)((unsigned char *)it + sizeof *it);
+    l->ev = *ev;
+    l->ev.bytes = NULL;
+    l->ev.len = 0;
+    memcpy(l->data, &len, sizeof len);
+    if (len) memcpy(l->data + sizeof len, ev->bytes, len);
+    l->used = sizeof len + len;
+    t->lines = it;
+}
+
 void writer_thread_write(struct writer_thread *t, struct event_writer *capture,
                          const struct event *ev)
 {
+    if (ev->kind == EV_CONTENT && !ev->facts && !ev->text && ev->len <= LINE_MAX_COALESCED) {
+        write_line(t, capture, ev);
+        if (t->filling.bytes >= HAND_OVER_AT) hand_over(t);
+        return;
+    }
     size_t size = event_copy_size(ev);
     struct item *it = new_item(t, ITEM_WRITE, capture, size);
     event_copy_into((unsigned char *)it + sizeof *it, ev);

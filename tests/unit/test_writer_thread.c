@@ -22,6 +22,9 @@ struct record {
     int writer;
     char what; /* 'w' write, 'f' flush, 'c' close */
     uint64_t session, len, sum;
+    uint64_t t_ns;    /* writes: the event's */
+    int kind;         /* writes: the event's */
+    bool past, bytes; /* writes: past_preview, and whether it had bytes */
 };
 
 /* Written by the thread only; read after writer_thread_stop (which joins it). */
@@ -37,7 +40,8 @@ struct recorder {
 static void put(int writer, char what, uint64_t session, uint64_t len, uint64_t sum)
 {
     assert_true(nrecords < MAX_RECORDS);
-    records[nrecords++] = (struct record){writer, what, session, len, sum};
+    records[nrecords++] =
+        (struct record){.writer = writer, .what = what, .session = session, .len = len, .sum = sum};
 }
 
 static uint64_t checksum(const uint8_t *b, size_t len)
@@ -51,6 +55,10 @@ static void rec_write(struct event_writer *w, const struct event *ev)
 {
     if (slow_us) usleep(slow_us);
     put(((struct recorder *)w)->id, 'w', ev->session, ev->len, checksum(ev->bytes, ev->len));
+    records[nrecords - 1].t_ns = ev->t_ns;
+    records[nrecords - 1].kind = (int)ev->kind;
+    records[nrecords - 1].past = ev->past_preview;
+    records[nrecords - 1].bytes = ev->bytes != NULL;
 }
 
 static void rec_flush(struct event_writer *w)
@@ -166,6 +174,56 @@ static void flushes_are_per_hand_over(void **state)
     assert_int_equal(records[nrecords - 1].what, 'f'); /* the last writes are flushed */
 }
 
+/* The n-th event of message_lines_arrive_one_by_one: mostly message lines that the loop
+ * gathers into one item (the same session and clock reading), sometimes one that cannot
+ * join (another session, another reading, past the preview, too long, another kind). */
+static struct event nth_line(uint64_t n, uint8_t *bytes)
+{
+    size_t len = n % 211 == 0 ? 5000 : (size_t)(n * 37 % 1100); /* empty ones too */
+    for (size_t i = 0; i < len; i++) bytes[i] = (uint8_t)(n * 13 + i);
+    return (struct event){.session = n / 700 % 2 ? 7 : 8,
+                          .t_ns = n / 90,
+                          .kind = n % 500 == 499 ? EV_REPLY : EV_CONTENT,
+                          .past_preview = n % 300 >= 40,
+                          .bytes = bytes,
+                          .len = len};
+}
+
+static void message_lines_arrive_one_by_one(void **state)
+{
+    (void)state;
+    nrecords = 0;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct recorder a = recorder(2);
+    struct writer_thread *t = writer_thread_start(&loop, NULL, NULL, NULL, 64 * 1024 * 1024);
+    enum { N = 6000 };
+    static uint8_t bytes[5000];
+    for (uint64_t n = 0; n < N; n++) {
+        struct event ev = nth_line(n, bytes);
+        writer_thread_write(t, &a.base, &ev);
+        if (n % 1000 == 999) uv_run(&loop, UV_RUN_NOWAIT); /* a hand-over amid lines */
+    }
+    writer_thread_stop(t);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    uint64_t n = 0;
+    for (size_t i = 0; i < nrecords; i++) {
+        const struct record *r = &records[i];
+        if (r->what != 'w') continue;
+        struct event want = nth_line(n, bytes);
+        assert_int_equal(r->kind, want.kind);
+        assert_int_equal(r->session, want.session);
+        assert_int_equal(r->t_ns, want.t_ns);
+        assert_int_equal(r->past, want.past_preview);
+        assert_int_equal(r->len, want.len);
+        assert_int_equal(r->sum, checksum(want.bytes, want.len));
+        assert_true(r->bytes);
+        n++;
+    }
+    assert_int_equal(n, N);
+}
+
 static bool called;
 static uint64_t called_mark, written_then;
 static struct writer_thread *current;
@@ -260,6 +318,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(events_reach_their_writers_in_order),
         cmocka_unit_test(flushes_are_per_hand_over),
+        cmocka_unit_test(message_lines_arrive_one_by_one),
         cmocka_unit_test(a_wait_is_called_back_once_its_item_is_written),
         cmocka_unit_test(a_slow_writer_slows_the_loop_and_loses_nothing),
     };
