@@ -37,12 +37,32 @@ static size_t utf8_len(const uint8_t *p, size_t n)
     return len && !steers_the_terminal(cp) ? len : 0; /* else escaped byte by byte */
 }
 
+/* Whether one of the 8 bytes in w needs a look: a control byte (< 0x20), DEL, a backslash or
+ * a byte >= 0x80. No false negatives (a word with none of them is printable ASCII). */
+static bool word_needs_look(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    uint64_t del = w ^ (0x7f * ones), bs = w ^ ('\\' * ones);
+    uint64_t control = (w - 0x20 * ones) & ~w; /* a byte below 0x20 (bit 7 set there) */
+    return (w | control | ((del - ones) & ~del) | ((bs - ones) & ~bs)) & highs;
+}
+
+/* The end of the run of printable ASCII (not a backslash) that starts at b[i]. */
+static size_t plain_run(const uint8_t *b, size_t i, size_t n)
+{
+    for (uint64_t w; i + 8 <= n; i += 8) { /* most content is such runs: 8 bytes a step */
+        memcpy(&w, b + i, 8);
+        if (word_needs_look(w)) break;
+    }
+    while (i < n && b[i] >= 0x20 && b[i] < 0x7f && b[i] != '\\') i++;
+    return i;
+}
+
 void text_escape(const uint8_t *b, size_t n, struct buf *out)
 {
     size_t i = 0;
     while (i < n) {
-        size_t run = i;
-        while (run < n && b[run] >= 0x20 && b[run] < 0x7f && b[run] != '\\') run++;
+        size_t run = plain_run(b, i, n);
         buf_append(out, b + i, run - i);
         i = run;
         if (i >= n) break;

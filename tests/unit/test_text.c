@@ -503,6 +503,37 @@ static void test_text_escape_appends_to_what_is_there(void **state)
     buf_free(&out);
 }
 
+/* Every byte value at every place in a run of plain text (which text_escape skips 8 bytes
+ * at a time): escaped as it is alone, the text around it kept. */
+static void test_each_byte_is_escaped_wherever_it_lies_in_a_long_run(void **state)
+{
+    (void)state;
+    struct buf got, want;
+    buf_init(&got);
+    buf_init(&want);
+    uint8_t line[40];
+    for (unsigned c = 0; c < 256; c++) {
+        for (size_t at = 0; at < 24; at++) {
+            memset(line, 'a' + at % 26, sizeof line);
+            line[at] = (uint8_t)c;
+            buf_reset(&got);
+            buf_reset(&want);
+            text_escape(line, sizeof line, &got);
+            text_escape(line, at, &want);
+            text_escape(line + at, 1, &want);
+            text_escape(line + at + 1, sizeof line - at - 1, &want);
+            assert_int_equal(buf_size(&got), buf_size(&want));
+            assert_memory_equal(buf_head(&got), buf_head(&want), buf_size(&want));
+            if ((c >= 0x20 && c < 0x7f && c != '\\') || c == '\t') /* tab kept too */
+                assert_int_equal(buf_size(&got), sizeof line);     /* kept as it is */
+            else
+                assert_true(buf_size(&got) > sizeof line);
+        }
+    }
+    buf_free(&got);
+    buf_free(&want);
+}
+
 static void test_a_very_long_line_is_shown_whole_on_one_line(void **state)
 {
     (void)state;
@@ -760,6 +791,7 @@ int main(void)
         cmocka_unit_test(test_invalid_utf8_is_escaped_byte_by_byte),
         cmocka_unit_test(test_terminal_controls_in_utf8_are_escaped),
         cmocka_unit_test(test_text_escape_appends_to_what_is_there),
+        cmocka_unit_test(test_each_byte_is_escaped_wherever_it_lies_in_a_long_run),
         cmocka_unit_test(test_a_very_long_line_is_shown_whole_on_one_line),
         cmocka_unit_test(test_a_long_line_of_nul_bytes_is_escaped_whole),
 
