@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 
 seconds=${1:-5}
 build=${FUZZ_BUILD:-build-fuzz}
-targets=(${FUZZ_TARGETS:-smtp_in smtp_reply auth fault lint_message lint_state sink parse config capture_read replay})
+targets=(${FUZZ_TARGETS:-smtp_in smtp_reply auth fault lint_message lint_state sink parse config capture_read replay control_request})
 # dev.sh's build packages, clang and its libFuzzer runtime, and inih for the config target's
 # comparison of ini_read with inih.
 pkgs=(meson ninja-build pkg-config gcc libc6-dev libuv1-dev libssl-dev libcmocka-dev

@@ -1,0 +1,269 @@
+/* fuzz_control_request.c - libFuzzer target for the control API's requests (control_request.h)
+ * and the fault rule syntax it shares with the command line (fault.h).
+ *
+ * Input: "METHOD TARGET" (up to the first NUL byte), then a request body (the rest); without a
+ * NUL the whole input is both. Oracles:
+ *   - route parsing (method and target in exact-size copies) is deterministic and its result
+ *     holds together: strings NUL-terminated, at most 32 session numbers, each above 0; a
+ *     fault name without control characters, a session number above 0 and a known format
+ *     where the route has them; method_ok exactly when the method is one the route allows;
+ *   - a body parsed as a rule gives a complete rule; when it says nothing the flag syntax
+ *     cannot say (nth, probability, a glob with ':' or blanks at its ends),
+ *     fault_rule_describe() of it parsed again with fault_parse_named gives the same rule;
+ *   - a text body and the same line as JSON {"rule": ...} give the same rule or the same
+ *     refusal, and that refusal is the command line's (fault_parse_flag) after its prefix;
+ *     a rule the text accepts the command line accepts the same. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fuzz.h"
+#include "smtptap/buf.h"
+#include "smtptap/control_request.h"
+#include "smtptap/fault.h"
+
+/* ---- routes ------------------------------------------------------------------------------- */
+
+static bool is_word(const char *s, size_t len, const char *word)
+{
+    return len == strlen(word) && memcmp(s, word, len) == 0;
+}
+
+/* Is method one of allow's ("GET, POST"), HEAD counting as GET? */
+static bool allowed(const char *allow, const char *method, size_t mlen)
+{
+    for (const char *p = allow; *p;) {
+        size_t n = strcspn(p, ",");
+        if ((n == mlen && memcmp(p, method, mlen) == 0) ||
+            (n == 3 && !memcmp(p, "GET", 3) && is_word(method, mlen, "HEAD")))
+            return true;
+        p += n;
+        while (*p == ',' || *p == ' ') p++;
+    }
+    return false;
+}
+
+static void same_request(const struct control_request *a, const struct control_request *b)
+{
+    FUZZ_CHECK(a->route == b->route && a->method_ok == b->method_ok && a->session == b->session &&
+                   a->nsessions == b->nsessions && a->message == b->message &&
+                   !strcmp(a->allow, b->allow) && !strcmp(a->format, b->format) &&
+                   !strcmp(a->name, b->name) && !strcmp(a->token, b->token) &&
+                   (a->bad == NULL) == (b->bad == NULL) && (!a->bad || !strcmp(a->bad, b->bad)),
+               "two parses of one request differ");
+    for (size_t i = 0; i < a->nsessions; i++)
+        FUZZ_CHECK(a->sessions[i] == b->sessions[i], "session filter %zu differs", i);
+}
+
+static void check_route(const uint8_t *line, size_t n)
+{
+    const uint8_t *sp = memchr(line, ' ', n);
+    size_t mlen = sp ? (size_t)(sp - line) : 0, tlen = sp ? n - mlen - 1 : n;
+    char *method = malloc(mlen ? mlen : 1), *target = malloc(tlen ? tlen : 1);
+    if (!method || !target) abort();
+    memcpy(method, line, mlen);
+    memcpy(target, sp ? sp + 1 : line, tlen);
+    struct control_request a, b;
+    memset(&a, 0xa5, sizeof a);
+    memset(&b, 0x5a, sizeof b);
+    control_request_parse(method, mlen, target, tlen, &a);
+    control_request_parse(method, mlen, target, tlen, &b);
+    same_request(&a, &b);
+    FUZZ_CHECK(a.allow && memchr(a.name, 0, sizeof a.name) && memchr(a.token, 0, sizeof a.token) &&
+                   memchr(a.format, 0, sizeof a.format),
+               "a string of the request is not terminated");
+    FUZZ_CHECK(a.nsessions <= CONTROL_MAX_FILTER, "%zu session numbers", a.nsessions);
+    for (size_t i = 0; i < a.nsessions; i++) FUZZ_CHECK(a.sessions[i] > 0, "session number 0");
+    for (const char *c = a.token; *c; c++)
+        FUZZ_CHECK((unsigned char)*c >= 0x20 && *c != 0x7f, "a control character in the token");
+    switch (a.route) {
+    case ROUTE_FAULT:
+        FUZZ_CHECK(a.name[0], "ROUTE_FAULT without a name");
+        for (const char *c = a.name; *c; c++)
+            FUZZ_CHECK((unsigned char)*c >= 0x20 && *c != 0x7f, "a control character in a name");
+        break;
+    case ROUTE_CAPTURE:
+        FUZZ_CHECK(!strcmp(a.format, "txt") || !strcmp(a.format, "jsonl") ||
+                       !strcmp(a.format, "pcap") || !strcmp(a.format, "eml"),
+                   "capture format \"%s\"", a.format);
+        /* fall through */
+    case ROUTE_SESSION: FUZZ_CHECK(a.session > 0, "session route with session 0"); break;
+    default: break;
+    }
+    if (a.route != ROUTE_NONE)
+        FUZZ_CHECK(a.method_ok == allowed(a.allow, method, mlen),
+                   "method_ok %d for \"%.*s\" with Allow: %s", a.method_ok, (int)mlen, method,
+                   a.allow);
+    free(method);
+    free(target);
+}
+
+/* ---- rules -------------------------------------------------------------------------------- */
+
+static void check_complete(const struct fault_rule *r)
+{
+    FUZZ_CHECK(r->has_stage && r->has_action, "a rule without stage or action was accepted");
+    FUZZ_CHECK(memchr(r->name, 0, sizeof r->name) && memchr(r->match, 0, sizeof r->match) &&
+                   memchr(r->reply, 0, sizeof r->reply) && memchr(r->strip, 0, sizeof r->strip),
+               "a rule's string is not NUL-terminated");
+    FUZZ_CHECK(r->probability > 0 && r->probability <= 1, "probability %g", r->probability);
+    if (r->action == FAULT_REPLY)
+        FUZZ_CHECK(r->reply_code >= 200 && r->reply_code <= 599 && r->reply[0], "reply %d \"%s\"",
+                   r->reply_code, r->reply);
+}
+
+/* What the two rules do, names aside. */
+static bool same_rule(const struct fault_rule *a, const struct fault_rule *b)
+{
+    return a->stage == b->stage && a->has_stage == b->has_stage && !strcmp(a->match, b->match) &&
+           a->action == b->action && a->has_action == b->has_action &&
+           !strcmp(a->reply, b->reply) && a->reply_code == b->reply_code &&
+           a->delay_ms == b->delay_ms && !strcmp(a->strip, b->strip) &&
+           a->rate_bps == b->rate_bps && a->truncate_bytes == b->truncate_bytes &&
+           a->nth == b->nth && a->probability == b->probability;
+}
+
+static void show_rule(const char *label, const struct fault_rule *r)
+{
+    fprintf(stderr,
+            "  %s: name \"%s\" stage %d/%d match \"%s\" action %d/%d reply %d \"%s\" delay %llu "
+            "strip \"%s\" rate %llu truncate %llu nth %llu probability %g\n",
+            label, r->name, r->stage, r->has_stage, r->match, r->action, r->has_action,
+            r->reply_code, r->reply, (unsigned long long)r->delay_ms, r->strip,
+            (unsigned long long)r->rate_bps, (unsigned long long)r->truncate_bytes,
+            (unsigned long long)r->nth, r->probability);
+}
+
+/* Can the flag syntax say this rule? */
+static bool describable(const struct fault_rule *r)
+{
+    size_t n = strlen(r->match);
+    return r->nth == 0 && r->probability == 1 && !strchr(r->match, ':') &&
+           (n == 0 || (r->match[0] != ' ' && r->match[0] != '\t' && r->match[n - 1] != ' ' &&
+                       r->match[n - 1] != '\t'));
+}
+
+static void check_describe(const struct fault_rule *r)
+{
+    if (!describable(r)) return;
+    struct buf d;
+    buf_init(&d);
+    fault_rule_describe(r, &d);
+    char *text = fuzz_strndup(buf_head(&d), buf_size(&d)), err[4096] = "";
+    struct fault_rule again;
+    if (fault_parse_named(text, "again", &again, err, sizeof err) != 0) {
+        show_rule("rule", r);
+        fuzz_fail("its description \"%s\" is refused: %s", text, err);
+    }
+    if (!same_rule(r, &again)) {
+        show_rule("rule", r);
+        show_rule("again", &again);
+        fuzz_fail("its description \"%s\" is another rule", text);
+    }
+    FUZZ_CHECK(!strcmp(again.name, "again"), "parsed again as \"%s\"", again.name);
+    free(text);
+    buf_free(&d);
+}
+
+/* The line a text body holds: without the blanks and line ends before it and the line ends
+ * after it; NULL when it is no line (JSON, empty, a NUL or another line end inside). */
+static char *text_line(const uint8_t *b, size_t n)
+{
+    size_t start = 0, end = n;
+    while (start < n &&
+           (b[start] == ' ' || b[start] == '\t' || b[start] == '\r' || b[start] == '\n'))
+        start++;
+    while (end > start && (b[end - 1] == '\r' || b[end - 1] == '\n')) end--;
+    if (start == end || b[start] == '{' || memchr(b + start, 0, end - start) ||
+        memchr(b + start, '\r', end - start) || memchr(b + start, '\n', end - start))
+        return NULL;
+    return fuzz_strndup(b + start, end - start);
+}
+
+static void check_text_as_json(const uint8_t *body, size_t n, int rc, const struct fault_rule *r,
+                               const char *err)
+{
+    char *line = text_line(body, n);
+    if (!line) return;
+    size_t len = strlen(line);
+    /* the text body's own limit refuses longer lines before the rule is read */
+    if (len >= FAULT_REPLY_MAX + FAULT_GLOB_MAX + 64) goto out;
+    json_t *s = json_stringn(line, len); /* NULL: not UTF-8, JSON cannot carry it */
+    if (!s) goto out;
+    json_t *o = json_object();
+    json_object_set_new(o, "rule", s);
+    char *json = json_dumps(o, 0);
+    struct fault_rule jr;
+    char jerr[4096] = "";
+    int jrc = control_fault_from_body((const uint8_t *)json, strlen(json), &jr, jerr, sizeof jerr);
+    if (jrc != rc) {
+        fuzz_dump("line", (const uint8_t *)line, len);
+        fuzz_fail("as text %d (%s), as JSON %d (%s)", rc, rc ? err : "", jrc, jrc ? jerr : "");
+    }
+    if (rc == 0) {
+        if (!same_rule(r, &jr) || strcmp(r->name, jr.name) != 0) {
+            show_rule("text", r);
+            show_rule("json", &jr);
+            fuzz_fail("a rule as text and as JSON differ");
+        }
+    } else {
+        FUZZ_CHECK(!strcmp(err, jerr), "refused as text with \"%s\", as JSON with \"%s\"", err,
+                   jerr);
+    }
+    /* the command line's words (its prefix is longer: both must hold the whole text) */
+    if (len < 1500) {
+        struct fault_rule fr;
+        char ferr[4096] = "", fprefix[1600], aprefix[1600];
+        int frc = fault_parse_flag(line, 1, &fr, ferr, sizeof ferr);
+        FUZZ_CHECK(frc == rc, "the command line says %d, the API %d", frc, rc);
+        if (rc == 0) {
+            FUZZ_CHECK(same_rule(r, &fr), "the command line's rule differs");
+        } else {
+            snprintf(fprefix, sizeof fprefix, "--fault #1 \"%s\": ", line);
+            snprintf(aprefix, sizeof aprefix, "rule \"%s\": ", line);
+            FUZZ_CHECK(!strncmp(ferr, fprefix, strlen(fprefix)) &&
+                           !strncmp(err, aprefix, strlen(aprefix)),
+                       "a refusal without its prefix: \"%s\" / \"%s\"", ferr, err);
+            FUZZ_CHECK(!strcmp(ferr + strlen(fprefix), err + strlen(aprefix)),
+                       "the API says \"%s\", the command line \"%s\"", err, ferr);
+        }
+    }
+    free(json);
+    json_decref(o);
+out:
+    free(line);
+}
+
+static void check_body(const uint8_t *body, size_t n)
+{
+    struct fault_rule r;
+    char err[4096];
+    memset(err, 'x', sizeof err);
+    int rc = control_fault_from_body(body, n, &r, err, sizeof err);
+    FUZZ_CHECK(rc == 0 || rc == -1, "control_fault_from_body returned %d", rc);
+    if (rc == 0) {
+        check_complete(&r);
+        check_describe(&r);
+    } else {
+        FUZZ_CHECK(memchr(err, 0, sizeof err) && err[0], "an empty or unterminated refusal");
+    }
+    check_text_as_json(body, n, rc, &r, err);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct fuzz_in in = {data, size};
+    size_t line_len;
+    const uint8_t *line = fuzz_until(&in, 0, &line_len);
+    check_route(line, line_len);
+    const uint8_t *body = in.n || line_len < size ? in.p : data;
+    size_t body_len = in.n || line_len < size ? in.n : size;
+    /* an exact-size copy, as h2o's entity is not NUL-terminated */
+    uint8_t *copy = malloc(body_len ? body_len : 1);
+    if (!copy) abort();
+    memcpy(copy, body, body_len);
+    check_body(copy, body_len);
+    free(copy);
+    return 0;
+}
