@@ -13,9 +13,10 @@ static int hex_value(char c)
     return -1;
 }
 
-/* Percent-decodes in[0..len) into out (size bytes with its NUL). False when it does not fit,
- * an escape is broken, or it decodes to a NUL or a control character. */
-static bool decode(const char *in, size_t len, char *out, size_t size)
+/* Percent-decodes in[0..len) into out (size bytes with its NUL); '+' is a space only in a
+ * query (form encoding), a path keeps it (RFC 3986). False when it does not fit, an escape is
+ * broken, or it decodes to a NUL or a control character. */
+static bool decode(const char *in, size_t len, char *out, size_t size, bool plus_is_space)
 {
     size_t n = 0;
     for (size_t i = 0; i < len; i++) {
@@ -26,7 +27,7 @@ static bool decode(const char *in, size_t len, char *out, size_t size)
             if (hi < 0 || lo < 0) return false;
             c = hi * 16 + lo;
             i += 2;
-        } else if (c == '+') {
+        } else if (c == '+' && plus_is_space) {
             c = ' ';
         }
         if (c < 0x20 || c == 0x7f) return false;
@@ -91,7 +92,7 @@ static void parse_query(const char *q, size_t len, struct control_request *out)
             if (!parse_number(v, vlen, &out->message) || out->message == 0)
                 out->bad = "message: expected a message number from 1";
         } else if (is(item, klen, "access_token")) {
-            if (!decode(v, vlen, out->token, sizeof out->token)) out->token[0] = 0;
+            if (!decode(v, vlen, out->token, sizeof out->token, true)) out->token[0] = 0;
         }
     }
 }
@@ -143,7 +144,8 @@ void control_request_parse(const char *method, size_t mlen, const char *target, 
     if (plen > sizeof faults - 1 && memcmp(p, faults, sizeof faults - 1) == 0) {
         const char *name = p + sizeof faults - 1;
         size_t nlen = plen - (sizeof faults - 1);
-        if (memchr(name, '/', nlen) || !decode(name, nlen, out->name, sizeof out->name)) return;
+        if (memchr(name, '/', nlen) || !decode(name, nlen, out->name, sizeof out->name, false))
+            return;
         return route(out, ROUTE_FAULT, "GET, DELETE", method, mlen);
     }
     static const char sessions[] = "sessions/";
