@@ -202,6 +202,13 @@ static int bad_name(const char *name, char *err, size_t err_size)
             return -1;
         }
     }
+    /* /api/faults/reset is the reset: a rule of that name could not be shown or removed */
+    if (strcmp(name, "reset") == 0) {
+        snprintf(err, err_size,
+                 "\"name\": \"reset\" is taken by /api/faults/reset; choose "
+                 "another name");
+        return -1;
+    }
     return 0;
 }
 

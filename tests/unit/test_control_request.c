@@ -548,6 +548,20 @@ static void section_keys_without_stage_or_action(void **state)
                         "truncate N");
 }
 
+/* Defect: a rule could be added under the name "reset", and then neither shown nor removed:
+ * its path, /api/faults/reset, is the reset route (GET and DELETE answered 405). */
+static void a_rule_cannot_be_named_reset(void **state)
+{
+    (void)state;
+    static const char want[] =
+        "\"name\": \"reset\" is taken by /api/faults/reset; choose another name";
+    assert_body_refused("{\"rule\": \"RCPT: drop\", \"name\": \"reset\"}", want);
+    assert_body_refused("{\"name\": \"reset\", \"on\": \"RCPT\", \"action\": \"drop\"}", want);
+    assert_string_equal(body_rule("{\"rule\": \"RCPT: drop\", \"name\": \"Reset\"}").name, "Reset");
+    assert_string_equal(body_rule("{\"rule\": \"RCPT: drop\", \"name\": \"reset2\"}").name,
+                        "reset2");
+}
+
 /* The rest of the API's message after 'rule "TEXT": ' is the flag's after '--fault #1 "TEXT": ',
  * for the rule as JSON and as text. */
 static void assert_same_words_as_the_flag(const char *text)
@@ -646,6 +660,7 @@ int main(void)
         cmocka_unit_test(body_refusals_say_what_to_send),
         cmocka_unit_test(bad_json_says_where),
         cmocka_unit_test(section_keys_without_stage_or_action),
+        cmocka_unit_test(a_rule_cannot_be_named_reset),
         cmocka_unit_test(a_bad_rule_gets_the_command_lines_words),
         cmocka_unit_test(a_bad_section_key_gets_the_configuration_files_words),
     };
