@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "smtptap/utf8.h"
+
 static int hex_value(char c)
 {
     if (c >= '0' && c <= '9') return c - '0';
@@ -308,6 +310,19 @@ int control_fault_from_body(const uint8_t *body, size_t len, struct fault_rule *
                  "expected one line: a rule such as \"RCPT *@x.example: reply 451 "
                  "4.7.1 Try later\"");
         return -1;
+    }
+    /* as JSON bodies are: the rule and what is said of it go back as JSON strings */
+    for (size_t i = start; i < end;) {
+        uint32_t cp;
+        size_t n = body[i] < 0x80 ? 1 : utf8_sequence(body + i, end - i, &cp);
+        if (n == 0) {
+            snprintf(err, err_size,
+                     "byte %zu of the body is not UTF-8; expected text, a rule such as \"RCPT "
+                     "*@x.example: reply 451 4.7.1 Try later\"",
+                     i + 1);
+            return -1;
+        }
+        i += n;
     }
     memcpy(text, body + start, end - start);
     text[end - start] = 0;

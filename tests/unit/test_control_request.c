@@ -562,6 +562,25 @@ static void a_rule_cannot_be_named_reset(void **state)
                         "reset2");
 }
 
+/* Defect (fuzz_control_request, corpus defect-not-utf8): a text body that is not UTF-8 was
+ * taken; its refusal quotes it, which jansson cannot make a JSON string of (the API answered
+ * 500 "out of memory" instead of 400), and a rule accepted so could not be listed. */
+static void a_text_body_must_be_utf8(void **state)
+{
+    (void)state;
+    assert_body_refused("\xdd", "byte 1 of the body is not UTF-8; expected text, a rule such as "
+                                "\"RCPT *@x.example: reply 451 4.7.1 Try later\"");
+    assert_body_refused("\r\nRCPT caf\xe9@x: drop\r\n",
+                        "byte 11 of the body is not UTF-8; expected text, a rule such as \"RCPT "
+                        "*@x.example: reply 451 4.7.1 Try later\"");
+    assert_body_refused("RCPT \xed\xa0\x80: drop", /* a surrogate */
+                        "byte 6 of the body is not UTF-8; expected text, a rule such as \"RCPT "
+                        "*@x.example: reply 451 4.7.1 Try later\"");
+    struct fault_rule r = body_rule("RCPT caf\xc3\xa9@x: reply 450 \xe2\x9c\x89 busy");
+    assert_string_equal(r.match, "caf\xc3\xa9@x");
+    assert_string_equal(r.reply, "450 \xe2\x9c\x89 busy\r\n");
+}
+
 /* The rest of the API's message after 'rule "TEXT": ' is the flag's after '--fault #1 "TEXT": ',
  * for the rule as JSON and as text. */
 static void assert_same_words_as_the_flag(const char *text)
@@ -661,6 +680,7 @@ int main(void)
         cmocka_unit_test(bad_json_says_where),
         cmocka_unit_test(section_keys_without_stage_or_action),
         cmocka_unit_test(a_rule_cannot_be_named_reset),
+        cmocka_unit_test(a_text_body_must_be_utf8),
         cmocka_unit_test(a_bad_rule_gets_the_command_lines_words),
         cmocka_unit_test(a_bad_section_key_gets_the_configuration_files_words),
     };
