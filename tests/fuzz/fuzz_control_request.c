@@ -12,7 +12,9 @@
  *     fault_rule_describe() of it parsed again with fault_parse_named gives the same rule;
  *   - a text body and the same line as JSON {"rule": ...} give the same rule or the same
  *     refusal, and that refusal is the command line's (fault_parse_flag) after its prefix;
- *     a rule the text accepts the command line accepts the same. */
+ *     a rule the text accepts the command line accepts the same;
+ *   - what the API would send back is UTF-8 (JSON carries nothing else): a refusal (also cut
+ *     to the API's 700 bytes), an accepted rule's name and description. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -235,18 +237,41 @@ out:
     free(line);
 }
 
+/* The API sends what it says as JSON strings: they must be UTF-8 (jansson refuses others). */
+static void check_utf8(const char *what, const char *s)
+{
+    json_t *j = json_string(s);
+    if (!j) {
+        fuzz_dump(what, (const uint8_t *)s, strlen(s));
+        fuzz_fail("%s is not UTF-8: JSON cannot carry it", what);
+    }
+    json_decref(j);
+}
+
 static void check_body(const uint8_t *body, size_t n)
 {
     struct fault_rule r;
-    char err[4096];
+    char err[4096], small[700]; /* the API's size */
     memset(err, 'x', sizeof err);
     int rc = control_fault_from_body(body, n, &r, err, sizeof err);
     FUZZ_CHECK(rc == 0 || rc == -1, "control_fault_from_body returned %d", rc);
     if (rc == 0) {
         check_complete(&r);
         check_describe(&r);
+        struct buf d;
+        buf_init(&d);
+        fault_rule_describe(&r, &d);
+        buf_append(&d, "", 1);
+        check_utf8("the rule's description", (const char *)buf_head(&d));
+        check_utf8("the rule's name", r.name);
+        buf_free(&d);
     } else {
         FUZZ_CHECK(memchr(err, 0, sizeof err) && err[0], "an empty or unterminated refusal");
+        check_utf8("the refusal", err);
+        struct fault_rule r2;
+        FUZZ_CHECK(control_fault_from_body(body, n, &r2, small, sizeof small) == -1,
+                   "refused, then accepted");
+        check_utf8("the refusal in 700 bytes", small);
     }
     check_text_as_json(body, n, rc, &r, err);
 }
