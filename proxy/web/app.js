@@ -439,7 +439,17 @@
   function arrow(lanes, span, lines, extraCls) {
     const a = el("div", "arrow " + span + (extraCls ? " " + extraCls : ""));
     const label = el("div", "label");
-    for (const ln of lines) label.appendChild(el("div", "ln", ln));
+    if (lines.length > 4) {
+      /* a long reply (EHLO's): its first and last lines, the others folded */
+      label.appendChild(el("div", "ln", lines[0]));
+      const more = el("details", "more-lines");
+      more.appendChild(el("summary", null, (lines.length - 2) + " more lines"));
+      for (const ln of lines.slice(1, -1)) more.appendChild(el("div", "ln", ln));
+      label.appendChild(more);
+      label.appendChild(el("div", "ln", lines[lines.length - 1]));
+    } else {
+      for (const ln of lines) label.appendChild(el("div", "ln", ln));
+    }
     a.appendChild(label);
     a.appendChild(el("div", "shaft"));
     lanes.appendChild(a);
@@ -609,6 +619,7 @@
     ui.empty.hidden = true;
     ui.detail.hidden = false;
     ui.detail.dataset.id = String(id);
+    delete ui.detail.dataset.error;
     ui.detail.classList.add("loading");
     if (prev !== id) queueRender();
     if (location.hash !== "#session=" + id) history.replaceState(null, "", "#session=" + id);
@@ -617,7 +628,10 @@
     openLoading = false;
     ui.detail.classList.remove("loading");
     if (res.status !== 200 || !res.body || !res.body.session) {
-      ui.head.appendChild(el("h2", "err", "Session #" + id + ": " + errorText(res, "GET /api/sessions/" + id)));
+      let why = errorText(res, "GET /api/sessions/" + id);
+      if (res.status === 404) why += " (smtptap keeps the most recent ended sessions only: --control-recent)";
+      ui.head.appendChild(el("h2", "err", "Session #" + id + ": " + why));
+      ui.detail.dataset.error = String(res.status);
       pending = [];
       return;
     }
@@ -723,8 +737,14 @@
       li.appendChild(el("span", "fired", "fired " + num(r.fired)));
       const b = el("button", "remove", "remove");
       b.type = "button";
-      b.title = "DELETE /api/faults/" + r.name;
-      b.addEventListener("click", () => removeFault(String(r.name)));
+      if (r.origin === "api") {
+        b.title = "DELETE /api/faults/" + r.name;
+        b.addEventListener("click", () => removeFault(String(r.name)));
+      } else {
+        b.disabled = true; /* the API removes its own rules only */
+        b.title = "a rule of the " + (r.origin === "flag" ? "command line" : "configuration file") +
+          ": edit it, then SIGHUP";
+      }
       li.appendChild(b);
       ui.faults.appendChild(li);
     }
