@@ -274,8 +274,8 @@ static int from_json(const json_t *o, struct fault_rule *out, char *err, size_t 
     return 0;
 }
 
-int control_fault_from_body(const uint8_t *body, size_t len, struct fault_rule *out, char *err,
-                            size_t err_size)
+static int from_body(const uint8_t *body, size_t len, struct fault_rule *out, char *err,
+                     size_t err_size)
 {
     size_t start = 0;
     while (start < len && (body[start] == ' ' || body[start] == '\t' || body[start] == '\r' ||
@@ -327,4 +327,25 @@ int control_fault_from_body(const uint8_t *body, size_t len, struct fault_rule *
     memcpy(text, body + start, end - start);
     text[end - start] = 0;
     return fault_parse_named(text, "", out, err, err_size);
+}
+
+/* Makes s valid UTF-8 in place: a byte that starts no whole character becomes '?'. */
+static void utf8_clean(char *s)
+{
+    for (size_t i = 0, n = strlen(s); i < n;) {
+        uint32_t cp;
+        size_t k = (uint8_t)s[i] < 0x80 ? 1 : utf8_sequence((const uint8_t *)s + i, n - i, &cp);
+        if (k == 0) s[i] = '?', k = 1;
+        i += k;
+    }
+}
+
+int control_fault_from_body(const uint8_t *body, size_t len, struct fault_rule *out, char *err,
+                            size_t err_size)
+{
+    int rc = from_body(body, len, out, err, err_size);
+    /* the refusal goes back as a JSON string: the rule's words in it may have been cut inside
+     * a character (a message quotes at most 80 bytes of a value; err_size) */
+    if (rc != 0 && err && err_size) utf8_clean(err);
+    return rc;
 }

@@ -581,6 +581,50 @@ static void a_text_body_must_be_utf8(void **state)
     assert_string_equal(r.reply, "450 \xe2\x9c\x89 busy\r\n");
 }
 
+/* Asserts that s is UTF-8, as a JSON string must be. */
+static void assert_utf8(const char *s)
+{
+    json_t *j = json_string(s);
+    if (!j) fail_msg("not UTF-8: %s", s);
+    json_decref(j);
+}
+
+/* Defect (fuzz_control_request, corpus defect-cut-inside-a-character): a message quotes at
+ * most 80 bytes of a value and is cut to the caller's size, both of which could fall inside
+ * a character of the rule; the refusal was then not UTF-8 and the API answered 500 instead
+ * of 400. */
+static void a_refusal_cut_inside_a_character_is_still_utf8(void **state)
+{
+    (void)state;
+    char a79[80], text[200], want[200];
+    memset(a79, 'A', 79);
+    a79[79] = 0;
+    snprintf(text, sizeof text, "%s\xc3\xa9: drop", a79);
+    snprintf(want, sizeof want, "unknown stage \"%s?\" at column 1; ", a79);
+    const char *err = body_error(text, strlen(text));
+    assert_utf8(err);
+    if (!strstr(err, want)) fail_msg("%s", err);
+    /* the same as a section key */
+    char body[300];
+    snprintf(body, sizeof body, "{\"on\": \"RCPT\", \"action\": \"delay %s\xc3\xa9\"}", a79);
+    err = body_error(body, strlen(body));
+    assert_utf8(err);
+    snprintf(want, sizeof want, "bad duration \"%s?\"; ", a79);
+    if (!strstr(err, want)) fail_msg("%s", err);
+    /* cut by the size of err */
+    char json[2200];
+    size_t n = (size_t)snprintf(json, sizeof json, "{\"rule\": \"RCTP x");
+    for (int i = 0; i < 600; i++) n += (size_t)snprintf(json + n, sizeof json - n, "\xc3\xa9");
+    snprintf(json + n, sizeof json - n, ": drop\"}");
+    for (size_t size = 1; size < 700; size++) {
+        struct fault_rule r;
+        char small[700];
+        assert_int_equal(
+            control_fault_from_body((const uint8_t *)json, strlen(json), &r, small, size), -1);
+        assert_utf8(small);
+    }
+}
+
 /* The rest of the API's message after 'rule "TEXT": ' is the flag's after '--fault #1 "TEXT": ',
  * for the rule as JSON and as text. */
 static void assert_same_words_as_the_flag(const char *text)
@@ -681,6 +725,7 @@ int main(void)
         cmocka_unit_test(section_keys_without_stage_or_action),
         cmocka_unit_test(a_rule_cannot_be_named_reset),
         cmocka_unit_test(a_text_body_must_be_utf8),
+        cmocka_unit_test(a_refusal_cut_inside_a_character_is_still_utf8),
         cmocka_unit_test(a_bad_rule_gets_the_command_lines_words),
         cmocka_unit_test(a_bad_section_key_gets_the_configuration_files_words),
     };
