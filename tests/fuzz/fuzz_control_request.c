@@ -11,7 +11,8 @@
  *     cannot say (nth, probability, a glob with ':' or blanks at its ends),
  *     fault_rule_describe() of it parsed again with fault_parse_named gives the same rule;
  *   - a text body and the same line as JSON {"rule": ...} give the same rule or the same
- *     refusal, and that refusal is the command line's (fault_parse_flag) after its prefix;
+ *     refusal, and that refusal is the command line's (fault_parse_flag) after its prefix
+ *     (made UTF-8 as the API makes it);
  *     a rule the text accepts the command line accepts the same;
  *   - what the API would send back is UTF-8 (JSON carries nothing else): a refusal (also cut
  *     to the API's 700 bytes), an accepted rule's name and description. */
@@ -24,6 +25,7 @@
 #include "smtptap/buf.h"
 #include "smtptap/control_request.h"
 #include "smtptap/fault.h"
+#include "smtptap/utf8.h"
 
 /* ---- routes ------------------------------------------------------------------------------- */
 
@@ -168,6 +170,17 @@ static void check_describe(const struct fault_rule *r)
     buf_free(&d);
 }
 
+/* A byte that starts no whole UTF-8 character becomes '?'. */
+static void utf8_clean(char *s)
+{
+    for (size_t i = 0, n = strlen(s); i < n;) {
+        uint32_t cp;
+        size_t k = (uint8_t)s[i] < 0x80 ? 1 : utf8_sequence((const uint8_t *)s + i, n - i, &cp);
+        if (k == 0) s[i] = '?', k = 1;
+        i += k;
+    }
+}
+
 /* The line a text body holds: without the blanks and line ends before it and the line ends
  * after it; NULL when it is no line (JSON, empty, a NUL or another line end inside). */
 static char *text_line(const uint8_t *b, size_t n)
@@ -222,6 +235,7 @@ static void check_text_as_json(const uint8_t *body, size_t n, int rc, const stru
         if (rc == 0) {
             FUZZ_CHECK(same_rule(r, &fr), "the command line's rule differs");
         } else {
+            utf8_clean(ferr); /* as the API makes its refusals */
             snprintf(fprefix, sizeof fprefix, "--fault #1 \"%s\": ", line);
             snprintf(aprefix, sizeof aprefix, "rule \"%s\": ", line);
             FUZZ_CHECK(!strncmp(ferr, fprefix, strlen(fprefix)) &&
