@@ -266,7 +266,9 @@ static void on_events_close(struct event_writer *w)
 
 static void ping_cb(uv_timer_t *t)
 {
-    control_sse_ping(t->data);
+    struct control *c = t->data;
+    c->ticks++;
+    control_sse_tick(c, c->ticks % (CONTROL_PING_MS / CONTROL_TICK_MS) == 0);
 }
 
 /* ---- start and stop
@@ -331,7 +333,7 @@ struct control *control_start(uv_loop_t *loop, const struct config *cfg,
     c->accept_ctx.hosts = c->config.hosts;
     uv_timer_init(loop, &c->ping);
     c->ping.data = c;
-    uv_timer_start(&c->ping, ping_cb, CONTROL_PING_MS, CONTROL_PING_MS);
+    uv_timer_start(&c->ping, ping_cb, CONTROL_TICK_MS, CONTROL_TICK_MS);
     return c;
 }
 
@@ -355,7 +357,8 @@ void control_stop(struct control *c)
     uv_close((uv_handle_t *)&c->listener, NULL);
     uv_close((uv_handle_t *)&c->ping, NULL);
     control_sse_close_all(c);
-    h2o_context_request_shutdown(&c->ctx);
+    /* Not h2o_context_request_shutdown: its timer would outlive the connections closed
+     * here, and h2o_context_dispose requires none left. */
     for (struct control_conn *k = c->conns; k; k = k->next) {
         uv_os_fd_t fd;
         if (uv_fileno((uv_handle_t *)&k->tcp, &fd) == 0) shutdown(fd, SHUT_RDWR);

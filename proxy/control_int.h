@@ -17,6 +17,7 @@ enum {
     CONTROL_STREAM_BEHIND = 1 << 20, /* bytes a stream may lag before it is dropped */
     CONTROL_BODY_MAX = 64 * 1024,    /* request bodies (fault rules) */
     CONTROL_PING_MS = 15000,
+    CONTROL_TICK_MS = 1000,
 };
 
 /* As the jsonl capture: compact, in order, reals without binary noise (0.774, not
@@ -43,6 +44,7 @@ struct control {
     size_t nstreams;
     uint64_t streams_dropped, event_seq;
     uv_timer_t ping;
+    unsigned ticks;
     uint64_t started_ns;
     /* fired counts by rule name, for GET /api/faults */
     struct fired_count {
@@ -70,6 +72,8 @@ void control_count_fired(struct control *c, const struct event *ev);
 int control_sse_open(struct control *c, h2o_req_t *req, const struct control_request *r);
 void control_sse_event(struct control *c, const struct event *ev, const struct control_session *s);
 void control_sse_close_all(struct control *c);
-void control_sse_ping(struct control *c);
+/* Every CONTROL_TICK_MS: streams whose client went away are closed; a comment goes out
+ * on the others when ping is set (every CONTROL_PING_MS). */
+void control_sse_tick(struct control *c, bool ping);
 
 #endif

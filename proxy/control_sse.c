@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "smtptap/buf.h"
 #include "smtptap/capture.h"
@@ -130,6 +131,16 @@ static bool wants(const struct control_stream *st, uint64_t session)
     return false;
 }
 
+/* Ends st at once: its socket is shut down, and h2o closes the connection (now, when
+ * nothing is being sent; else when the send in flight fails). */
+static void kill_stream(struct control_stream *st)
+{
+    st->finished = true;
+    unlink_stream(st);
+    control_abort_connection(st->req);
+    if (!st->inflight) h2o_send(st->req, NULL, 0, H2O_SEND_STATE_ERROR);
+}
+
 /* Queues text on st, or drops st when it is too far behind. */
 static void queue(struct control *c, struct control_stream *st, const char *a, size_t alen,
                   const char *b, size_t blen)
@@ -137,9 +148,7 @@ static void queue(struct control *c, struct control_stream *st, const char *a, s
     if (st->finished || st->ending) return;
     if (buf_size(&st->pending) + alen + blen > CONTROL_STREAM_BEHIND) {
         c->streams_dropped++;
-        st->finished = true;
-        unlink_stream(st);
-        control_abort_connection(st->req);
+        kill_stream(st);
         return;
     }
     buf_append(&st->pending, a, alen);
@@ -178,11 +187,26 @@ void control_sse_event(struct control *c, const struct event *ev, const struct c
     free(line);
 }
 
-void control_sse_ping(struct control *c)
+/* Whether the client of st has closed its side: h2o reads nothing while a response is
+ * going out, so a stream whose reader went away would only be noticed at the next write. */
+static bool client_gone(const struct control_stream *st)
+{
+    h2o_socket_t *sock = st->req->conn->callbacks->get_socket
+                             ? st->req->conn->callbacks->get_socket(st->req->conn)
+                             : NULL;
+    int fd = sock ? h2o_socket_get_fd(sock) : -1;
+    char b;
+    return fd >= 0 && recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
+void control_sse_tick(struct control *c, bool ping)
 {
     for (struct control_stream *st = c->streams, *next; st; st = next) {
         next = st->next;
-        queue(c, st, ": ping", 6, "", 0);
+        if (client_gone(st))
+            kill_stream(st);
+        else if (ping)
+            queue(c, st, ": ping", 6, "", 0);
     }
 }
 

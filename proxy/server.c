@@ -630,7 +630,7 @@ static void faults_changed(void *server, const struct fault_rule *r, const char 
     buf_free(&d);
     for (struct session_slot *slot = srv->sessions; slot; slot = slot->next)
         session_fault_change(session_of(slot), r->name, fault_action_name(r->action), change, text);
-    if (!srv->cfg->quiet) fprintf(stderr, "smtptap: %s\n", text);
+    if (!srv->cfg->quiet && !srv->sessions) fprintf(stderr, "smtptap: %s\n", text);
 }
 
 static int start_control(struct server *srv)

@@ -167,7 +167,7 @@ void session_fault_change(struct session *s, const char *rule, const char *actio
 {
     if (!s->observed || s->state >= SESSION_ENDING) return;
     union event_facts f = {.fault = {.rule = rule, .action = action, .change = change}};
-    emit(s, EV_FAULT, DIR_NONE, NULL, 0, text, true, false, &f);
+    emit(s, EV_FAULT, DIR_NONE, NULL, 0, text, false, false, &f);
 }
 
 uint64_t session_id(const struct session *s)
