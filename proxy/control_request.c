@@ -233,11 +233,12 @@ static int from_json(const json_t *o, struct fault_rule *out, char *err, size_t 
         for (size_t i = 0; i < sizeof section_keys / sizeof section_keys[0]; i++)
             known = known || !strcmp(key, section_keys[i]);
         if (!known) {
-            snprintf(err, err_size,
-                     "unknown key \"%s\"; expected \"rule\" (e.g. \"RCPT *@x.example: reply 451 "
-                     "4.7.1 Try later\") or the keys of a [fault NAME] section: on, match, nth, "
-                     "probability, action; and \"name\"",
-                     key);
+            snprintf(
+                err, err_size,
+                "unknown key \"%.100s%s\"; expected \"rule\" (e.g. \"RCPT *@x.example: reply 451 "
+                "4.7.1 Try later\") or the keys of a [fault NAME] section: on, match, nth, "
+                "probability, action; and \"name\"",
+                key, strlen(key) > 100 ? "..." : "");
             return -1;
         }
         if (rule && strcmp(key, "name") && strcmp(key, "rule")) {

@@ -369,6 +369,20 @@ static bool check_rule(const struct fault_rule *r, struct problem *pb, struct ru
     return true;
 }
 
+/* How much of a rule's text or a value a message's prefix quotes: at most 100 bytes, cut at
+ * a character's start; *more is "..." when cut. A long rule quoted whole would push what is
+ * wrong with it out of the caller's message (the command line's holds 400 bytes, the control
+ * API's 700). */
+static int quote_len(const char *text, const char **more)
+{
+    size_t n = strlen(text);
+    *more = "";
+    if (n <= 100) return (int)n;
+    for (n = 100; n > 0 && ((unsigned char)text[n] & 0xC0) == 0x80;) n--;
+    *more = "...";
+    return (int)n;
+}
+
 static void report(char *err, size_t size, const char *prefix, const struct problem *pb)
 {
     if (!err || !size) return;
@@ -404,7 +418,9 @@ int fault_parse_flag(const char *text, unsigned index, struct fault_rule *out, c
     snprintf(name, sizeof name, "flag %u", index);
     fault_rule_begin(&r, name);
     if (parse_flag(&r, text, &pb)) return *out = r, 0;
-    snprintf(prefix, sizeof prefix, "--fault #%u \"%s\": ", index, text);
+    const char *more;
+    int n = quote_len(text, &more);
+    snprintf(prefix, sizeof prefix, "--fault #%u \"%.*s%s\": ", index, n, text, more);
     report(err, err_size, prefix, &pb);
     return -1;
 }
@@ -417,7 +433,9 @@ int fault_parse_named(const char *text, const char *name, struct fault_rule *out
     struct problem pb;
     fault_rule_begin(&r, name);
     if (parse_flag(&r, text, &pb)) return *out = r, 0;
-    snprintf(prefix, sizeof prefix, "rule \"%s\": ", text);
+    const char *more;
+    int n = quote_len(text, &more);
+    snprintf(prefix, sizeof prefix, "rule \"%.*s%s\": ", n, text, more);
     report(err, err_size, prefix, &pb);
     return -1;
 }
@@ -505,7 +523,10 @@ int fault_rule_set(struct fault_rule *r, const char *key, const char *value, cha
     for (size_t i = 0; i < NELEM(rule_keys); i++) {
         if (strcmp(rule_keys[i].key, key) != 0) continue;
         if (rule_keys[i].set(r, value, &pb)) return 0;
-        snprintf(prefix, sizeof prefix, "[fault %s] %s = \"%s\": ", r->name, key, value);
+        const char *more;
+        int n = quote_len(value, &more);
+        snprintf(prefix, sizeof prefix, "[fault %s] %s = \"%.*s%s\": ", r->name, key, n, value,
+                 more);
         pb.pos = NO_POS;
         report(err, err_size, prefix, &pb);
         return -1;

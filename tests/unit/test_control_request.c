@@ -625,6 +625,57 @@ static void a_refusal_cut_inside_a_character_is_still_utf8(void **state)
     }
 }
 
+/* Defect (fuzz_control_request): a refusal quoted the whole rule, value or key first, so a
+ * long one pushed what is wrong with it out of the message (the API's holds 700 bytes, the
+ * command line's 400): the user read the rule back and no reason. Now at most 100 bytes of
+ * it are quoted, cut at a character's start and marked "...". */
+static void a_long_rule_is_quoted_short_and_its_refusal_keeps_the_reason(void **state)
+{
+    (void)state;
+    static const char reason[] =
+        "reply code \"45\" is not a three-digit number at column 13; expected a code from 200 "
+        "to 599 and text, e.g. reply 450 4.2.0 Mailbox busy";
+    char text[1100], want[900];
+    int n = snprintf(text, sizeof text, "RCPT: reply 45 ");
+    memset(text + n, 'x', 1000);
+    text[n + 1000] = 0;
+    snprintf(want, sizeof want, "rule \"%.100s...\": %s", text, reason);
+    assert_body_refused(text, want);
+    /* the command line's, in its 400 bytes */
+    struct fault_rule r;
+    char msg[400];
+    assert_int_equal(fault_parse_flag(text, 2, &r, msg, sizeof msg), -1);
+    snprintf(want, sizeof want, "--fault #2 \"%.100s...\": %s", text, reason);
+    assert_string_equal(msg, want);
+    /* 100 bytes are quoted whole */
+    text[100] = 0;
+    assert_int_equal(fault_parse_flag(text, 2, &r, msg, sizeof msg), -1);
+    snprintf(want, sizeof want, "--fault #2 \"%s\": %s", text, reason);
+    assert_string_equal(msg, want);
+    /* a section key's value */
+    text[100] = 'x';
+    char body[1200];
+    snprintf(body, sizeof body, "{\"name\": \"x\", \"on\": \"RCPT\", \"action\": \"reply 45 %s\"}",
+             text + 15);
+    snprintf(want, sizeof want,
+             "[fault x] action = \"reply 45 %.91s...\": reply code \"45\" is not a three-digit "
+             "number; expected a code from 200 to 599 and text, e.g. reply 450 4.2.0 Mailbox busy",
+             text + 15);
+    assert_body_refused(body, want);
+    /* cut at a character's start: 99 bytes, then a two-byte character */
+    char wide[300];
+    n = snprintf(wide, sizeof wide, "RCTP %.94s\xc3\xa9\xc3\xa9: drop", text + 15);
+    const char *err = body_error(wide, (size_t)n);
+    snprintf(want, sizeof want, "rule \"RCTP %.94s...\": unknown stage", text + 15);
+    assert_int_equal(strncmp(err, want, strlen(want)), 0);
+    /* an unknown key */
+    snprintf(body, sizeof body, "{\"%s\": 1}", text);
+    err = body_error(body, strlen(body));
+    snprintf(want, sizeof want, "unknown key \"%.100s...\"; expected \"rule\"", text);
+    assert_int_equal(strncmp(err, want, strlen(want)), 0);
+    assert_non_null(strstr(err, "; and \"name\""));
+}
+
 /* The rest of the API's message after 'rule "TEXT": ' is the flag's after '--fault #1 "TEXT": ',
  * for the rule as JSON and as text. */
 static void assert_same_words_as_the_flag(const char *text)
@@ -726,6 +777,7 @@ int main(void)
         cmocka_unit_test(a_rule_cannot_be_named_reset),
         cmocka_unit_test(a_text_body_must_be_utf8),
         cmocka_unit_test(a_refusal_cut_inside_a_character_is_still_utf8),
+        cmocka_unit_test(a_long_rule_is_quoted_short_and_its_refusal_keeps_the_reason),
         cmocka_unit_test(a_bad_rule_gets_the_command_lines_words),
         cmocka_unit_test(a_bad_section_key_gets_the_configuration_files_words),
     };
