@@ -15,7 +15,8 @@
  *     (made UTF-8 as the API makes it);
  *     a rule the text accepts the command line accepts the same;
  *   - what the API would send back is UTF-8 (JSON carries nothing else): a refusal (also cut
- *     to the API's 700 bytes), an accepted rule's name and description. */
+ *     to the API's 700 bytes), an accepted rule's name and description; a refusal fits the
+ *     API's 700 bytes (a long rule is quoted short, its reason whole). */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -236,8 +237,12 @@ static void check_text_as_json(const uint8_t *body, size_t n, int rc, const stru
             FUZZ_CHECK(same_rule(r, &fr), "the command line's rule differs");
         } else {
             utf8_clean(ferr); /* as the API makes its refusals */
-            snprintf(fprefix, sizeof fprefix, "--fault #1 \"%s\": ", line);
-            snprintf(aprefix, sizeof aprefix, "rule \"%s\": ", line);
+            /* both quote at most 100 bytes, cut at a character's start */
+            int q = (int)(len > 100 ? 100 : len);
+            while (q > 0 && len > 100 && ((uint8_t)line[q] & 0xc0) == 0x80) q--;
+            const char *more = len > 100 ? "..." : "";
+            snprintf(fprefix, sizeof fprefix, "--fault #1 \"%.*s%s\": ", q, line, more);
+            snprintf(aprefix, sizeof aprefix, "rule \"%.*s%s\": ", q, line, more);
             FUZZ_CHECK(!strncmp(ferr, fprefix, strlen(fprefix)) &&
                            !strncmp(err, aprefix, strlen(aprefix)),
                        "a refusal without its prefix: \"%s\" / \"%s\"", ferr, err);
@@ -286,6 +291,9 @@ static void check_body(const uint8_t *body, size_t n)
         FUZZ_CHECK(control_fault_from_body(body, n, &r2, small, sizeof small) == -1,
                    "refused, then accepted");
         check_utf8("the refusal in 700 bytes", small);
+        FUZZ_CHECK(strlen(small) < sizeof small - 1,
+                   "the refusal does not fit the API's 700 bytes (what is wrong is cut off): %s",
+                   small);
     }
     check_text_as_json(body, n, rc, &r, err);
 }
