@@ -175,19 +175,21 @@ void control_request_parse(const char *method, size_t mlen, const char *target, 
 
 static const char *const section_keys[] = {"on", "match", "nth", "probability", "action"};
 
-/* A JSON value as the text a configuration file would hold. */
-static bool value_text(const json_t *v, char *out, size_t size)
+/* A JSON value as the text a configuration file would hold: a string as it is (its length
+ * is the key's to judge, as in the file), a number written in num; NULL for other values. */
+static const char *value_text(const json_t *v, char *num, size_t size)
 {
-    if (json_is_string(v)) {
-        size_t n = json_string_length(v);
-        if (n >= size || memchr(json_string_value(v), 0, n)) return false;
-        memcpy(out, json_string_value(v), n + 1);
-        return true;
+    if (json_is_string(v))
+        return memchr(json_string_value(v), 0, json_string_length(v)) ? NULL : json_string_value(v);
+    if (json_is_integer(v)) {
+        snprintf(num, size, "%lld", (long long)json_integer_value(v));
+        return num;
     }
-    if (json_is_integer(v))
-        return snprintf(out, size, "%lld", (long long)json_integer_value(v)) > 0;
-    if (json_is_real(v)) return snprintf(out, size, "%.17g", json_real_value(v)) > 0;
-    return false;
+    if (json_is_real(v)) {
+        snprintf(num, size, "%.17g", json_real_value(v));
+        return num;
+    }
+    return NULL;
 }
 
 static int bad_name(const char *name, char *err, size_t err_size)
@@ -263,8 +265,9 @@ static int from_json(const json_t *o, struct fault_rule *out, char *err, size_t 
     for (size_t i = 0; i < sizeof section_keys / sizeof section_keys[0]; i++) {
         const json_t *jv = json_object_get(o, section_keys[i]);
         if (!jv) continue;
-        char text[FAULT_REPLY_MAX];
-        if (!value_text(jv, text, sizeof text)) {
+        char num[64];
+        const char *text = value_text(jv, num, sizeof num);
+        if (!text) {
             snprintf(err, err_size, "\"%s\": expected a string or a number", section_keys[i]);
             return -1;
         }

@@ -676,6 +676,37 @@ static void a_long_rule_is_quoted_short_and_its_refusal_keeps_the_reason(void **
     assert_non_null(strstr(err, "; and \"name\""));
 }
 
+/* Defect: a section key's string was copied into 2048 bytes first, so a reply action that
+ * the command line and the configuration file accept ("reply 450 " and 2041 bytes of text)
+ * was refused as JSON keys with "expected a string or a number". */
+static void a_long_action_is_the_keys_to_judge(void **state)
+{
+    (void)state;
+    static char text[2100], body[2200];
+    int n = snprintf(text, sizeof text, "reply 450 ");
+    memset(text + n, 'x', 2041);
+    text[n + 2041] = 0;
+    snprintf(body, sizeof body, "{\"on\": \"RCPT\", \"action\": \"%s\"}", text);
+    struct fault_rule r = body_rule(body);
+    assert_int_equal(strlen(r.reply), 4 + 2041 + 2); /* all 2047 bytes a reply may have */
+    char flag[2200];
+    snprintf(flag, sizeof flag, "RCPT: %s", text);
+    struct fault_rule f;
+    char err[400];
+    assert_int_equal(fault_parse_flag(flag, 1, &f, err, sizeof err), 0);
+    assert_string_equal(f.reply, r.reply);
+    /* one byte more: refused with the configuration file's words */
+    text[n + 2041] = 'x';
+    text[n + 2042] = 0;
+    snprintf(body, sizeof body, "{\"name\": \"n\", \"on\": \"RCPT\", \"action\": \"%s\"}", text);
+    char want[400];
+    snprintf(want, sizeof want,
+             "[fault n] action = \"%.100s...\": reply text too long; expected a reply of at most "
+             "2047 bytes",
+             text);
+    assert_body_refused(body, want);
+}
+
 /* The rest of the API's message after 'rule "TEXT": ' is the flag's after '--fault #1 "TEXT": ',
  * for the rule as JSON and as text. */
 static void assert_same_words_as_the_flag(const char *text)
@@ -778,6 +809,7 @@ int main(void)
         cmocka_unit_test(a_text_body_must_be_utf8),
         cmocka_unit_test(a_refusal_cut_inside_a_character_is_still_utf8),
         cmocka_unit_test(a_long_rule_is_quoted_short_and_its_refusal_keeps_the_reason),
+        cmocka_unit_test(a_long_action_is_the_keys_to_judge),
         cmocka_unit_test(a_bad_rule_gets_the_command_lines_words),
         cmocka_unit_test(a_bad_section_key_gets_the_configuration_files_words),
     };
