@@ -10,6 +10,8 @@
  *   - a body parsed as a rule gives a complete rule; when it says nothing the flag syntax
  *     cannot say (nth, probability, a glob with ':' or blanks at its ends),
  *     fault_rule_describe() of it parsed again with fault_parse_named gives the same rule;
+ *     as the keys of a [fault NAME] section in JSON (on, match, nth, probability and the
+ *     described action) it is the same rule;
  *   - a text body and the same line as JSON {"rule": ...} give the same rule or the same
  *     refusal, and that refusal is the command line's (fault_parse_flag) after its prefix
  *     (made UTF-8 as the API makes it);
@@ -182,6 +184,41 @@ static void utf8_clean(char *s)
     }
 }
 
+/* The rule as the keys of a [fault NAME] section in JSON (its action as described) parses
+ * to the same rule, nth and probability included. */
+static void check_as_keys(const struct fault_rule *r)
+{
+    struct fault_rule bare = *r;
+    bare.match[0] = 0;
+    struct buf d;
+    buf_init(&d);
+    fault_rule_describe(&bare, &d);
+    buf_append(&d, "", 1);
+    const char *action = strstr((const char *)buf_head(&d), ": ");
+    FUZZ_CHECK(action, "a description without \": \": %s", (const char *)buf_head(&d));
+    json_t *o = json_pack("{s:s, s:s, s:s}", "on", fault_stage_name(r->stage), "match", r->match,
+                          "action", action + 2);
+    if (!o) goto out; /* a glob that is not UTF-8 (from no body: they are UTF-8) */
+    if (r->nth) json_object_set_new(o, "nth", json_integer((json_int_t)r->nth));
+    if (r->probability < 1) json_object_set_new(o, "probability", json_real(r->probability));
+    char *json = json_dumps(o, 0);
+    struct fault_rule k;
+    char err[4096] = "";
+    if (control_fault_from_body((const uint8_t *)json, strlen(json), &k, err, sizeof err) != 0) {
+        show_rule("rule", r);
+        fuzz_fail("as keys %s it is refused: %s", json, err);
+    }
+    if (!same_rule(r, &k)) {
+        show_rule("rule", r);
+        show_rule("keys", &k);
+        fuzz_fail("as keys %s it is another rule", json);
+    }
+    free(json);
+    json_decref(o);
+out:
+    buf_free(&d);
+}
+
 /* The line a text body holds: without the blanks and line ends before it and the line ends
  * after it; NULL when it is no line (JSON, empty, a NUL or another line end inside). */
 static char *text_line(const uint8_t *b, size_t n)
@@ -277,6 +314,7 @@ static void check_body(const uint8_t *body, size_t n)
     if (rc == 0) {
         check_complete(&r);
         check_describe(&r);
+        check_as_keys(&r);
         struct buf d;
         buf_init(&d);
         fault_rule_describe(&r, &d);
