@@ -157,7 +157,9 @@ static const struct event *store_event(struct control_session *s, const struct e
 {
     size_t need = event_copy_size(ev);
     size_t limit = essential(ev->kind) ? 2 * CONTROL_EVENTS_MAX : CONTROL_EVENTS_MAX;
-    if (s->events_bytes + need > limit) {
+    /* the end and the verdict, once each, are always kept: s->end, s->verdict */
+    bool last = ev->kind == EV_END || ev->kind == EV_VERDICT;
+    if (!last && s->events_bytes + need > limit) {
         s->events_dropped++;
         return NULL;
     }

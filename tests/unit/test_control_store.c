@@ -116,6 +116,12 @@ static struct kinds kinds_of(const struct control_session *s)
     return k;
 }
 
+static bool last_event(void *ctx, const struct event *ev)
+{
+    *(const struct event **)ctx = ev;
+    return true;
+}
+
 /* ---- the summary ---------------------------------------------------------------------------- */
 
 static void a_whole_session_makes_its_summary(void **state)
@@ -482,6 +488,46 @@ static void events_past_the_bound_are_counted_and_the_end_is_still_stored(void *
     control_store_free(&st);
 }
 
+/* Defect: the kinds kept past the bound had a bound of their own (twice CONTROL_EVENTS_MAX),
+ * and EV_END was one of them: a long session of many messages (EV_MESSAGE and EV_DELIVERY
+ * are kept past the bound) lost its end, and with it s->end and the capture's last event. */
+static void the_end_is_stored_after_any_number_of_kept_events(void **state)
+{
+    (void)state;
+    struct control_store st;
+    control_store_init(&st, 10, false);
+    struct control_session *s = start(&st, 1);
+    static char text[2000];
+    memset(text, 'm', sizeof text - 1);
+    union event_facts msg = {.message = {.number = 1, .size = 10, .lines = 2, .sha256 = "ff"}};
+    struct event ev = {.session = 1, .kind = EV_MESSAGE, .text = text, .facts = &msg};
+    while (s->events_dropped == 0) feed(&st, &ev);
+    /* then small ones, until not even they fit */
+    ev = (struct event){.session = 1, .kind = EV_ERROR, .text = "e"};
+    while (s->events_dropped == 1) feed(&st, &ev);
+    assert_true(s->events_bytes > CONTROL_EVENTS_MAX);
+    assert_true(s->events_bytes <= 2 * CONTROL_EVENTS_MAX);
+    union event_facts v = {.verdict = {.cert = "good",
+                                       .starttls = "offer",
+                                       .action = "sent-mail",
+                                       .alert = "",
+                                       .auth_mech = "",
+                                       .auth_user = "",
+                                       .good = true}};
+    ev = (struct event){.session = 1, .kind = EV_VERDICT, .text = "verdict", .facts = &v};
+    feed(&st, &ev);
+    assert_non_null(s->verdict);
+    assert_non_null(end(&st, 1));
+    assert_non_null(s->end);
+    assert_int_equal(s->end->kind, EV_END);
+    assert_int_equal(s->events_dropped, 2);
+    /* the end is the last event given back */
+    const struct event *last = NULL;
+    control_session_each_event(s, last_event, &last);
+    assert_ptr_equal(last, s->end);
+    control_store_free(&st);
+}
+
 static void content(struct control_store *st, uint64_t id, bool past_preview)
 {
     struct event ev = {.session = id,
@@ -699,6 +745,7 @@ int main(void)
         cmocka_unit_test(with_no_ring_an_ended_session_is_dropped_at_once),
         cmocka_unit_test(find_by_id_across_index_growth),
         cmocka_unit_test(events_past_the_bound_are_counted_and_the_end_is_still_stored),
+        cmocka_unit_test(the_end_is_stored_after_any_number_of_kept_events),
         cmocka_unit_test(wire_and_body_are_never_stored_past_preview_lines_only_when_asked),
         cmocka_unit_test(stored_events_come_back_equal_and_in_order),
         cmocka_unit_test(many_events_span_chunks_and_come_back_in_order),
