@@ -582,7 +582,7 @@
       case "verdict": {
         const v = ev.verdict || {};
         x = row("verdict " + (v.good ? "good" : "bad"), ev);
-        note(x.lanes, "verdict", "== verdict: " + (v.good ? "good" : "bad") + (textOf(ev) ? " - " + visible(textOf(ev)) : ""));
+        note(x.lanes, "verdict", "== " + (textOf(ev) ? visible(textOf(ev)) : "verdict: " + (v.good ? "good" : "bad")));
         break;
       }
       case "raw":
