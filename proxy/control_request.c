@@ -57,14 +57,21 @@ static bool is(const char *s, size_t len, const char *word)
     return len == strlen(word) && memcmp(s, word, len) == 0;
 }
 
-static void parse_sessions(const char *v, size_t len, struct control_request *out)
+static void parse_sessions(const char *raw, size_t raw_len, struct control_request *out)
 {
-    size_t start = 0;
+    static const char expected[] = "session: expected session numbers, e.g. session=3 or "
+                                   "session=3,4";
+    char v[1024]; /* percent-decoded: URL encoders write "3,4" as "3%2C4" */
+    if (!decode(raw, raw_len, v, sizeof v, true)) {
+        out->bad = expected;
+        return;
+    }
+    size_t start = 0, len = strlen(v);
     for (size_t i = 0; i <= len; i++) {
         if (i < len && v[i] != ',') continue;
         uint64_t n;
         if (!parse_number(v + start, i - start, &n) || n == 0) {
-            out->bad = "session: expected session numbers, e.g. session=3 or session=3,4";
+            out->bad = expected;
             return;
         }
         if (out->nsessions == CONTROL_MAX_FILTER) {

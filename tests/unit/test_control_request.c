@@ -343,8 +343,9 @@ static void bad_session_values_set_bad(void **state)
 {
     (void)state;
     static const char *const bad[] = {
-        "session=",     "session=0",  "session=x",  "session=3,",  "session=,3",
-        "session=3,,4", "session=-3", "session=3 ", "session=%33", "session=99999999999999999999",
+        "session=",   "session=0",    "session=x",    "session=3,",
+        "session=,3", "session=3,,4", "session=-3",   "session=3 ",
+        "session=3+", "session=%zz",  "session=3%2C", "session=99999999999999999999",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char t[128];
@@ -355,6 +356,22 @@ static void bad_session_values_set_bad(void **state)
         assert_string_equal(r.bad,
                             "session: expected session numbers, e.g. session=3 or session=3,4");
     }
+}
+
+/* Defect: session values were not percent-decoded, and URL encoders (Python's urlencode,
+ * JavaScript's URLSearchParams) write "3,4" as "3%2C4": the filter was refused with 400. */
+static void session_values_are_percent_decoded(void **state)
+{
+    (void)state;
+    struct control_request r = parse("GET", "/api/events?session=3%2C4%2c12");
+    assert_null(r.bad);
+    assert_int_equal(r.nsessions, 3);
+    assert_int_equal(r.sessions[0], 3);
+    assert_int_equal(r.sessions[1], 4);
+    assert_int_equal(r.sessions[2], 12);
+    r = parse("GET", "/api/events?session=%33");
+    assert_null(r.bad);
+    assert_int_equal(r.sessions[0], 3);
 }
 
 static void message_number_from_1(void **state)
@@ -797,6 +814,7 @@ int main(void)
         cmocka_unit_test(very_long_paths_and_queries),
         cmocka_unit_test(session_filter_takes_up_to_32_numbers),
         cmocka_unit_test(bad_session_values_set_bad),
+        cmocka_unit_test(session_values_are_percent_decoded),
         cmocka_unit_test(message_number_from_1),
         cmocka_unit_test(access_token_is_decoded_and_wrong_escapes_drop_it),
         cmocka_unit_test(json_rule_with_and_without_a_name),
