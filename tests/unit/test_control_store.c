@@ -447,6 +447,64 @@ static void find_by_id_across_index_growth(void **state)
     control_store_free(&st);
 }
 
+/* Random starts and ends against a plain model: every live session is kept, and of the ended
+ * ones, when more than recent_max, the oldest started goes first; find agrees with the model
+ * after every step, and the list is newest first. */
+static void random_sessions_agree_with_a_model(void **state)
+{
+    (void)state;
+    uint32_t rng = 12345;
+    for (int round = 0; round < 40; round++) {
+        size_t recent = (rng = rng * 1103515245u + 12345u) >> 16 & 7;
+        struct control_store st;
+        control_store_init(&st, recent, false);
+        enum { MAX = 700 };
+        /* the model: ids in start order, and whether each is kept and live */
+        static uint64_t order[MAX];
+        static bool kept[MAX], live[MAX];
+        size_t n = 0, nlive = 0;
+        for (int op = 0; op < 1200; op++) {
+            rng = rng * 1103515245u + 12345u;
+            bool do_start = n < MAX && (nlive == 0 || (rng >> 16) % 3 != 0);
+            if (do_start) {
+                order[n] = n * 1000003u + 1; /* ids that are not small and not dense */
+                kept[n] = live[n] = true;
+                start(&st, order[n]);
+                n++, nlive++;
+            } else {
+                size_t pick = (rng >> 8) % nlive, i = 0;
+                for (;; i++)
+                    if (live[i] && pick-- == 0) break;
+                live[i] = false, nlive--;
+                end(&st, order[i]);
+                /* the model's trim: while more than recent ended are kept, the oldest goes */
+                size_t ended = 0;
+                for (size_t k = 0; k < n; k++) ended += kept[k] && !live[k];
+                for (size_t k = 0; k < n && ended > recent; k++)
+                    if (kept[k] && !live[k]) kept[k] = false, ended--;
+            }
+            size_t want = 0;
+            for (size_t k = 0; k < n; k++) {
+                struct control_session *s = control_store_find(&st, order[k]);
+                if ((s != NULL) != kept[k])
+                    fail_msg("round %d op %d: session %llu kept %d, found %d", round, op,
+                             (unsigned long long)order[k], kept[k], s != NULL);
+                if (s) assert_int_equal(s->live, live[k]);
+                want += kept[k];
+            }
+            assert_int_equal(st.nrecords, want);
+            assert_int_equal(st.live, nlive);
+        }
+        /* newest first, in start order */
+        uint64_t got[MAX];
+        size_t m = ids(&st, got, MAX), j = 0;
+        for (size_t k = n; k-- > 0;)
+            if (kept[k]) assert_int_equal(got[j++], order[k]);
+        assert_int_equal(m, j);
+        control_store_free(&st);
+    }
+}
+
 /* ---- stored events -------------------------------------------------------------------------- */
 
 static void events_past_the_bound_are_counted_and_the_end_is_still_stored(void **state)
@@ -744,6 +802,7 @@ int main(void)
         cmocka_unit_test(the_ring_keeps_recent_ended_sessions_and_every_live_one),
         cmocka_unit_test(with_no_ring_an_ended_session_is_dropped_at_once),
         cmocka_unit_test(find_by_id_across_index_growth),
+        cmocka_unit_test(random_sessions_agree_with_a_model),
         cmocka_unit_test(events_past_the_bound_are_counted_and_the_end_is_still_stored),
         cmocka_unit_test(the_end_is_stored_after_any_number_of_kept_events),
         cmocka_unit_test(wire_and_body_are_never_stored_past_preview_lines_only_when_asked),
