@@ -558,7 +558,7 @@ struct event_writer *jsonl_writer_new(FILE *f, bool owns_file, bool flush_each)
 
 json_t *jsonl_event_json(const struct event *ev)
 {
-    struct second_text last = {0};
+    static struct second_text last; /* the event loop's thread only (the control API) */
     json_t *o = event_object(&last, ev);
     return o ? o : placeholder(&last, ev);
 }

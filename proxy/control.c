@@ -264,6 +264,16 @@ static void on_events_close(struct event_writer *w)
     (void)w; /* the control owns itself: control_stop */
 }
 
+static void flush_cb(uv_timer_t *h)
+{
+    control_sse_flush(h->data);
+}
+
+void control_sse_flush_later(struct control *c)
+{
+    if (!c->stopping) uv_timer_start(&c->flush, flush_cb, CONTROL_FLUSH_MS, 0);
+}
+
 static void ping_cb(uv_timer_t *t)
 {
     struct control *c = t->data;
@@ -334,6 +344,8 @@ struct control *control_start(uv_loop_t *loop, const struct config *cfg,
     uv_timer_init(loop, &c->ping);
     c->ping.data = c;
     uv_timer_start(&c->ping, ping_cb, CONTROL_TICK_MS, CONTROL_TICK_MS);
+    uv_timer_init(loop, &c->flush);
+    c->flush.data = c;
     return c;
 }
 
@@ -356,6 +368,7 @@ void control_stop(struct control *c)
     c->stopping = true;
     uv_close((uv_handle_t *)&c->listener, NULL);
     uv_close((uv_handle_t *)&c->ping, NULL);
+    uv_close((uv_handle_t *)&c->flush, NULL);
     control_sse_close_all(c);
     /* Not h2o_context_request_shutdown: its timer would outlive the connections closed
      * here, and h2o_context_dispose requires none left. */

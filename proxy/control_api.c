@@ -174,10 +174,12 @@ json_t *control_session_json(const struct control *c, const struct control_sessi
     return o;
 }
 
-static void sessions(struct control *c, h2o_req_t *req)
+static void sessions(struct control *c, h2o_req_t *req, uint64_t limit)
 {
     json_t *list = json_array();
-    for (const struct control_session *s = c->store.newest; s; s = s->older)
+    uint64_t n = 0;
+    for (const struct control_session *s = c->store.newest; s && (!limit || n < limit);
+         s = s->older, n++)
         json_array_append_new(list, control_session_json(c, s));
     control_respond_json(req, 200, "OK", json_pack("{s:o}", "sessions", list));
 }
@@ -457,7 +459,7 @@ void control_api_dispatch(struct control *c, h2o_req_t *req, const struct contro
     switch (r->route) {
     case ROUTE_HEALTH: health(c, req); break;
     case ROUTE_STATS: stats(c, req); break;
-    case ROUTE_SESSIONS: sessions(c, req); break;
+    case ROUTE_SESSIONS: sessions(c, req, r->limit); break;
     case ROUTE_SESSION: session(c, req, r); break;
     case ROUTE_CAPTURE: capture(c, req, r); break;
     case ROUTE_FAULTS:

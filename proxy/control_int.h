@@ -18,6 +18,7 @@ enum {
     CONTROL_BODY_MAX = 64 * 1024,    /* request bodies (fault rules) */
     CONTROL_PING_MS = 15000,
     CONTROL_TICK_MS = 1000,
+    CONTROL_FLUSH_MS = 20,
 };
 
 /* As the jsonl capture: compact, in order, reals without binary noise (0.774, not
@@ -43,6 +44,8 @@ struct control {
     struct control_stream *streams;
     size_t nstreams;
     uint64_t streams_dropped, event_seq;
+    bool streams_dirty;
+    uv_timer_t flush; /* control_sse_flush, CONTROL_FLUSH_MS after the first event */
     uv_timer_t ping;
     unsigned ticks;
     uint64_t started_ns;
@@ -72,6 +75,11 @@ void control_count_fired(struct control *c, const struct event *ev);
 int control_sse_open(struct control *c, h2o_req_t *req, const struct control_request *r);
 void control_sse_event(struct control *c, const struct event *ev, const struct control_session *s);
 void control_sse_close_all(struct control *c);
+/* Sends what the streams were given since the last time (one write each): events are
+ * gathered for CONTROL_FLUSH_MS, so that a busy proxy writes to a stream some 50 times a
+ * second, not once per event or per loop iteration (on a VM a system call is dear). */
+void control_sse_flush(struct control *c);
+void control_sse_flush_later(struct control *c); /* control.c: starts the flush timer */
 /* Every CONTROL_TICK_MS: streams whose client went away are closed; a comment goes out
  * on the others when ping is set (every CONTROL_PING_MS). */
 void control_sse_tick(struct control *c, bool ping);

@@ -100,6 +100,16 @@ static void parse_query(const char *q, size_t len, struct control_request *out)
         } else if (is(item, klen, "message")) {
             if (!parse_number(v, vlen, &out->message) || out->message == 0)
                 out->bad = "message: expected a message number from 1";
+        } else if (is(item, klen, "limit")) {
+            if (!parse_number(v, vlen, &out->limit) || out->limit == 0)
+                out->bad = "limit: expected a number of sessions from 1";
+        } else if (is(item, klen, "content")) {
+            if (is(v, vlen, "1") || is(v, vlen, "yes") || is(v, vlen, "true"))
+                out->content = true;
+            else if (is(v, vlen, "0") || is(v, vlen, "no") || is(v, vlen, "false"))
+                out->content = false;
+            else
+                out->bad = "content: expected 1 (message lines too) or 0";
         } else if (is(item, klen, "access_token")) {
             if (!decode(v, vlen, out->token, sizeof out->token, true)) out->token[0] = 0;
         }

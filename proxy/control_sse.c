@@ -20,6 +20,7 @@ struct control_stream {
     struct control_stream *prev, *next;
     uint64_t filter[CONTROL_MAX_FILTER];
     size_t nfilter;
+    bool content;                /* message lines too (?content=1) */
     struct buf sending, pending; /* sending: h2o holds it until proceed */
     bool inflight, ending, finished;
 };
@@ -72,7 +73,12 @@ static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)
     struct control_stream *st = (struct control_stream *)gen;
     st->inflight = false;
     buf_reset(&st->sending);
-    send_now(st);
+    if (st->ending || !st->c) {
+        send_now(st);
+    } else if (buf_size(&st->pending)) { /* the next flush takes it */
+        if (!st->c->streams_dirty) control_sse_flush_later(st->c);
+        st->c->streams_dirty = true;
+    }
 }
 
 static void on_stop(h2o_generator_t *gen, h2o_req_t *req)
@@ -105,6 +111,7 @@ int control_sse_open(struct control *c, h2o_req_t *req, const struct control_req
     st->c = c;
     memcpy(st->filter, r->sessions, r->nsessions * sizeof r->sessions[0]);
     st->nfilter = r->nsessions;
+    st->content = r->content;
     buf_init(&st->sending);
     buf_init(&st->pending);
     st->next = c->streams;
@@ -123,8 +130,10 @@ int control_sse_open(struct control *c, h2o_req_t *req, const struct control_req
     return 0;
 }
 
-static bool wants(const struct control_stream *st, uint64_t session)
+static bool wants(const struct control_stream *st, const struct event *ev)
 {
+    if (ev->kind == EV_CONTENT && !st->content) return false;
+    uint64_t session = ev->session;
     if (!st->nfilter) return true;
     for (size_t i = 0; i < st->nfilter; i++)
         if (st->filter[i] == session) return true;
@@ -154,7 +163,18 @@ static void queue(struct control *c, struct control_stream *st, const char *a, s
     buf_append(&st->pending, a, alen);
     buf_append(&st->pending, b, blen);
     buf_append(&st->pending, "\n\n", 2);
-    send_now(st);
+    if (!c->streams_dirty) control_sse_flush_later(c); /* gathered for CONTROL_FLUSH_MS */
+    c->streams_dirty = true;
+}
+
+void control_sse_flush(struct control *c)
+{
+    if (!c->streams_dirty) return;
+    c->streams_dirty = false;
+    for (struct control_stream *st = c->streams, *next; st; st = next) {
+        next = st->next;
+        send_now(st);
+    }
 }
 
 void control_sse_event(struct control *c, const struct event *ev, const struct control_session *s)
@@ -162,8 +182,7 @@ void control_sse_event(struct control *c, const struct event *ev, const struct c
     if (ev->kind == EV_WIRE || ev->kind == EV_BODY) return; /* as jsonl: pcap's, eml's */
     if (ev->kind == EV_CONTENT && ev->past_preview && c->cfg->verbosity == 0) return;
     bool any = false;
-    for (struct control_stream *st = c->streams; st && !any; st = st->next)
-        any = wants(st, ev->session);
+    for (struct control_stream *st = c->streams; st && !any; st = st->next) any = wants(st, ev);
     if (!any) return;
     size_t len;
     char *line = jsonl_event_line(ev, &len);
@@ -179,7 +198,7 @@ void control_sse_event(struct control *c, const struct event *ev, const struct c
     static const char session_head[] = "event: session\ndata: ";
     for (struct control_stream *st = c->streams, *next; st; st = next) {
         next = st->next; /* queue may drop st */
-        if (!wants(st, ev->session)) continue;
+        if (!wants(st, ev)) continue;
         queue(c, st, head, (size_t)hlen, line, len);
         if (summary) queue(c, st, session_head, sizeof session_head - 1, summary, strlen(summary));
     }

@@ -60,7 +60,8 @@ struct event_writer *jsonl_writer_new(FILE *f, bool owns_file, bool flush_each);
 void jsonl_writer_whole_messages(struct event_writer *w, bool whole);
 /* One event as the jsonl format has it: the object (jansson's json_t, to be decref'd), or
  * the line without its LF (malloc'd, *len bytes, NUL-terminated; NULL out of memory). For
- * the control API, which serves a session's events and streams them as they happen. */
+ * the control API, which serves a session's events and streams them as they happen: from
+ * the event loop's thread only (the last second's text is kept between calls). */
 struct json_t;
 struct json_t *jsonl_event_json(const struct event *ev);
 char *jsonl_event_line(const struct event *ev, size_t *len);

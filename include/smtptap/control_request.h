@@ -37,6 +37,8 @@ struct control_request {
     uint64_t sessions[CONTROL_MAX_FILTER]; /* ?session=N[,M...] */
     size_t nsessions;
     uint64_t message; /* ?message=K (eml), 0: the first */
+    bool content;     /* ?content=1: the event stream carries message lines too */
+    uint64_t limit;   /* ?limit=N: GET /api/sessions lists the newest N; 0: all */
     char token[256];  /* ?access_token=T, "" when absent */
     const char *bad;  /* a query value that is wrong: 400 with this text */
 };

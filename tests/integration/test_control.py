@@ -196,6 +196,10 @@ def test_the_recent_ring_is_bounded(tap, need):
     assert [s["id"] for s in j["sessions"]] == [4, 3]
     status, j = get_json(base + "/api/sessions/1")
     assert status == 404 and "--control-recent" in j["error"]
+    status, j = get_json(base + "/api/sessions?limit=1")
+    assert [s["id"] for s in j["sessions"]] == [4]
+    status, j = get_json(base + "/api/sessions?limit=0")
+    assert status == 400 and "limit" in j["error"]
 
 
 # ---- the event stream ---------------------------------------------------------------------
@@ -266,16 +270,22 @@ def ended(session):
 def test_sse_delivers_a_swaks_sessions_events_in_order(tap, need):
     need("swaks")
     t, base = start(tap, "-q")
-    sse = SseReader(base)
+    sse = SseReader(base, "?content=1")
+    plain = SseReader(base)  # without message lines
     assert sse.resp.status == 200
     assert sse.resp.getheader("Content-Type").startswith("text/event-stream")
     try:
         rc, out, err = swaks_ok(t)
         assert rc == 0, out + err
         evs = sse.wait(ended(1))
+        plain_evs = plain.wait(ended(1))
     finally:
         sse.close()
+        plain.close()
     data = [json.loads(d) for n, _, d in evs if n == "message"]
+    without = [json.loads(d) for n, _, d in plain_evs if n == "message"]
+    assert without == [e for e in data if e["kind"] != "content"]
+    assert len(without) < len(data)
     ids = [i for n, i, _ in evs if n == "message"]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     status, one = get_json(base + "/api/sessions/1")
@@ -593,7 +603,7 @@ def test_a_slow_event_stream_is_dropped_not_buffered(tap, need):
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.connect((host, int(port)))
-    s.sendall(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    s.sendall(b"GET /api/events?content=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     body = b"Subject: big\r\n\r\n" + (b"x" * 900 + b"\r\n") * 30  # 30 content lines each
     msg = Path(t.cwd or "/tmp") / f"big-{secrets.token_hex(3)}.eml"
     msg.write_bytes(body)
