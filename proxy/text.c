@@ -286,27 +286,47 @@ void text_format_live(const struct event *ev, bool color, bool whole_messages, s
     }
 }
 
+enum { FILE_GATHER = 64 * 1024 }; /* a capture file's lines are written this many at once */
+
+/* The lines gathered for a capture file go to its stream. */
+static void put_gathered(struct stream_writer *s)
+{
+    if (buf_size(&s->line)) fwrite(buf_head(&s->line), 1, buf_size(&s->line), s->stream);
+    buf_reset(&s->line);
+}
+
 static void stream_write(struct event_writer *w, const struct event *ev)
 {
     struct stream_writer *s = (struct stream_writer *)w;
-    buf_reset(&s->line);
+    if (!s->owns_stream) { /* the terminal: line by line */
+        buf_reset(&s->line);
+        text_format_live(ev, s->color, !s->preview_only, &s->line);
+        put_gathered(s); /* nothing for raw bytes, and no NULL to fwrite */
+        return;
+    }
+    /* A capture file: lines gathered, one fwrite per FILE_GATHER bytes (a 20 MB message is
+     * some 250,000 lines), and whenever the file is flushed. */
     text_format_live(ev, s->color, !s->preview_only, &s->line);
-    if (buf_size(&s->line)) /* nothing for raw bytes, and no NULL to fwrite */
-        fwrite(buf_head(&s->line), 1, buf_size(&s->line), s->stream);
+    if (buf_size(&s->line) >= FILE_GATHER) put_gathered(s);
     /* A capture file is readable while its session runs: complete up to the last reply. The
      * live stream is flushed once per loop iteration by the server. */
-    if (s->owns_stream && !w->flush_by_owner && (ev->kind == EV_REPLY || ev->kind == EV_END))
+    if (!w->flush_by_owner && (ev->kind == EV_REPLY || ev->kind == EV_END)) {
+        put_gathered(s);
         fflush(s->stream);
+    }
 }
 
 static void stream_flush(struct event_writer *w)
 {
-    fflush(((struct stream_writer *)w)->stream);
+    struct stream_writer *s = (struct stream_writer *)w;
+    put_gathered(s);
+    fflush(s->stream);
 }
 
 static void stream_close(struct event_writer *w)
 {
     struct stream_writer *s = (struct stream_writer *)w;
+    put_gathered(s);
     if (s->owns_stream)
         fclose(s->stream);
     else
