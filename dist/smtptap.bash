@@ -53,7 +53,7 @@ _smtptap()
         return
     }
     case $prev in
-    -c | --config | --upstream-ca | --keylog)
+    -c | --config | --upstream-ca | --keylog | --control-token-file)
         compopt -o filenames 2>/dev/null
         mapfile -t COMPREPLY < <(compgen -f -- "$cur")
         return
@@ -93,7 +93,7 @@ _smtptap()
         return
         ;;
     -l | --listen | --fault | --seed | --max-sessions | --idle-timeout | --connect-timeout | \
-        --only | --session | --replay-speed)
+        --only | --session | --replay-speed | --control | --control-token | --control-recent)
         return # a value of the user's own
         ;;
     esac
@@ -102,7 +102,8 @@ _smtptap()
             --format --eml-raw --client-starttls --max-sessions --idle-timeout
             --connect-timeout --quiet --verbose --color= --version --help --decode-auth
             --redact --fault --seed --insecure --upstream-ca --ca-dir --print-ca --keylog
-            --client-cert --summary --only --session --replay-speed --replay-strict' \
+            --client-cert --summary --only --session --replay-speed --replay-strict
+            --control --control-token --control-token-file --control-recent' \
             -- "$cur")
         [[ ${#COMPREPLY[@]} -eq 1 && ${COMPREPLY[0]} == *= ]] && compopt -o nospace 2>/dev/null
     fi
