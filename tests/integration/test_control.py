@@ -634,3 +634,33 @@ def test_sigterm_with_a_stream_and_a_keep_alive_connection_open(tap):
     sse.thread.join(5)
     assert sse.closed
     idle.close()
+
+
+def test_redact_leaves_no_secret_in_any_answer(tap, need, tmp_path):
+    """--redact: the password, and each base64 form a client sends it in, appear in no
+    answer of the API: summaries, events, the event stream, the captures."""
+    need("swaks")
+    import base64
+    password = "Pw-" + secrets.token_hex(6)
+    forms = {password, base64.b64encode(f"\0alice\0{password}".encode()).decode(),
+             base64.b64encode(password.encode()).decode()}
+    cap = tmp_path / "cap"
+    t, base = start(tap, "-q", "--redact", "-d", str(cap), "--format", "text,jsonl,pcap,eml")
+    sse = SseReader(base, "?content=1")
+    try:
+        for mech in ("PLAIN", "LOGIN"):
+            rc, out, err = swaks_ok(t, "--auth", mech, "--auth-user", "alice", "--auth-password",
+                                    password)
+            assert rc == 0, out + err
+        sse.wait(ended(2))
+    finally:
+        sse.close()
+    answers = [request(base + p)[2] for p in (
+        "/api/sessions", "/api/sessions/1", "/api/sessions/2", "/api/stats",
+        "/api/sessions/1/capture.txt", "/api/sessions/1/capture.jsonl",
+        "/api/sessions/2/capture.pcap", "/api/sessions/2/capture.eml")]
+    answers.append("".join(d for _, _, d in sse.events).encode())
+    assert any(b"AUTH" in a for a in answers)
+    for a in answers:
+        for f in forms:
+            assert f.encode() not in a, f"{f} in an answer: {a[:300]}"
