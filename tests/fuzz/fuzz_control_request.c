@@ -55,6 +55,7 @@ static void same_request(const struct control_request *a, const struct control_r
 {
     FUZZ_CHECK(a->route == b->route && a->method_ok == b->method_ok && a->session == b->session &&
                    a->nsessions == b->nsessions && a->message == b->message &&
+                   a->content == b->content && a->limit == b->limit &&
                    !strcmp(a->allow, b->allow) && !strcmp(a->format, b->format) &&
                    !strcmp(a->name, b->name) && !strcmp(a->token, b->token) &&
                    (a->bad == NULL) == (b->bad == NULL) && (!a->bad || !strcmp(a->bad, b->bad)),

@@ -394,6 +394,40 @@ static void message_number_from_1(void **state)
     }
 }
 
+static void limit_and_content(void **state)
+{
+    (void)state;
+    struct control_request r = parse("GET", "/api/sessions?limit=5");
+    assert_int_equal(r.route, ROUTE_SESSIONS);
+    assert_null(r.bad);
+    assert_int_equal(r.limit, 5);
+    assert_int_equal(parse("GET", "/api/sessions").limit, 0);
+    static const char *const bad_limit[] = {"limit=0", "limit=", "limit=x", "limit=-1"};
+    for (size_t i = 0; i < sizeof bad_limit / sizeof bad_limit[0]; i++) {
+        char t[64];
+        snprintf(t, sizeof t, "/api/sessions?%s", bad_limit[i]);
+        r = parse("GET", t);
+        if (!r.bad) fail_msg("%s was taken", bad_limit[i]);
+        assert_string_equal(r.bad, "limit: expected a number of sessions from 1");
+    }
+    static const char *const on[] = {"1", "yes", "true"}, *const off[] = {"0", "no", "false"};
+    for (size_t i = 0; i < 3; i++) {
+        char t[64];
+        snprintf(t, sizeof t, "/api/events?content=%s", on[i]);
+        r = parse("GET", t);
+        assert_null(r.bad);
+        assert_true(r.content);
+        snprintf(t, sizeof t, "/api/events?content=1&content=%s", off[i]);
+        r = parse("GET", t);
+        assert_null(r.bad);
+        assert_false(r.content);
+    }
+    assert_false(parse("GET", "/api/events").content);
+    r = parse("GET", "/api/events?content=maybe");
+    assert_non_null(r.bad);
+    assert_string_equal(r.bad, "content: expected 1 (message lines too) or 0");
+}
+
 static void access_token_is_decoded_and_wrong_escapes_drop_it(void **state)
 {
     (void)state;
@@ -816,6 +850,7 @@ int main(void)
         cmocka_unit_test(bad_session_values_set_bad),
         cmocka_unit_test(session_values_are_percent_decoded),
         cmocka_unit_test(message_number_from_1),
+        cmocka_unit_test(limit_and_content),
         cmocka_unit_test(access_token_is_decoded_and_wrong_escapes_drop_it),
         cmocka_unit_test(json_rule_with_and_without_a_name),
         cmocka_unit_test(json_section_keys),
