@@ -13,7 +13,12 @@
 
 #include "smtptap/event_copy.h"
 
-enum { BLOCK_SIZE = 256 * 1024, HAND_OVER_AT = 1024 * 1024, SPARE_MAX = 16 };
+enum {
+    BLOCK_SIZE = 256 * 1024,
+    HAND_OVER_AT = 1024 * 1024,
+    SPARE_MAX = 16,
+    HOLD_MS = 10, /* the longest a batch nobody waits for stays with the loop */
+};
 
 struct block {
     struct block *next;
@@ -50,9 +55,11 @@ struct writer_thread {
     struct event_writer *live, *stream; /* the thread's only */
     FILE *flush;                        /* flushed after each hand-over is written */
     uv_prepare_t hand_over;             /* the loop's side: once per iteration */
-    struct batch filling;               /* the loop's side: not yet handed over */
-    struct block *reuse;                /* the loop's: written blocks to fill again */
-    struct item *lines; /* the loop's: the last item being filled, when ITEM_LINES */
+    uv_timer_t hold;                    /* the loop's: hands over a batch held HOLD_MS */
+    bool urgent;          /* the loop's: the batch being filled ends a session's files */
+    struct batch filling; /* the loop's side: not yet handed over */
+    struct block *reuse;  /* the loop's: written blocks to fill again */
+    struct item *lines;   /* the loop's: the last item being filled, when ITEM_LINES */
     uv_thread_t thread;
     uv_mutex_t lock; /* the rest is shared, under lock */
     uv_cond_t work, room;
@@ -120,6 +127,7 @@ static void *reserve(struct writer_thread *t, size_t size)
 static void hand_over(struct writer_thread *t)
 {
     t->lines = NULL; /* the thread's from here on */
+    t->urgent = false;
     if (!t->filling.first) return;
     size_t bytes = t->filling.bytes;
     uv_mutex_lock(&t->lock);
@@ -136,9 +144,26 @@ static void hand_over(struct writer_thread *t)
     uv_mutex_unlock(&t->lock);
 }
 
-static void hand_over_cb(uv_prepare_t *h)
+static void hold_cb(uv_timer_t *h)
 {
     hand_over(h->data);
+}
+
+/* Once per loop iteration. Without a live transcript or a stream, what nobody waits for (a
+ * command before its reply, a message's lines before its end) may wait for the next batch:
+ * a file is flushed only when a reply, delivery or end is written to it anyway, and each
+ * hand-over wakes the thread. A reply waiting to be sent, a session's end, a big batch, or
+ * HOLD_MS go at once. */
+static void hand_over_cb(uv_prepare_t *h)
+{
+    struct writer_thread *t = h->data;
+    if (!t->filling.first) return;
+    if (t->live || t->stream || t->urgent || t->filling.bytes >= HAND_OVER_AT ||
+        atomic_load_explicit(&t->nwaits, memory_order_relaxed)) {
+        hand_over(t);
+        return;
+    }
+    if (!uv_is_active((uv_handle_t *)&t->hold)) uv_timer_start(&t->hold, hold_cb, HOLD_MS, 0);
 }
 
 uint64_t writer_thread_written(const struct writer_thread *t)
@@ -308,6 +333,9 @@ struct writer_thread *writer_thread_start(uv_loop_t *loop, struct event_writer *
     uv_async_init(loop, &t->written, written_cb);
     t->written.data = t;
     uv_unref((uv_handle_t *)&t->written);
+    uv_timer_init(loop, &t->hold);
+    t->hold.data = t;
+    uv_unref((uv_handle_t *)&t->hold);
     return t;
 no_thread:
     uv_cond_destroy(&t->room);
@@ -394,12 +422,14 @@ void writer_thread_write(struct writer_thread *t, struct event_writer *capture,
     size_t size = event_copy_size(ev);
     struct item *it = new_item(t, ITEM_WRITE, capture, size);
     event_copy_into((unsigned char *)it + sizeof *it, ev);
+    if (ev->kind == EV_END) t->urgent = true;
     if (t->filling.bytes >= HAND_OVER_AT) hand_over(t); /* a big message: do not wait */
 }
 
 void writer_thread_close(struct writer_thread *t, struct event_writer *capture)
 {
     new_item(t, ITEM_CLOSE, capture, 0);
+    t->urgent = true;
 }
 
 uint64_t writer_thread_mark(const struct writer_thread *t)
@@ -436,7 +466,7 @@ void writer_thread_cancel(struct writer_thread *t, struct writer_wait *w)
 static void closed_cb(uv_handle_t *h)
 {
     struct writer_thread *t = h->data;
-    if (++t->closed == 2) free(t);
+    if (++t->closed == 3) free(t);
 }
 
 void writer_thread_stop(struct writer_thread *t)
@@ -456,4 +486,6 @@ void writer_thread_stop(struct writer_thread *t)
     uv_prepare_stop(&t->hand_over);
     uv_close((uv_handle_t *)&t->hand_over, closed_cb);
     uv_close((uv_handle_t *)&t->written, closed_cb);
+    uv_timer_stop(&t->hold);
+    uv_close((uv_handle_t *)&t->hold, closed_cb);
 }
