@@ -245,7 +245,9 @@
         break;
       }
       case "message": c.messages = num(c.messages) + 1; break;
-      case "fault": c.faults = num(c.faults) + 1; break;
+      case "fault":
+        if (!(ev.fault && ev.fault.change)) c.faults = num(c.faults) + 1; /* not a rule's change */
+        break;
       case "lint": c.lint = num(c.lint) + 1; break;
       case "error": c.errors = num(c.errors) + 1; break;
       case "auth": break;
@@ -623,8 +625,12 @@
     ui.detail.classList.add("loading");
     if (prev !== id) queueRender();
     if (location.hash !== "#session=" + id) history.replaceState(null, "", "#session=" + id);
-    const res = await api("GET", "api/sessions/" + id);
+    const known = sessions.get(id);
+    if (!known || known.state === "live") await openStream(id);
+    else closeOpenStream();
     if (openId !== id) return; /* another one was opened meanwhile */
+    const res = await api("GET", "api/sessions/" + id);
+    if (openId !== id) return;
     openLoading = false;
     ui.detail.classList.remove("loading");
     if (res.status !== 200 || !res.body || !res.body.session) {
@@ -633,10 +639,10 @@
       ui.head.appendChild(el("h2", "err", "Session #" + id + ": " + why));
       ui.detail.dataset.error = String(res.status);
       pending = [];
+      closeOpenStream();
       return;
     }
     const sum = res.body.session;
-    const known = sessions.get(id);
     if (!known || known.state === "live" || sum.state === "ended") setSummary(sum);
     renderHead(sessions.get(id) || sum);
     const seen = new Map();
@@ -659,6 +665,61 @@
     }
     pending = [];
     ui.detail.dataset.loaded = String(id);
+    if (sum.state === "ended") closeOpenStream(); /* it has all there will be */
+  }
+
+  /* The open session's events as they come, on a stream of its own with the message lines
+   * (content=1, which the stream of every session leaves out). Resolves once the stream is
+   * open (or could not be), so that nothing falls between it and GET /api/sessions/N. */
+  let openSource = null;
+
+  function closeOpenStream() {
+    if (openSource) openSource.close();
+    openSource = null;
+  }
+
+  function openStream(id) {
+    closeOpenStream();
+    return new Promise((resolve) => {
+      const src = new EventSource(withToken("api/events?session=" + id + "&content=1"));
+      openSource = src;
+      const timer = setTimeout(resolve, 2000);
+      src.onopen = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      src.onerror = () => {
+        if (src.readyState === EventSource.CLOSED) {
+          if (openSource === src) openSource = null; /* refused (503: too many streams) */
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      src.onmessage = (m) => {
+        if (openSource !== src) return;
+        let ev;
+        try {
+          ev = JSON.parse(m.data);
+        } catch (e) {
+          return;
+        }
+        if (!ev || ev.session !== openId) return;
+        showOpenEvent(ev);
+        if (ev.kind === "end") closeOpenStream();
+      };
+    });
+  }
+
+  /* An event of the open session: kept for after its load, or drawn now. */
+  function showOpenEvent(ev) {
+    if (openLoading) {
+      pending.push(ev);
+      return;
+    }
+    const pane = ui.detail.parentNode;
+    const following = pane.scrollHeight - pane.scrollTop - pane.clientHeight < 40;
+    addEvent(ev);
+    if (following) pane.scrollTop = pane.scrollHeight;
   }
 
   /* ---- the event stream ---------------------------------------------------------------- */
@@ -687,16 +748,8 @@
       }
       if (!ev || typeof ev !== "object") return;
       countEvent(ev);
-      if (ev.session === openId) {
-        if (openLoading) {
-          pending.push(ev);
-        } else {
-          const pane = ui.detail.parentNode;
-          const following = pane.scrollHeight - pane.scrollTop - pane.clientHeight < 40;
-          addEvent(ev);
-          if (following) pane.scrollTop = pane.scrollHeight;
-        }
-      }
+      /* without a stream of its own (refused), the open session's events come from here */
+      if (ev.session === openId && !openSource) showOpenEvent(ev);
       if (ev.kind === "fault") queueFaults();
     };
     source.addEventListener("session", (m) => {
