@@ -10,6 +10,7 @@
 enum {
     SHOWN_LINES = 40,       /* message lines shown per message without -v */
     BODY_CHUNK = 64 * 1024, /* message bytes per EV_BODY */
+    BODY_DIRECT = 8 * 1024, /* delivered bytes that go out as they are, not gathered */
 };
 
 static void on_shown_line(void *ctx, const uint8_t *line, size_t len)
@@ -64,6 +65,12 @@ static void flush_body(struct session *s, uint64_t number)
 static void on_body(void *ctx, const uint8_t *bytes, size_t len)
 {
     struct session *s = ctx;
+    if (len >= BODY_DIRECT) { /* a whole read's worth: an event of its own, not gathered */
+        flush_body(s, s->message_seq);
+        union event_facts f = {.message = {.number = s->message_seq}};
+        session_emit_facts(s, EV_BODY, DIR_C2S, bytes, len, NULL, false, &f);
+        return;
+    }
     buf_append(&s->body, bytes, len);
     if (buf_size(&s->body) >= BODY_CHUNK) flush_body(s, s->message_seq);
 }
