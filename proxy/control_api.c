@@ -174,14 +174,47 @@ json_t *control_session_json(const struct control *c, const struct control_sessi
     return o;
 }
 
+/* The summary of s as JSON text: made once for a session that ended over a second ago (it
+ * does not change any more: its capture files, written by the writer thread, are complete;
+ * a list of 1,000 sessions is then mostly copying), each time for others. NULL when it
+ * cannot be made. free_after is set when the caller must free it. */
+static const char *summary_text(struct control *c, struct control_session *s, bool *free_after)
+{
+    *free_after = false;
+    if (s->summary_text) return s->summary_text;
+    json_t *j = control_session_json(c, s);
+    char *text = j ? json_dumps(j, CONTROL_JSON_FLAGS) : NULL;
+    json_decref(j);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    uint64_t now_us = (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u;
+    if (text && !s->live && now_us > s->ended_us + 1000000u)
+        s->summary_text = text;
+    else
+        *free_after = true;
+    return text;
+}
+
 static void sessions(struct control *c, h2o_req_t *req, uint64_t limit)
 {
-    json_t *list = json_array();
+    struct buf out;
+    buf_init(&out);
+    buf_append_str(&out, "{\"sessions\":[");
     uint64_t n = 0;
-    for (const struct control_session *s = c->store.newest; s && (!limit || n < limit);
-         s = s->older, n++)
-        json_array_append_new(list, control_session_json(c, s));
-    control_respond_json(req, 200, "OK", json_pack("{s:o}", "sessions", list));
+    for (struct control_session *s = c->store.newest; s && (!limit || n < limit); s = s->older) {
+        bool free_after;
+        const char *text = summary_text(c, s, &free_after);
+        if (!text) continue;
+        if (n++) buf_append_str(&out, ",");
+        buf_append_str(&out, text);
+        if (free_after) free((char *)text);
+    }
+    buf_append_str(&out, "]}\n");
+    size_t len = buf_size(&out);
+    char *body = h2o_mem_alloc_pool(&req->pool, len);
+    memcpy(body, buf_head(&out), len);
+    buf_free(&out);
+    control_respond(req, 200, "OK", "application/json", body, len);
 }
 
 static bool add_event(void *ctx, const struct event *ev)

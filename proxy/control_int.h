@@ -73,7 +73,7 @@ void control_count_fired(struct control *c, const struct event *ev);
 
 /* control_sse.c */
 int control_sse_open(struct control *c, h2o_req_t *req, const struct control_request *r);
-void control_sse_event(struct control *c, const struct event *ev, const struct control_session *s);
+void control_sse_event(struct control *c, const struct event *ev, struct control_session *s);
 void control_sse_close_all(struct control *c);
 /* Sends what the streams were given since the last time (one write each): events are
  * gathered for CONTROL_FLUSH_MS, so that a busy proxy writes to a stream some 50 times a

@@ -103,6 +103,12 @@ static void parse_query(const char *q, size_t len, struct control_request *out)
         } else if (is(item, klen, "limit")) {
             if (!parse_number(v, vlen, &out->limit) || out->limit == 0)
                 out->bad = "limit: expected a number of sessions from 1";
+        } else if (is(item, klen, "view")) {
+            if (is(v, vlen, "sessions"))
+                out->summaries = true;
+            else if (!is(v, vlen, "events"))
+                out->bad = "view: expected events (every event, the default) or sessions (a "
+                           "summary when a session starts, changes, ends)";
         } else if (is(item, klen, "content")) {
             if (is(v, vlen, "1") || is(v, vlen, "yes") || is(v, vlen, "true"))
                 out->content = true;

@@ -21,6 +21,7 @@ struct control_stream {
     uint64_t filter[CONTROL_MAX_FILTER];
     size_t nfilter;
     bool content;                /* message lines too (?content=1) */
+    bool summaries;              /* session summaries only (?view=sessions) */
     struct buf sending, pending; /* sending: h2o holds it until proceed */
     bool inflight, ending, finished;
 };
@@ -112,6 +113,7 @@ int control_sse_open(struct control *c, h2o_req_t *req, const struct control_req
     memcpy(st->filter, r->sessions, r->nsessions * sizeof r->sessions[0]);
     st->nfilter = r->nsessions;
     st->content = r->content;
+    st->summaries = r->summaries;
     buf_init(&st->sending);
     buf_init(&st->pending);
     st->next = c->streams;
@@ -130,14 +132,35 @@ int control_sse_open(struct control *c, h2o_req_t *req, const struct control_req
     return 0;
 }
 
-static bool wants(const struct control_stream *st, const struct event *ev)
+static bool wants_session(const struct control_stream *st, uint64_t session)
 {
-    if (ev->kind == EV_CONTENT && !st->content) return false;
-    uint64_t session = ev->session;
     if (!st->nfilter) return true;
     for (size_t i = 0; i < st->nfilter; i++)
         if (st->filter[i] == session) return true;
     return false;
+}
+
+static bool wants(const struct control_stream *st, const struct event *ev)
+{
+    if (st->summaries || (ev->kind == EV_CONTENT && !st->content)) return false;
+    return wants_session(st, ev->session);
+}
+
+static bool wants_summary(const struct control_stream *st, uint64_t session)
+{
+    return wants_session(st, session);
+}
+
+static const char session_head[] = "event: session\ndata: ";
+
+/* The summary of s as one line (malloc'd), or NULL. */
+static char *summary_text(struct control *c, struct control_session *s)
+{
+    json_t *j = control_session_json(c, s);
+    char *text = j ? json_dumps(j, CONTROL_JSON_FLAGS) : NULL;
+    json_decref(j);
+    s->changed = false;
+    return text;
 }
 
 /* Ends st at once: its socket is shut down, and h2o closes the connection (now, when
@@ -177,33 +200,51 @@ void control_sse_flush(struct control *c)
     }
 }
 
-void control_sse_event(struct control *c, const struct event *ev, const struct control_session *s)
+void control_sse_event(struct control *c, const struct event *ev, struct control_session *s)
 {
     if (ev->kind == EV_WIRE || ev->kind == EV_BODY) return; /* as jsonl: pcap's, eml's */
     if (ev->kind == EV_CONTENT && ev->past_preview && c->cfg->verbosity == 0) return;
-    bool any = false;
-    for (struct control_stream *st = c->streams; st && !any; st = st->next) any = wants(st, ev);
-    if (!any) return;
-    size_t len;
-    char *line = jsonl_event_line(ev, &len);
-    if (!line) return;
+    bool summary_now = s && (ev->kind == EV_START || ev->kind == EV_END);
+    bool any_event = false, any_summary = false;
+    for (struct control_stream *st = c->streams; st; st = st->next) {
+        any_event = any_event || wants(st, ev);
+        any_summary = any_summary || (summary_now && wants_summary(st, ev->session));
+    }
+    size_t len = 0;
+    char *line = any_event ? jsonl_event_line(ev, &len) : NULL;
+    char *summary = any_summary ? summary_text(c, s) : NULL;
+    if (!line && !summary) return;
     char head[48];
     int hlen = snprintf(head, sizeof head, "id: %llu\ndata: ", (unsigned long long)++c->event_seq);
-    char *summary = NULL;
-    if (s && (ev->kind == EV_START || ev->kind == EV_END)) {
-        json_t *j = control_session_json(c, s);
-        summary = j ? json_dumps(j, CONTROL_JSON_FLAGS) : NULL;
-        json_decref(j);
-    }
-    static const char session_head[] = "event: session\ndata: ";
     for (struct control_stream *st = c->streams, *next; st; st = next) {
         next = st->next; /* queue may drop st */
-        if (!wants(st, ev)) continue;
-        queue(c, st, head, (size_t)hlen, line, len);
-        if (summary) queue(c, st, session_head, sizeof session_head - 1, summary, strlen(summary));
+        if (line && wants(st, ev)) queue(c, st, head, (size_t)hlen, line, len);
+        if (summary && wants_summary(st, ev->session))
+            queue(c, st, session_head, sizeof session_head - 1, summary, strlen(summary));
     }
     free(summary);
     free(line);
+}
+
+/* Every tick: a summary of each live session that changed since its last one, for the
+ * streams of summaries (?view=sessions), so that a page's list follows long sessions. */
+static void live_summaries(struct control *c)
+{
+    bool any = false;
+    for (struct control_stream *st = c->streams; st && !any; st = st->next) any = st->summaries;
+    if (!any) return;
+    for (struct control_session *s = c->store.newest; s; s = s->older) {
+        if (!s->live || !s->changed) continue;
+        s->changed = false;
+        char *summary = summary_text(c, s);
+        if (!summary) continue;
+        for (struct control_stream *st = c->streams, *next; st; st = next) {
+            next = st->next;
+            if (st->summaries && wants_summary(st, s->id))
+                queue(c, st, session_head, sizeof session_head - 1, summary, strlen(summary));
+        }
+        free(summary);
+    }
 }
 
 /* Whether the client of st has closed its side: h2o reads nothing while a response is
@@ -220,6 +261,7 @@ static bool client_gone(const struct control_stream *st)
 
 void control_sse_tick(struct control *c, bool ping)
 {
+    live_summaries(c);
     for (struct control_stream *st = c->streams, *next; st; st = next) {
         next = st->next;
         if (client_gone(st))

@@ -28,6 +28,7 @@ void control_store_init(struct control_store *st, size_t recent_max, bool whole_
 
 static void free_record(struct control_session *s)
 {
+    free(s->summary_text);
     while (s->first) {
         struct control_event_chunk *c = s->first;
         s->first = c->next;
@@ -275,6 +276,7 @@ struct control_session *control_store_event(struct control_store *st, const stru
         ev->kind == EV_START ? new_record(st, ev) : control_store_find(st, ev->session);
     if (!s) return NULL;
     s->t_ns = ev->t_ns;
+    s->changed = true;
     const struct event *copy = kept_in_events(st, ev) ? store_event(s, ev) : NULL;
     switch (ev->kind) {
     case EV_COMMAND: on_command(st, s, ev); break;

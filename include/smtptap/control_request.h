@@ -38,6 +38,7 @@ struct control_request {
     size_t nsessions;
     uint64_t message; /* ?message=K (eml), 0: the first */
     bool content;     /* ?content=1: the event stream carries message lines too */
+    bool summaries;   /* ?view=sessions: the stream carries session summaries only */
     uint64_t limit;   /* ?limit=N: GET /api/sessions lists the newest N; 0: all */
     char token[256];  /* ?access_token=T, "" when absent */
     const char *bad;  /* a query value that is wrong: 400 with this text */

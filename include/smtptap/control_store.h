@@ -39,6 +39,10 @@ struct control_session {
     char last_reply[CONTROL_LINE_MAX];
     const struct event *verdict; /* its stored copy, or NULL */
     const struct event *end;     /* its stored copy, or NULL */
+    bool changed;                /* an event came since the control API last sent its summary */
+    /* The control API's summary of an ended session as JSON text, kept once made (an
+     * ended session does not change): owned, freed with the record. */
+    char *summary_text;
     uint64_t events_dropped;
     size_t events_bytes, nevents;
     struct control_event_chunk *first, *last;

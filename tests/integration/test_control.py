@@ -664,3 +664,29 @@ def test_redact_leaves_no_secret_in_any_answer(tap, need, tmp_path):
     for a in answers:
         for f in forms:
             assert f.encode() not in a, f"{f} in an answer: {a[:300]}"
+
+
+def test_the_pages_stream_of_summaries(tap):
+    """?view=sessions: only "session" events, a summary when a session starts, about once a
+    second while a live one changes, and when it ends."""
+    t, base = start(tap, "-q")
+    sse = SseReader(base, "?view=sessions")
+    try:
+        with smtplib.SMTP(t.host, t.port, timeout=10) as c:
+            c.ehlo("long.example")
+            sse.wait(lambda evs: len(evs) >= 1)
+            time.sleep(1.5)  # a tick or two
+            c.noop()
+            c.mail("a@example.org")
+            sse.wait(lambda evs: any(json.loads(d)["counts"]["commands"] >= 3
+                                     for n, _, d in evs))
+        evs = sse.wait(lambda evs: any(json.loads(d)["state"] == "ended" for _, _, d in evs))
+    finally:
+        sse.close()
+    assert {n for n, _, _ in evs} == {"session"}
+    states = [json.loads(d)["state"] for _, _, d in evs]
+    assert states[0] == "live" and states[-1] == "ended" and states.count("ended") == 1
+    live = [json.loads(d) for _, _, d in evs if json.loads(d)["state"] == "live"]
+    assert live[-1]["helo"] == "long.example" and live[-1]["counts"]["commands"] >= 3
+    status, _, body = request(base + "/api/events?view=everything")
+    assert status == 400 and b"view: expected events" in body
