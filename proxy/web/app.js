@@ -257,17 +257,20 @@
     queueRender();
   }
 
-  function matches(s) {
-    const q = ui.fClient.value.trim().toLowerCase();
-    if (q) {
+  /* The filters as set now (read once per render, not once per session). */
+  function currentFilter() {
+    return { q: ui.fClient.value.trim().toLowerCase(), v: ui.fVerdict.value, errors: ui.fErrors.checked };
+  }
+
+  function matches(s, f) {
+    if (f.q) {
       const hay = [s.client, s.helo, s.auth && s.auth.user, "#" + s.id].join(" ").toLowerCase();
-      if (hay.indexOf(q) < 0) return false;
+      if (hay.indexOf(f.q) < 0) return false;
     }
-    const v = ui.fVerdict.value;
-    if (v === "good" && !(s.verdict && s.verdict.good === true)) return false;
-    if (v === "bad" && !(s.verdict && s.verdict.good === false)) return false;
-    if (v === "none" && s.verdict) return false;
-    if (ui.fErrors.checked && !hasErrors(s)) return false;
+    if (f.v === "good" && !(s.verdict && s.verdict.good === true)) return false;
+    if (f.v === "bad" && !(s.verdict && s.verdict.good === false)) return false;
+    if (f.v === "none" && s.verdict) return false;
+    if (f.errors && !hasErrors(s)) return false;
     return true;
   }
 
@@ -288,7 +291,7 @@
     top.appendChild(el("span", "sid", "#" + s.id));
     top.appendChild(el("span", "state", s.state === "live" ? "live" : "ended"));
     top.appendChild(el("span", "client", s.client || "?"));
-    if (s.helo) top.appendChild(el("span", "helo", s.helo));
+    if (s.helo) top.appendChild(el("span", "helo", visible(String(s.helo))));
     top.appendChild(el("span", "when", fmtTime(s.started)));
     li.appendChild(top);
     const bottom = el("div", "line2");
@@ -327,10 +330,11 @@
   function renderList() {
     renderQueued = false;
     const shown = [];
+    const f = currentFilter();
     let total = 0;
     for (let i = order.length - 1; i >= 0; i--) {
       const s = sessions.get(order[i]);
-      if (!s || !matches(s)) continue;
+      if (!s || !matches(s, f)) continue;
       total++;
       if (shown.length < limit) shown.push(s);
     }
@@ -383,7 +387,7 @@
     fact("client", s.client);
     fact("listener", s.listener);
     fact("upstream", s.upstream || "built-in sink");
-    fact("HELO", s.helo);
+    fact("HELO", s.helo && visible(String(s.helo)));
     fact("started", s.started);
     fact("ended", s.ended);
     if (typeof s.duration_s === "number") fact("duration", s.duration_s.toFixed(3) + " s");
