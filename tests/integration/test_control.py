@@ -548,6 +548,8 @@ def test_hostile_http_is_answered_or_refused_and_smtp_goes_on(tap, need):
     assert out.startswith(b"HTTP/1.1 413") or out == b"", out[:100]
     out = raw(base, b"POST /api/faults HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\n{\"a\":")
     assert out.startswith(b"HTTP/1.1 400")
+    out = raw(base, b"GET /api/health HTTP/1.0\r\n\r\n")  # no Host: not a browser
+    assert b" 200 " in out[:16] and b'"status":"ok"' in out, out[:200]
     assert swaks_ok(t)[0] == 0
     assert get_json(base + "/api/health")[0] == 200
 
