@@ -109,7 +109,8 @@ static bool authorized(const struct control *c, const h2o_req_t *req,
 static const char *refused_origin(const struct control *c, const h2o_req_t *req)
 {
     const h2o_iovec_t host = req->input.authority;
-    if (!c->cfg->control_token[0] && host.len) { /* no Host at all: HTTP/1.0, not a browser */
+    bool has_host = header(req, H2O_TOKEN_HOST) != NULL; /* none: HTTP/1.0, not a browser */
+    if (!c->cfg->control_token[0] && has_host) {
         char name[HOST_MAX + 8];
         size_t n = host.len < sizeof name - 1 ? host.len : sizeof name - 1;
         memcpy(name, host.base, n);
