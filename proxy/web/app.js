@@ -1,6 +1,7 @@
 /* app.js - smtptap's live web page: the sessions as they happen (GET /api/sessions, then
- * the Server-Sent Events of GET /api/events), one session opened as a sequence diagram
- * client - smtptap - server (GET /api/sessions/N), and the fault panel (/api/faults).
+ * the summaries of the Server-Sent Events stream GET /api/events?view=sessions), one session
+ * opened as a sequence diagram client - smtptap - server (GET /api/sessions/N, and while it
+ * is live its own stream of events), and the fault panel (/api/faults).
  *
  * Everything from the wire is hostile text: it only ever reaches the page through
  * textContent and attribute setters, never innerHTML. The session list is reconciled at most
@@ -175,16 +176,6 @@
     order = keep;
   }
 
-  function blankSummary(id) {
-    return {
-      id: id, state: "live", started: null, ended: null, client: null, listener: null,
-      upstream: null, helo: null, tls: { client: null, upstream: null }, auth: null,
-      counts: { commands: 0, replies: 0, messages: 0, faults: 0, lint: 0, errors: 0 },
-      codes: { "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0 }, latency_ms: {}, bytes: {},
-      last_reply: null, verdict: null, captures: [], _ver: 0,
-    };
-  }
-
   function setSummary(sum) {
     if (!sum || typeof sum.id !== "number") return;
     const old = sessions.get(sum.id);
@@ -194,67 +185,17 @@
     if (!old) addId(sum.id);
     trim();
     queueRender();
-    if (sum.id === openId) renderHead(sum);
+    if (old && num((sum.counts || {}).faults) > num((old.counts || {}).faults)) queueFaults();
+    if (sum.id === openId) {
+      renderHead(sum);
+      /* no stream of its own (refused: too many streams): the diagram is fetched again */
+      if (!openSource && !openLoading && old && old.state === "live") openSession(sum.id);
+    }
   }
 
   function hasErrors(s) {
     const c = s.counts || {}, k = s.codes || {};
     return num(c.errors) > 0 || num(k["4xx"]) > 0 || num(k["5xx"]) > 0;
-  }
-
-  /* A jsonl event of any session: the summary's counters move while it is live (the summary
-   * that comes when it ends replaces them). */
-  function countEvent(ev) {
-    const id = ev.session;
-    if (typeof id !== "number") return;
-    let s = sessions.get(id);
-    if (!s) {
-      s = blankSummary(id);
-      s.started = ev.ts || null;
-      sessions.set(id, s);
-      addId(id);
-      trim();
-    }
-    if (s.state !== "live") return;
-    const c = s.counts || (s.counts = {});
-    const k = s.codes || (s.codes = {});
-    switch (ev.kind) {
-      case "start":
-        if (ev.endpoints) {
-          s.client = s.client || ev.endpoints.client || null;
-          s.listener = s.listener || ev.endpoints.listener || null;
-        }
-        break;
-      case "command": {
-        c.commands = num(c.commands) + 1;
-        if (!s.helo) {
-          const m = /^(?:EHLO|HELO|LHLO) +(\S+)/i.exec(lineOf(ev));
-          if (m) s.helo = m[1];
-        }
-        break;
-      }
-      case "reply": {
-        c.replies = num(c.replies) + 1;
-        const code = ev.reply && ev.reply.code;
-        if (code >= 200 && code < 600) {
-          const cls = Math.floor(code / 100) + "xx";
-          k[cls] = num(k[cls]) + 1;
-        }
-        const lines = lineOf(ev).split(/\r?\n/);
-        s.last_reply = lines[lines.length - 1];
-        break;
-      }
-      case "message": c.messages = num(c.messages) + 1; break;
-      case "fault":
-        if (!(ev.fault && ev.fault.change)) c.faults = num(c.faults) + 1; /* not a rule's change */
-        break;
-      case "lint": c.lint = num(c.lint) + 1; break;
-      case "error": c.errors = num(c.errors) + 1; break;
-      case "auth": break;
-      default: return;
-    }
-    s._ver++;
-    queueRender();
   }
 
   /* The filters as set now (read once per render, not once per session). */
@@ -732,7 +673,9 @@
   let everOpen = false;
 
   function connect() {
-    source = new EventSource(withToken("api/events"));
+    /* the list's stream: summaries only (when a session starts, about once a second while
+     * it changes, when it ends); the open session has a stream of its own */
+    source = new EventSource(withToken("api/events?view=sessions"));
     source.onopen = () => {
       ui.conn.textContent = "live";
       ui.conn.className = "conn up";
@@ -742,19 +685,6 @@
     source.onerror = () => {
       ui.conn.textContent = "reconnecting";
       ui.conn.className = "conn down";
-    };
-    source.onmessage = (m) => {
-      let ev;
-      try {
-        ev = JSON.parse(m.data);
-      } catch (e) {
-        return;
-      }
-      if (!ev || typeof ev !== "object") return;
-      countEvent(ev);
-      /* without a stream of its own (refused), the open session's events come from here */
-      if (ev.session === openId && !openSource) showOpenEvent(ev);
-      if (ev.kind === "fault") queueFaults();
     };
     source.addEventListener("session", (m) => {
       try {
