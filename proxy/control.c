@@ -69,11 +69,16 @@ void control_respond_error(h2o_req_t *req, int status, const char *reason, const
     control_respond_json(req, status, reason, json_pack("{s:s}", "error", text));
 }
 
-void control_abort_connection(h2o_req_t *req)
+int control_request_fd(h2o_req_t *req)
 {
     h2o_socket_t *sock =
         req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
-    int fd = sock ? h2o_socket_get_fd(sock) : -1;
+    return sock ? h2o_socket_get_fd(sock) : -1;
+}
+
+void control_abort_connection(h2o_req_t *req)
+{
+    int fd = control_request_fd(req);
     if (fd >= 0) shutdown(fd, SHUT_RDWR);
 }
 

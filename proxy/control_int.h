@@ -63,6 +63,8 @@ void control_respond(h2o_req_t *req, int status, const char *reason, const char 
 /* Sends j (taking the reference) as JSON with status. */
 void control_respond_json(h2o_req_t *req, int status, const char *reason, json_t *j);
 void control_respond_error(h2o_req_t *req, int status, const char *reason, const char *text);
+/* The socket of req's connection, or -1. */
+int control_request_fd(h2o_req_t *req);
 /* Closes a connection at once (its socket shut down: h2o then closes it as a peer's close). */
 void control_abort_connection(h2o_req_t *req);
 

@@ -251,10 +251,7 @@ static void live_summaries(struct control *c)
  * going out, so a stream whose reader went away would only be noticed at the next write. */
 static bool client_gone(const struct control_stream *st)
 {
-    h2o_socket_t *sock = st->req->conn->callbacks->get_socket
-                             ? st->req->conn->callbacks->get_socket(st->req->conn)
-                             : NULL;
-    int fd = sock ? h2o_socket_get_fd(sock) : -1;
+    int fd = control_request_fd(st->req);
     char b;
     return fd >= 0 && recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
 }
