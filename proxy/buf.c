@@ -38,17 +38,12 @@ static void buf_reserve(struct buf *b, size_t extra)
     b->cap = cap;
 }
 
-void buf_append(struct buf *b, const void *p, size_t n)
+void buf_append_grow(struct buf *b, const void *p, size_t n)
 {
     if (n == 0) return;
     buf_reserve(b, n);
     memcpy(b->data + b->len, p, n);
     b->len += n;
-}
-
-void buf_append_str(struct buf *b, const char *s)
-{
-    buf_append(b, s, strlen(s));
 }
 
 void buf_printf(struct buf *b, const char *fmt, ...)
