@@ -186,6 +186,7 @@
     trim();
     queueRender();
     if (old && num((sum.counts || {}).faults) > num((old.counts || {}).faults)) queueFaults();
+    queueStats();
     if (sum.id === openId) {
       renderHead(sum);
       /* no stream of its own (refused: too many streams): the diagram is fetched again */
@@ -773,6 +774,16 @@
   }
 
   /* ---- stats --------------------------------------------------------------------------- */
+
+  let statsQueued = null;
+
+  function queueStats() {
+    if (statsQueued) return;
+    statsQueued = setTimeout(() => {
+      statsQueued = null;
+      loadStats();
+    }, 300);
+  }
 
   async function loadStats() {
     if (document.hidden) return;
