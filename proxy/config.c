@@ -428,6 +428,15 @@ static int on_ini_section(struct ini_state *st, const char *section)
                    st->path, name, len, FAULT_NAME_MAX - 1);
         return 0;
     }
+    /* "flag N" names the rules of --fault flags (the transcript and the control API tell
+     * the two origins apart by it). */
+    if (strncmp(name, "flag ", 5) == 0) {
+        buf_printf(st->err,
+                   "%s: [fault %s]: names starting \"flag \" are those of --fault rules; choose "
+                   "another name",
+                   st->path, name);
+        return 0;
+    }
     /* The rule of an earlier section of that name was added when its section ended. */
     if (rule_named(&st->c->file_faults, name)) {
         buf_printf(st->err, "%s: [fault %s] appears twice; give each rule its own name", st->path,

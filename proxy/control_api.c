@@ -3,6 +3,7 @@
 #include "control_int.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -440,11 +441,13 @@ static void add_fault(struct control *c, h2o_req_t *req)
         return;
     }
     c->host.faults_changed(c->host.server, &r, "added");
+    char location[16 + 3 * FAULT_NAME_MAX] = "/api/faults/";
+    size_t n = strlen(location);
+    for (const unsigned char *p = (const unsigned char *)r.name; *p; p++) /* percent-encoded */
+        n += (size_t)snprintf(location + n, sizeof location - n,
+                              isalnum(*p) || strchr("-._~", *p) ? "%c" : "%%%02X", *p);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_LOCATION, NULL,
-                   h2o_concat(&req->pool, h2o_iovec_init(H2O_STRLIT("/api/faults/")),
-                              h2o_iovec_init(r.name, strlen(r.name)))
-                       .base,
-                   strlen("/api/faults/") + strlen(r.name));
+                   h2o_strdup(&req->pool, location, n).base, n);
     control_respond_json(req, 201, "Created", json_pack("{s:o}", "rule", rule_json(c, &r, "api")));
 }
 

@@ -401,6 +401,14 @@ def test_rules_are_listed_with_their_origin_and_the_api_removes_only_its_own(tap
     t.wait_for(r"SIGHUP: 2 fault rules now in force .*and 1 from the control API")
     status, j = get_json(base + "/api/faults")
     assert [r["name"] for r in j["rules"]] == ["busy", "flag 1", "other"]
+    status, headers, body = request(base + "/api/faults", method="POST",
+                                    body=json.dumps({"name": "my rule/ö", "rule": "NOOP: drop"}))
+    assert status == 400 and b"/" in body  # a name cannot hold '/'
+    status, headers, body = request(base + "/api/faults", method="POST",
+                                    body=json.dumps({"name": "my rule ö", "rule": "NOOP: drop"}))
+    assert status == 201 and headers["Location"] == "/api/faults/my%20rule%20%C3%B6"
+    assert get_json(base + headers["Location"])[1]["rule"]["name"] == "my rule ö"
+    assert get_json(base + headers["Location"], method="DELETE")[0] == 200
     status, j = get_json(base + "/api/faults/reset", method="POST")
     assert status == 200 and j["removed"] == 1
     status, j = get_json(base + "/api/faults")

@@ -473,7 +473,8 @@ static void ini_unknown_section_is_a_configuration_error(void **state)
     write_ini(f, "[listen]\naddress = 127.0.0.1:3000\n[proxy]\nport = 25\n");
     assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
     MESSAGE_HAS(f->err_text, f->path, "unknown section [proxy]",
-                "expected listen, upstream, tls, capture, live, sink, control or fault NAME", "(line 4)");
+                "expected listen, upstream, tls, capture, live, sink, control or fault NAME",
+                "(line 4)");
 }
 
 static void ini_bad_value_names_section_key_and_value(void **state)
@@ -881,6 +882,16 @@ static void fault_section_given_twice_is_a_configuration_error(void **state)
     if (strstr(f->err_text, "missing key")) fail_msg("a false reason: \"%s\"", f->err_text);
 }
 
+/* "flag N" is what --fault rules are called: a section of that name would be taken for one
+ * (the control API lists a rule's origin by it). */
+static void a_fault_section_named_like_a_flag_rule_is_refused(void **state)
+{
+    struct fixture *f = *state;
+    write_ini(f, "[fault flag 1]\non = MAIL\naction = drop\n");
+    assert_int_equal(RUN(f, "-c", f->path), CONFIG_ERR_CONFIG);
+    MESSAGE_HAS(f->err_text, f->path, "[fault flag 1]", "are those of --fault rules", "(line 1)");
+}
+
 /* Issue 15 item 11: the second of two values silently won. A key given twice in a section is
  * an error naming both lines; [listen] address is meant to repeat; the same key in two
  * sections of one name is given twice too. */
@@ -1239,6 +1250,7 @@ int main(void)
         cmocka_unit_test(ini_syntax_is_inihs),
         cmocka_unit_test(ini_read_tells_each_values_line),
         CONFIG_TEST(fault_section_given_twice_is_a_configuration_error),
+        CONFIG_TEST(a_fault_section_named_like_a_flag_rule_is_refused),
         CONFIG_TEST(reload_reads_the_file_again_and_keeps_the_flags),
         CONFIG_TEST(reload_of_a_broken_file_gives_an_error_and_no_rules),
         CONFIG_TEST(reload_without_a_config_file_gives_the_flag_rules),
