@@ -1,6 +1,8 @@
 /* writer_thread.h - event writers on a thread of their own. The event loop hands over copies
  * of its events (event_copy.h), gathered during one loop iteration and passed on just before
- * the loop waits for I/O; the thread writes them, in order, to each session's capture
+ * the loop waits for I/O (without a live transcript or stream, a batch nobody waits for yet,
+ * such as a command before its reply, waits for the next one, at most 10 ms; message lines
+ * in a row are one item); the thread writes them, in order, to each session's capture
  * writer, then to jsonl on stdout, then to the live transcript (a session's files are
  * complete when its end line shows). Creating files, formatting and writing are then not the
  * loop's work. Bounded: when the thread is more than max_behind bytes behind, the loop waits
