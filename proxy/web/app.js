@@ -672,6 +672,42 @@
 
   let source = null;
   let everOpen = false;
+  let serverStart = null; /* when the smtptap the page talks to started (ms since 1970) */
+
+  /* When it started, from GET /api/health's uptime; null when unknown. */
+  async function whenStarted() {
+    try {
+      const res = await api("GET", "api/health");
+      if (res.status === 200 && res.body && typeof res.body.uptime_s === "number")
+        return Date.now() - res.body.uptime_s * 1000;
+    } catch (e) {
+      /* unknown */
+    }
+    return null;
+  }
+
+  /* After a reconnect: a restarted smtptap numbers its sessions from 1 again, so what the
+   * page knew is dropped first; then the list is fetched again. */
+  async function resync() {
+    const started = await whenStarted();
+    if (started !== null && serverStart !== null && Math.abs(started - serverStart) > 1000) {
+      sessions.clear();
+      order = [];
+      for (const r of rows.values()) r.li.remove();
+      rows.clear();
+      if (openId !== null) {
+        closeOpenStream();
+        openId = null;
+        ui.detail.hidden = true;
+        ui.empty.hidden = false;
+        ui.empty.textContent = "smtptap was restarted: click a session to see its dialog.";
+      }
+      loadFaults();
+    }
+    if (started !== null) serverStart = started;
+    await loadSessions();
+    queueRender();
+  }
 
   function connect() {
     /* the list's stream: summaries only (when a session starts, about once a second while
@@ -680,7 +716,7 @@
     source.onopen = () => {
       ui.conn.textContent = "live";
       ui.conn.className = "conn up";
-      if (everOpen) loadSessions(); /* after a reconnect: what happened meanwhile */
+      if (everOpen) resync(); /* after a reconnect: what happened meanwhile */
       everOpen = true;
     };
     source.onerror = () => {
@@ -834,6 +870,9 @@
   $("filters").addEventListener("submit", (e) => e.preventDefault());
 
   connect();
+  whenStarted().then((t) => {
+    serverStart = t;
+  });
   loadSessions().then(() => {
     const m = /^#session=(\d+)$/.exec(location.hash);
     if (m) openSession(Number(m[1]));

@@ -622,3 +622,41 @@ def test_verdict_filter(web_tap, browser, need):
     verdict.select_by_value("")
     wait_until(lambda: len(ids()) == 2, "any verdict: both again", WAIT, browser)
     screenshot(browser, "verdict-bad", "#diagram .verdict")
+
+
+def test_page_follows_a_restarted_smtptap(tap, browser):
+    """smtptap stopped and started again on the same control address while the page stays
+    open: the page reconnects and lists the new process's sessions, which are numbered from
+    1 again, without the old ones."""
+    port = harness.free_port()
+
+    def start():
+        t = tap(["--control", f"127.0.0.1:{port}"])
+        harness.wait_port(port, timeout=WAIT)
+        return t
+
+    def session(t, name: bytes):
+        with harness.RawSmtpClient("127.0.0.1", t.port) as c:
+            c.code()
+            c.cmd(b"EHLO " + name)
+            c.cmd(b"QUIT")
+
+    def listed():
+        return [(e.get_attribute("data-id"), e.text) for e in
+                browser.find_elements(By.CSS_SELECTOR, "#sessions .session")]
+
+    first = start()
+    load_page(browser, port)
+    session(first, b"first.example")
+    wait_until(lambda: [i for i, text in listed() if "first.example" in text] == ["1"],
+               "the first process's session #1", WAIT, browser)
+    first.stop()
+    wait_until(lambda: browser.find_element(By.ID, "conn").text == "reconnecting",
+               "the page to notice the stream ended", WAIT, browser)
+    time.sleep(1.5)  # the page tells a restart by the start time health gives (1 s apart)
+    second = start()
+    wait_until(lambda: browser.find_element(By.ID, "conn").text == "live",
+               "the page to reconnect", 3 * WAIT, browser)
+    session(second, b"second.example")
+    wait_until(lambda: len(listed()) == 1 and listed()[0][0] == "1" and "second.example" in listed()[0][1],
+               "only the second process's session #1", WAIT, browser)
