@@ -327,6 +327,12 @@ def test_live_session_swaks_auth_and_fault_panel(web_tap, browser, need, tmp_pat
     with urllib.request.urlopen(links["jsonl"], timeout=10) as r:
         first = json.loads(r.readline())
         assert first["session"] == sid
+    assert {"pcap", "eml"} <= set(links), links  # -d with every format
+    with urllib.request.urlopen(links["eml"], timeout=10) as r:
+        assert b"Subject: web page test" in r.read()
+    with urllib.request.urlopen(links["pcap"], timeout=10) as r:
+        assert r.read(4) in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1",
+                             b"\xa1\xb2\x3c\x4d")  # a pcap file's magic number
     screenshot(browser, "swaks-auth-session", "#diagram .auth")
 
     # The fault panel: a bad rule shows the API's own text, nothing is added.
