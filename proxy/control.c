@@ -96,16 +96,49 @@ static bool token_matches(const char *want, const char *got, size_t got_len)
     return got_len == n && CRYPTO_memcmp(want, got, n) == 0;
 }
 
-/* The token, from the Authorization header or ?access_token= (RFC 6750 2.1, 2.3). */
-static bool authorized(const struct control *c, const h2o_req_t *req,
-                       const struct control_request *r)
+static const char token_cookie[] = "smtptap_token=";
+
+/* The value of the token cookie among the request's cookies, or false. */
+static bool cookie_token(const h2o_req_t *req, const char **value, size_t *len)
+{
+    const h2o_header_t *h = header(req, H2O_TOKEN_COOKIE);
+    if (!h) return false;
+    const char *p = h->value.base, *end = p + h->value.len;
+    size_t n = sizeof token_cookie - 1;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == ';')) p++;
+        const char *next = memchr(p, ';', (size_t)(end - p));
+        if (!next) next = end;
+        if ((size_t)(next - p) >= n && memcmp(p, token_cookie, n) == 0) {
+            *value = p + n;
+            *len = (size_t)(next - p) - n;
+            return true;
+        }
+        p = next;
+    }
+    return false;
+}
+
+enum how_authorized { NOT_AUTHORIZED, NO_TOKEN_SET, BY_HEADER, BY_QUERY, BY_COOKIE };
+
+/* The token, from the Authorization header, ?access_token= (RFC 6750 2.1, 2.3) or the cookie
+ * the page got when it was opened with ?access_token= (a browser sends no header of its own
+ * with the page's script, style sheet and event stream; the cookie is SameSite=Strict). */
+static enum how_authorized authorized(const struct control *c, const h2o_req_t *req,
+                                      const struct control_request *r)
 {
     const char *want = c->cfg->control_token;
-    if (!want[0]) return true;
+    if (!want[0]) return NO_TOKEN_SET;
     const h2o_header_t *h = header(req, H2O_TOKEN_AUTHORIZATION);
     if (h && h->value.len > 7 && strncasecmp(h->value.base, "Bearer ", 7) == 0)
-        return token_matches(want, h->value.base + 7, h->value.len - 7);
-    return r->token[0] && token_matches(want, r->token, strlen(r->token));
+        return token_matches(want, h->value.base + 7, h->value.len - 7) ? BY_HEADER
+                                                                        : NOT_AUTHORIZED;
+    if (r->token[0])
+        return token_matches(want, r->token, strlen(r->token)) ? BY_QUERY : NOT_AUTHORIZED;
+    const char *v;
+    size_t n;
+    if (cookie_token(req, &v, &n) && token_matches(want, v, n)) return BY_COOKIE;
+    return NOT_AUTHORIZED;
 }
 
 /* A browser page of another site must not drive the API (a cross-site POST), nor reach it
@@ -114,8 +147,8 @@ static bool authorized(const struct control *c, const h2o_req_t *req,
 static const char *refused_origin(const struct control *c, const h2o_req_t *req)
 {
     const h2o_iovec_t host = req->input.authority;
-    bool has_host = header(req, H2O_TOKEN_HOST) != NULL; /* none: HTTP/1.0, not a browser */
-    if (!c->cfg->control_token[0] && has_host) {
+    bool browser_like = req->version >= 0x101; /* HTTP/1.0 (no Host needed): not a browser */
+    if (!c->cfg->control_token[0] && browser_like) {
         char name[HOST_MAX + 8];
         size_t n = host.len < sizeof name - 1 ? host.len : sizeof name - 1;
         memcpy(name, host.base, n);
@@ -153,7 +186,7 @@ static struct control *control_of_req(h2o_req_t *req)
     return (struct control *)((char *)req->conn->ctx - offsetof(struct control, ctx));
 }
 
-static void serve_asset(h2o_req_t *req)
+static void serve_asset(const struct control *c, h2o_req_t *req, enum how_authorized how)
 {
     const struct web_asset *a = web_asset_find(req->path_normalized.base, req->path_normalized.len);
     if (!a) {
@@ -164,6 +197,12 @@ static void serve_asset(h2o_req_t *req)
         "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'";
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("content-security-policy"), 0,
                           NULL, csp, sizeof csp - 1);
+    if (how == BY_QUERY) { /* the page's own requests carry it from now on */
+        char cookie[400];
+        int n = snprintf(cookie, sizeof cookie, "%s%s; Path=/; HttpOnly; SameSite=Strict",
+                         token_cookie, c->cfg->control_token);
+        add_header(req, H2O_TOKEN_SET_COOKIE, h2o_strdup(&req->pool, cookie, (size_t)n).base);
+    }
     control_respond(req, 200, "OK", a->content_type, (const char *)a->data, a->len);
 }
 
@@ -173,7 +212,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     struct control *c = control_of_req(req);
     struct control_request r;
     control_request_parse(req->method.base, req->method.len, req->path.base, req->path.len, &r);
-    if (!authorized(c, req, &r)) {
+    enum how_authorized how = authorized(c, req, &r);
+    if (how == NOT_AUTHORIZED) {
         add_header(req, H2O_TOKEN_WWW_AUTHENTICATE, "Bearer realm=\"smtptap\"");
         control_respond_error(req, 401, "Unauthorized",
                               "a token is needed: Authorization: Bearer TOKEN");
@@ -202,7 +242,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
     if (r.route == ROUTE_ASSET) {
-        serve_asset(req);
+        serve_asset(c, req, how);
         return 0;
     }
     if (r.route == ROUTE_EVENTS) return control_sse_open(c, req, &r);

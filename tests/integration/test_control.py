@@ -444,6 +444,15 @@ def check_token(base, token):
     assert status == 200 and json.loads(body)["status"] == "ok"
     status, _, body = request(base + "/api/health?access_token=" + token)
     assert status == 200
+    # the page opened with ?access_token= gets a cookie its script, style and stream send
+    status, headers, body = request(base + "/?access_token=" + token)
+    assert status == 200 and b"<html" in body.lower()
+    cookie = headers["Set-Cookie"]
+    assert cookie.startswith(f"smtptap_token={token};") and "HttpOnly" in cookie \
+        and "SameSite=Strict" in cookie
+    for path in ("/app.js", "/api/sessions"):
+        assert request(base + path, headers={"Cookie": f"a=b; smtptap_token={token}"})[0] == 200
+        assert request(base + path, headers={"Cookie": "smtptap_token=nope"})[0] == 401
 
 
 def test_a_token_is_checked_on_every_request(tap, tmp_path):
