@@ -178,10 +178,23 @@ static void put32(uint8_t *b, uint32_t v)
     put16(b + 2, (uint16_t)v);
 }
 
-/* The one's-complement sum of b (RFC 1071), added to sum, not folded. */
+/* The one's-complement sum of b (RFC 1071), added to sum, not folded. Four octets at a time
+ * in host order, swapped once at the end (RFC 1071 2.B: the sum does not depend on the byte
+ * order): a 20 MB message is 20 MB of payload to sum. */
 static uint32_t sum16(uint32_t sum, const uint8_t *b, size_t n)
 {
-    for (size_t i = 0; i + 1 < n; i += 2) sum += (uint32_t)(b[i] << 8 | b[i + 1]);
+    size_t i = 0;
+    uint64_t acc = 0;
+    for (uint32_t w; i + 4 <= n; i += 4) {
+        memcpy(&w, b + i, 4);
+        acc += w;
+    }
+    while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    acc = (acc >> 8 | acc << 8) & 0xffff;
+#endif
+    sum += (uint32_t)acc;
+    for (; i + 1 < n; i += 2) sum += (uint32_t)(b[i] << 8 | b[i + 1]);
     if (n & 1) sum += (uint32_t)(b[n - 1] << 8);
     return sum;
 }
