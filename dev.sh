@@ -7,6 +7,7 @@
 #   ./dev.sh test-valgrind           the timing-free integration tests under valgrind memcheck
 #   ./dev.sh bench                   the benchmark in tests/bench (not a test)
 #   ./dev.sh bench-tls               the TLS benchmark in tests/bench (not a test)
+#   ./dev.sh bench-control           what the control API and its web page cost (tests/bench)
 # Arguments are taken where the caller stands (./dev.sh run -d ./captures writes there): the
 # script does not change directory. Meson and ninja print only when they fail. `run` and
 # `test` share build/ (configured once with tests enabled; `run` builds only the binary).
@@ -121,8 +122,13 @@ bench-tls)
     build build-release smtptap --buildtype=release -Dtests=disabled
     exec "$root/tests/bench/bench_tls.sh" "$@"
     ;;
+bench-control)
+    install_missing "${BUILD_PKGS[@]}" "${BENCH_PKGS[@]}"
+    build build-release smtptap --buildtype=release -Dtests=disabled
+    exec /usr/bin/python3 "$root/tests/bench/bench_control.py" --smtptap "$root/build-release/smtptap" "$@"
+    ;;
 *)
-    echo "usage: ./dev.sh run|test|test-asan|test-valgrind|bench|bench-tls [ARGS]" >&2
+    echo "usage: ./dev.sh run|test|test-asan|test-valgrind|bench|bench-tls|bench-control [ARGS]" >&2
     exit 64
     ;;
 esac
