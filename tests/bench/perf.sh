@@ -18,7 +18,10 @@ load=$2
 shift 2
 [ $# -gt 0 ] && [ "$1" = -- ] && shift
 tmp=$(mktemp -d)
-trap 'kill $sink_pid $tap_pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
+# KEEP_DIR=DIR: the capture files are moved there instead of deleted (ext4 without a journal
+# makes file creation slow for 30 s after many deletions nearby: runs compared one after the
+# other should not pay for the previous one's clean-up)
+trap 'kill $sink_pid $tap_pid 2>/dev/null || true; [ -n "${KEEP_DIR:-}" ] && [ -d "$tmp/cap" ] && mv "$tmp/cap" "$KEEP_DIR/$(basename "$tmp")"; rm -rf "$tmp"' EXIT
 if [ $# -gt 0 ]; then opts=("$@"); else
     opts=(-q -d "$tmp/cap" --format text,jsonl,pcap,eml)
 fi
