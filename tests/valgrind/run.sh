@@ -17,8 +17,10 @@
 # shutdown timeouts measured), test_faults (delay, slow and stall measured), test_tls_flow and
 # test_upgrade_edges (peak RSS read from /proc, ASan-aware bounds, tight waits),
 # test_capture_pcap (20 MB messages, timestamps), test_transparent (smtptap runs from a script
-# inside a network namespace, out of the wrapper's reach) and test_mta (real MTAs with their
-# own timeouts).
+# inside a network namespace, out of the wrapper's reach), test_mta (real MTAs with their
+# own timeouts), test_watch (a summary's time within 10 ms of the end line's), test_control
+# (streams closed within a second, 10,000 connections) and test_client_tls and test_web
+# (clients and a browser with their own timeouts).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -28,7 +30,7 @@ main() { # read whole before it runs: editing this file during a run cannot chan
     SUBSET=(test_cli test_sink test_relay test_bytes test_auth test_tls test_starttls
             test_upstream_starttls test_tls_matrix test_tls_hints test_repeated_hello
             test_mta_fixtures test_hardening test_capture_jsonl test_capture_eml test_lint_state
-            test_exposure)
+            test_exposure test_bdat_faults test_replay)
 
     command -v valgrind >/dev/null || {
         echo "run.sh: valgrind is not installed (apt-get install valgrind)" >&2
