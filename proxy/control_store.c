@@ -7,7 +7,9 @@
 
 #include "smtptap/event_copy.h"
 
-enum { CHUNK_SIZE = 16 * 1024 };
+/* A session's first chunk is small (an idle session holds a few events: 10,000 of them with
+ * 16 KiB each would be 160 MiB), each next one twice the last, up to CHUNK_MAX. */
+enum { CHUNK_FIRST = 2 * 1024, CHUNK_MAX = 64 * 1024 };
 
 /* Stored event copies, back to back (each event_copy_size, aligned). */
 struct control_event_chunk {
@@ -166,7 +168,9 @@ static const struct event *store_event(struct control_session *s, const struct e
     }
     struct control_event_chunk *c = s->last;
     if (!c || c->cap - c->used < need) {
-        size_t cap = need > CHUNK_SIZE ? need : CHUNK_SIZE;
+        size_t cap = s->last ? 2 * s->last->cap : CHUNK_FIRST;
+        if (cap > CHUNK_MAX) cap = CHUNK_MAX;
+        if (cap < need) cap = need;
         c = malloc(sizeof *c + cap);
         if (!c) abort();
         c->next = NULL;
