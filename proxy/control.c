@@ -96,28 +96,7 @@ static bool token_matches(const char *want, const char *got, size_t got_len)
     return got_len == n && CRYPTO_memcmp(want, got, n) == 0;
 }
 
-static const char token_cookie[] = "smtptap_token=";
-
-/* The value of the token cookie among the request's cookies, or false. */
-static bool cookie_token(const h2o_req_t *req, const char **value, size_t *len)
-{
-    const h2o_header_t *h = header(req, H2O_TOKEN_COOKIE);
-    if (!h) return false;
-    const char *p = h->value.base, *end = p + h->value.len;
-    size_t n = sizeof token_cookie - 1;
-    while (p < end) {
-        while (p < end && (*p == ' ' || *p == ';')) p++;
-        const char *next = memchr(p, ';', (size_t)(end - p));
-        if (!next) next = end;
-        if ((size_t)(next - p) >= n && memcmp(p, token_cookie, n) == 0) {
-            *value = p + n;
-            *len = (size_t)(next - p) - n;
-            return true;
-        }
-        p = next;
-    }
-    return false;
-}
+static const char token_cookie[] = "smtptap_token";
 
 enum how_authorized { NOT_AUTHORIZED, NO_TOKEN_SET, BY_HEADER, BY_QUERY, BY_COOKIE };
 
@@ -135,9 +114,13 @@ static enum how_authorized authorized(const struct control *c, const h2o_req_t *
                                                                         : NOT_AUTHORIZED;
     if (r->token[0])
         return token_matches(want, r->token, strlen(r->token)) ? BY_QUERY : NOT_AUTHORIZED;
+    const h2o_header_t *cookie = header(req, H2O_TOKEN_COOKIE);
     const char *v;
     size_t n;
-    if (cookie_token(req, &v, &n) && token_matches(want, v, n)) return BY_COOKIE;
+    if (cookie &&
+        control_cookie_value(cookie->value.base, cookie->value.len, token_cookie, &v, &n) &&
+        token_matches(want, v, n))
+        return BY_COOKIE;
     return NOT_AUTHORIZED;
 }
 
@@ -149,22 +132,7 @@ static const char *refused_origin(const struct control *c, const h2o_req_t *req)
     const h2o_iovec_t host = req->input.authority;
     bool browser_like = req->version >= 0x101; /* HTTP/1.0 (no Host needed): not a browser */
     if (!c->cfg->control_token[0] && browser_like) {
-        char name[HOST_MAX + 8];
-        size_t n = host.len < sizeof name - 1 ? host.len : sizeof name - 1;
-        memcpy(name, host.base, n);
-        name[n] = 0;
-        char *colon = name[0] == '[' ? strstr(name, "]:") : strrchr(name, ':');
-        if (colon) *(name[0] == '[' ? colon + 1 : colon) = 0;
-        char *bare = name;
-        if (bare[0] == '[') {
-            bare++;
-            char *end = strchr(bare, ']');
-            if (end) *end = 0;
-        }
-        struct sockaddr_in6 a6;
-        struct sockaddr_in a4;
-        bool numeric = uv_ip4_addr(bare, 0, &a4) == 0 || uv_ip6_addr(bare, 0, &a6) == 0;
-        if (!numeric && strcasecmp(bare, "localhost") != 0)
+        if (!control_host_is_local_name(host.base, host.len))
             return "the Host header names neither an address nor localhost (DNS rebinding?); "
                    "use the address smtptap listens on, or set --control-token";
     }
@@ -199,7 +167,7 @@ static void serve_asset(const struct control *c, h2o_req_t *req, enum how_author
                           NULL, csp, sizeof csp - 1);
     if (how == BY_QUERY) { /* the page's own requests carry it from now on */
         char cookie[400];
-        int n = snprintf(cookie, sizeof cookie, "%s%s; Path=/; HttpOnly; SameSite=Strict",
+        int n = snprintf(cookie, sizeof cookie, "%s=%s; Path=/; HttpOnly; SameSite=Strict",
                          token_cookie, c->cfg->control_token);
         add_header(req, H2O_TOKEN_SET_COOKIE, h2o_strdup(&req->pool, cookie, (size_t)n).base);
     }

@@ -1,11 +1,15 @@
 /* control_request.c - routes and fault rule bodies of the control API (control_request.h). */
 #include "smtptap/control_request.h"
 
+#include <arpa/inet.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "smtptap/utf8.h"
+
+enum { HOST_NAME_TEXT = 300 };
 
 static int hex_value(char c)
 {
@@ -192,6 +196,48 @@ void control_request_parse(const char *method, size_t mlen, const char *target, 
             strcpy(out->format, formats[i]);
             return route(out, ROUTE_CAPTURE, "GET", method, mlen);
         }
+}
+
+/* ---- headers ------------------------------------------------------------------------------ */
+
+bool control_cookie_value(const char *header, size_t len, const char *name, const char **value,
+                          size_t *value_len)
+{
+    const char *p = header, *end = header + len;
+    size_t n = strlen(name);
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == ';')) p++;
+        const char *next = memchr(p, ';', (size_t)(end - p));
+        if (!next) next = end;
+        if ((size_t)(next - p) > n && memcmp(p, name, n) == 0 && p[n] == '=') {
+            *value = p + n + 1;
+            *value_len = (size_t)(next - p) - n - 1;
+            return true;
+        }
+        p = next;
+    }
+    return false;
+}
+
+bool control_host_is_local_name(const char *host, size_t len)
+{
+    char name[HOST_NAME_TEXT];
+    if (len >= sizeof name) return false;
+    memcpy(name, host, len);
+    name[len] = 0;
+    char *bare = name;
+    if (bare[0] == '[') { /* [v6] or [v6]:port */
+        bare++;
+        char *close = strchr(bare, ']');
+        if (!close || (close[1] && close[1] != ':')) return false;
+        *close = 0;
+        struct in6_addr a6;
+        return inet_pton(AF_INET6, bare, &a6) == 1;
+    }
+    char *colon = strchr(name, ':');
+    if (colon) *colon = 0;
+    struct in_addr a4;
+    return inet_pton(AF_INET, bare, &a4) == 1 || strcasecmp(bare, "localhost") == 0;
 }
 
 /* ---- fault rules from a body ------------------------------------------------------------ */

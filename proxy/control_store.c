@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "smtptap/event_copy.h"
+#include "smtptap/smtp.h"
 
 /* A session's first chunk is small (an idle session holds a few events: 10,000 of them with
  * 16 KiB each would be 160 MiB), each next one twice the last, up to CHUNK_MAX. */
@@ -208,33 +209,19 @@ static void copy_line(char *dst, size_t size, const uint8_t *b, size_t len)
     dst[n] = 0;
 }
 
-static bool starts_word(const uint8_t *b, size_t len, const char *word)
-{
-    size_t n = strlen(word);
-    if (len < n) return false;
-    for (size_t i = 0; i < n; i++)
-        if ((b[i] | 0x20) != (word[i] | 0x20)) return false;
-    return len == n || b[n] == ' ' || b[n] == '\r' || b[n] == '\n';
-}
-
-/* The argument after the verb: up to the line end. */
-static void word_after(char *dst, size_t size, const uint8_t *b, size_t len, size_t verb)
-{
-    size_t i = verb;
-    while (i < len && b[i] == ' ') i++;
-    copy_line(dst, size, b + i, len - i);
-}
-
+/* The command's verb by the project's own parser (smtp.h), and its argument. */
 static void on_command(struct control_store *st, struct control_session *s, const struct event *ev)
 {
     s->commands++;
     st->totals.commands++;
     s->bytes_up += ev->len;
-    if (!s->helo[0] &&
-        (starts_word(ev->bytes, ev->len, "EHLO") || starts_word(ev->bytes, ev->len, "HELO")))
-        word_after(s->helo, sizeof s->helo, ev->bytes, ev->len, 4);
-    if (!s->auth_mech[0] && starts_word(ev->bytes, ev->len, "AUTH")) {
-        word_after(s->auth_mech, sizeof s->auth_mech, ev->bytes, ev->len, 4);
+    const uint8_t *arg;
+    size_t arg_len;
+    enum smtp_verb verb = smtp_verb_parse(ev->bytes, ev->len, &arg, &arg_len);
+    if (!s->helo[0] && (verb == SMTP_VERB_EHLO || verb == SMTP_VERB_HELO))
+        copy_line(s->helo, sizeof s->helo, arg, arg_len);
+    if (!s->auth_mech[0] && verb == SMTP_VERB_AUTH) {
+        copy_line(s->auth_mech, sizeof s->auth_mech, arg, arg_len);
         char *sp = strchr(s->auth_mech, ' ');
         if (sp) *sp = 0;
     }

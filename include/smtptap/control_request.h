@@ -49,6 +49,14 @@ struct control_request {
 void control_request_parse(const char *method, size_t method_len, const char *target,
                            size_t target_len, struct control_request *out);
 
+/* The value of cookie name (e.g. "smtptap_token") in a Cookie header's value (len bytes, not
+ * NUL-terminated): true with *value, *value_len pointing into it. */
+bool control_cookie_value(const char *header, size_t len, const char *name, const char **value,
+                          size_t *value_len);
+/* Whether a Host header's value (len bytes; a port may follow) is an IP address (IPv6 in
+ * brackets) or localhost: a name that is neither may be a DNS rebinding of 127.0.0.1. */
+bool control_host_is_local_name(const char *host, size_t len);
+
 /* A fault rule from a POST body: JSON {"rule": "VERB [GLOB]: ACTION", "name": "..."} or
  * {"name":..., "on":..., "match":..., "nth":..., "probability":..., "action":...} (the keys
  * of a [fault NAME] section), or the flag syntax as text. The name is "" when none was

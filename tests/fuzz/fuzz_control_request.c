@@ -337,8 +337,30 @@ static void check_body(const uint8_t *body, size_t n)
     check_text_as_json(body, n, rc, &r, err);
 }
 
+/* The header parsers see the body's bytes too: a cookie found lies inside the header, after
+ * "NAME=", and ends at a ';' or the end; the answers do not change when asked again. */
+static void check_headers(const uint8_t *data, size_t size)
+{
+    const char *h = (const char *)data, *v = NULL;
+    size_t n = 0;
+    bool found = control_cookie_value(h, size, "smtptap_token", &v, &n);
+    if (found) {
+        if (v < h + 14 || v + n > h + size || memcmp(v - 14, "smtptap_token=", 14) != 0) abort();
+        if (v + n < h + size && v[n] != ';') abort();
+        if (memchr(v, ';', n)) abort();
+    }
+    const char *v2 = NULL;
+    size_t n2 = 0;
+    if (control_cookie_value(h, size, "smtptap_token", &v2, &n2) != found ||
+        (found && (v2 != v || n2 != n)))
+        abort();
+    bool local = control_host_is_local_name(h, size);
+    if (control_host_is_local_name(h, size) != local) abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    check_headers(data, size);
     struct fuzz_in in = {data, size};
     size_t line_len;
     const uint8_t *line = fuzz_until(&in, 0, &line_len);

@@ -833,6 +833,33 @@ static void a_bad_section_key_gets_the_configuration_files_words(void **state)
                         "list, which only the EHLO reply carries");
 }
 
+/* The token cookie among others, and the Host check against DNS rebinding. */
+static void cookies_and_host_names(void **state)
+{
+    (void)state;
+    const char *v;
+    size_t n;
+    const char *h = "a=b; smtptap_token=abc; c=d";
+    assert_true(control_cookie_value(h, strlen(h), "smtptap_token", &v, &n));
+    assert_int_equal(n, 3);
+    assert_memory_equal(v, "abc", 3);
+    h = "smtptap_tokenx=1;smtptap_token=";
+    assert_true(control_cookie_value(h, strlen(h), "smtptap_token", &v, &n));
+    assert_int_equal(n, 0);
+    h = "xsmtptap_token=1; smtptap_toke=2";
+    assert_false(control_cookie_value(h, strlen(h), "smtptap_token", &v, &n));
+    assert_false(control_cookie_value("", 0, "smtptap_token", &v, &n));
+    static const char *const local[] = {"127.0.0.1:8025", "127.0.0.1",    "[::1]:8025",
+                                        "[::1]",          "LocalHost:80", "192.0.2.1:8025"};
+    for (size_t i = 0; i < sizeof local / sizeof local[0]; i++)
+        assert_true(control_host_is_local_name(local[i], strlen(local[i])));
+    static const char *const names[] = {
+        "rebound.evil.example", "evil.example:8025", "[::1", "[::1]x", "",
+        "127.0.0.1.nip.io:80",  "[localhost]"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        assert_false(control_host_is_local_name(names[i], strlen(names[i])));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -865,6 +892,7 @@ int main(void)
         cmocka_unit_test(a_long_action_is_the_keys_to_judge),
         cmocka_unit_test(a_bad_rule_gets_the_command_lines_words),
         cmocka_unit_test(a_bad_section_key_gets_the_configuration_files_words),
+        cmocka_unit_test(cookies_and_host_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
