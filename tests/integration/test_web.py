@@ -289,9 +289,11 @@ def test_live_session_swaks_auth_and_fault_panel(web_tap, browser, need, tmp_pat
     assert rc == 0, out + err
     s = api.wait_ended(lambda s: (s.get("auth") or {}).get("mech") == "PLAIN", "with AUTH PLAIN")
     sid = s["id"]
-    row = wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, f"#sessions .session[data-id='{sid}']"),
-                     "swaks's session in the list (from the event stream)", WAIT, browser)[0]
-    assert "AUTH " in row.text and "TLS" in row.text, row.text
+    # The API and the page's stream are two readers: the row may first show the session as
+    # the stream last saw it (live, 0 commands); it must come to show the ended summary.
+    wait_until(lambda: [e for e in browser.find_elements(By.CSS_SELECTOR, f"#sessions .session[data-id='{sid}']")
+                        if "AUTH " in e.text and "TLS" in e.text and "live" not in e.text.split()],
+               "swaks's ended session in the list with TLS and AUTH (from the event stream)", WAIT, browser)
     open_session(browser, sid)
 
     cmds = texts(browser, "#diagram .cmd .label")
@@ -367,7 +369,8 @@ def test_live_session_swaks_auth_and_fault_panel(web_tap, browser, need, tmp_pat
     assert faults and all(x.startswith("!!") for x in faults), faults
     failed = [x for x in texts(browser, "#diagram .reply.err .label") if "451 4.7.1 Try later" in x]
     assert failed, texts(browser, "#diagram .reply")
-    assert browser.find_elements(By.CSS_SELECTOR, f"#sessions .session.has-errors[data-id='{f['id']}']")
+    wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, f"#sessions .session.has-errors[data-id='{f['id']}']"),
+               "the fault's session marked as having errors in the list", WAIT, browser)
     wait_until(lambda: "fired 1" in browser.find_element(
         By.CSS_SELECTOR, f"#faults .rule[data-name='{name}']").text,
         "the rule's fired count in the panel", WAIT, browser)
@@ -420,7 +423,9 @@ def test_hostile_lines_are_text_and_lint_is_marked(web_tap, browser):
     assert browser.execute_script("return window.__xss === undefined")
     lint = texts(browser, "#diagram .lint .note")
     assert lint and lint[0].startswith("** ") and "bare LF" in lint[0], lint
-    assert "** 1" in browser.find_element(By.CSS_SELECTOR, f"#sessions .session[data-id='{s['id']}']").text
+    wait_until(lambda: "** 1" in " ".join(e.text for e in browser.find_elements(
+        By.CSS_SELECTOR, f"#sessions .session[data-id='{s['id']}']")),
+        "the lint count in the session's row", WAIT, browser)
 
 
 def drive_sessions(port: int, n: int, threads: int = 4):
