@@ -10,10 +10,15 @@
  *   capture_floor big DIR MESSAGES     one 20 MB message's files: 23 MB of text, 21 MB of
  *       pcap and 20 MB of eml written 64 KiB at a time (smtptap's sizes), and the SHA-256
  *       of 20 MB that its message summary shows
+ *   capture_floor jsonl - SESSIONS     jansson (which the issue asks for) encoding one 4 KiB
+ *       session's 61 jsonl events (as smtptap's: 40 message lines, 7 replies, 5 commands, 9
+ *       more), each as an object of the seven common fields with a line of 80 characters,
+ *       built, dumped as capture_jsonl.c does and freed; no file
  *
  * Prints the CPU time (user + system, getrusage) per session; for big, per message, the
  * files' and the SHA-256's. */
 #include <fcntl.h>
+#include <jansson.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,10 +116,37 @@ static void big(const char *dir, unsigned long messages)
     free(body);
 }
 
+static void jsonl(unsigned long sessions)
+{
+    enum { EVENTS = 61 };
+    static const char line[] =
+        "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX\r\n";
+    char out[4096];
+    size_t total = 0;
+    double t0 = cpu_us();
+    for (unsigned long n = 0; n < sessions; n++)
+        for (int e = 0; e < EVENTS; e++) {
+            json_t *o = json_object();
+            json_object_set_new_nocheck(o, "ts",
+                                        json_string_nocheck("2026-12-03T12:00:00.290183Z"));
+            json_object_set_new_nocheck(o, "session", json_integer((json_int_t)n));
+            json_object_set_new_nocheck(o, "t", json_real(0.004123 + e * 1e-6));
+            json_object_set_new_nocheck(o, "dir", json_string_nocheck("c2s"));
+            json_object_set_new_nocheck(o, "kind", json_string_nocheck("content"));
+            json_object_set_new_nocheck(o, "tls", json_false());
+            json_object_set_new_nocheck(o, "line", json_stringn_nocheck(line, sizeof line - 1));
+            total += json_dumpb(o, out, sizeof out,
+                                JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
+            json_decref(o);
+        }
+    if (!total) exit(1);
+    printf("%.1f\n", (cpu_us() - t0) / (double)sessions);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 4) {
-        fprintf(stderr, "usage: capture_floor small|big DIR COUNT\n");
+        fprintf(stderr, "usage: capture_floor small|big|jsonl DIR COUNT\n");
         return 2;
     }
     unsigned long count = strtoul(argv[3], NULL, 10);
@@ -122,6 +154,8 @@ int main(int argc, char **argv)
         small(argv[2], count);
     else if (strcmp(argv[1], "big") == 0)
         big(argv[2], count);
+    else if (strcmp(argv[1], "jsonl") == 0)
+        jsonl(count);
     else
         return 2;
     return 0;
