@@ -170,16 +170,23 @@ static bool open_format(struct fanout *fo, unsigned format, const char *base,
     return true;
 }
 
+void capture_base_name(const char *dir, time_t started, uint64_t session, const char *client,
+                       char *out, size_t size)
+{
+    char stamp[32], tag[96];
+    struct tm tm;
+    localtime_r(&started, &tm);
+    strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%S", &tm);
+    client_tag(client, tag, sizeof tag);
+    snprintf(out, size, "%s/%s-%llu-%s", dir, stamp, (unsigned long long)session, tag);
+}
+
 struct event_writer *capture_open(const struct capture_options *opt, uint64_t session,
                                   const char *client, char *err, size_t err_size)
 {
-    char stamp[32], tag[96], base[4300];
-    time_t now = opt->started ? opt->started : time(NULL);
-    struct tm tm;
-    localtime_r(&now, &tm);
-    strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%S", &tm);
-    client_tag(client, tag, sizeof tag);
-    snprintf(base, sizeof base, "%s/%s-%llu-%s", opt->dir, stamp, (unsigned long long)session, tag);
+    char base[4300];
+    capture_base_name(opt->dir, opt->started ? opt->started : time(NULL), session, client, base,
+                      sizeof base);
     struct fanout *fo = calloc(1, sizeof *fo);
     if (!fo) abort();
     fo->base.write = fanout_write;

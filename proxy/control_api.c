@@ -74,26 +74,16 @@ static bool capture_path(const struct control *c, const struct control_session *
 {
     const char *dir = c->cfg->capture_dir;
     if (!dir[0] || strcmp(dir, "-") == 0) return false;
-    char client[96], tag[96];
+    char client[96], base[4300];
     sockaddr_format((const struct sockaddr *)&s->client, client, sizeof client);
-    size_t n = 0;
-    for (const char *p = client; *p && n + 1 < sizeof tag; p++)
-        tag[n++] = (*p == ':' || *p == '/') ? '_' : *p;
-    tag[n] = 0;
     time_t start = (time_t)(s->started_us / 1000000u);
-    static const int around[] = {0, 1, -1};
+    static const int around[] = {0, 1, -1}; /* the files' second may be the next or last one */
     for (size_t i = 0; i < 3; i++) {
-        time_t t = start + around[i];
-        struct tm tm;
-        localtime_r(&t, &tm);
-        char stamp[32];
-        strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%S", &tm);
+        capture_base_name(dir, start + around[i], s->id, client, base, sizeof base);
         if (strcmp(ext, "eml") == 0)
-            snprintf(path, size, "%s/%s-%llu-%s-%llu.eml", dir, stamp, (unsigned long long)s->id,
-                     tag, (unsigned long long)(message ? message : 1));
+            snprintf(path, size, "%s-%llu.eml", base, (unsigned long long)(message ? message : 1));
         else
-            snprintf(path, size, "%s/%s-%llu-%s.%s", dir, stamp, (unsigned long long)s->id, tag,
-                     ext);
+            snprintf(path, size, "%s.%s", base, ext);
         struct stat st;
         if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) return true;
     }

@@ -29,6 +29,12 @@ struct capture_options {
     time_t started;          /* the time in the file names (0: now): the session's start */
 };
 
+/* The path every capture file of a session starts with: DIR/YYYYmmddTHHMMSS-<session>-<client>
+ * (local time of started; client "127.0.0.1:5000" as "127.0.0.1_5000", "[::1]:5000" as
+ * "[__1]_5000"). A format adds ".txt", ".jsonl", ".pcap", or "-<message>.eml". */
+void capture_base_name(const char *dir, time_t started, uint64_t session, const char *client,
+                       char *out, size_t size);
+
 /* Opens the capture files of one session. Returns one writer that hands every event to
  * each format's writer (owned by the caller: close it with writer->close), or NULL with a
  * reason in err (nothing is left open then). */
