@@ -103,11 +103,13 @@ __attribute__((format(printf, 2, 3))) static void out_fmt(struct out *o, const c
     va_end(ap);
 }
 
-/* Starts a view with "AUTH <MECH>". */
-static void out_begin(struct out *o, struct auth_view *v, const struct auth_decoder *a)
+/* Starts a view with "AUTH <MECH>"; step says which line it is (auth_view.step). */
+static void out_begin(struct out *o, struct auth_view *v, const struct auth_decoder *a,
+                      const char *step)
 {
     no_view(v);
     v->decoded = true;
+    v->step = step;
     o->v = v;
     sb_init(&o->text, v->text, sizeof v->text);
     sb_init(&o->red, v->redacted, sizeof v->redacted);
@@ -126,31 +128,51 @@ enum secrecy {
     SECRET_BLOB,   /* <redacted N bytes>: opaque data of a mechanism smtptap does not decode */
 };
 
-/* Appends ` key="value"`, or ` "value"` without a key; a secret value reads as its
- * `secrecy` says in the redacted text. */
-static void out_field(struct out *o, const char *key, const uint8_t *p, size_t n,
-                      enum secrecy secrecy)
+/* Appends ` key="value"`, or ` "value"` when shown without a key (name is then the
+ * structured form's key); a secret value reads as its `secrecy` says in the redacted text.
+ * The value is recorded in the view's fields when both texts hold it whole. */
+static void out_named_field(struct out *o, const char *key, const char *name, const uint8_t *p,
+                            size_t n, enum secrecy secrecy)
 {
     if (key)
         out_fmt(o, " %s=", key);
     else
         out_fmt(o, " ");
     sb_put(&o->text, "\"", 1);
+    size_t off = o->text.len, roff = o->red.len;
     sb_escaped(&o->text, p, n, true);
+    size_t len = o->text.len - off;
     sb_put(&o->text, "\"", 1);
     char mark[64];
     switch (secrecy) {
     case VISIBLE:
         sb_put(&o->red, "\"", 1);
+        roff = o->red.len;
         sb_escaped(&o->red, p, n, true);
         sb_put(&o->red, "\"", 1);
-        return;
+        break;
     case SECRET: snprintf(mark, sizeof mark, "<redacted>"); break;
     case SECRET_TOKEN: snprintf(mark, sizeof mark, "<redacted token>"); break;
     case SECRET_DIGEST: snprintf(mark, sizeof mark, "<redacted digest>"); break;
     case SECRET_BLOB: snprintf(mark, sizeof mark, "<redacted %zu bytes>", n); break;
     }
-    sb_put(&o->red, mark, strlen(mark));
+    if (secrecy != VISIBLE) sb_put(&o->red, mark, strlen(mark));
+    size_t rlen = secrecy == VISIBLE ? o->red.len - roff - 1 : o->red.len - roff;
+    struct auth_view *v = o->v;
+    if (o->text.full || o->red.full || v->nfields == AUTH_FIELDS_MAX) return;
+    struct auth_field *f = &v->fields[v->nfields++];
+    snprintf(f->name, sizeof f->name, "%s", name && name[0] ? name : "field"); /* "=v": no key */
+    f->secret = secrecy != VISIBLE;
+    f->off = off;
+    f->len = len;
+    f->roff = roff;
+    f->rlen = rlen;
+}
+
+static void out_field(struct out *o, const char *key, const uint8_t *p, size_t n,
+                      enum secrecy secrecy)
+{
+    out_named_field(o, key, key ? key : "data", p, n, secrecy);
 }
 
 /* Records a lint finding; the first one wins. Findings never quote secret bytes. */
@@ -532,7 +554,7 @@ void auth_on_command(struct auth_decoder *a, const uint8_t *line, size_t len, st
     start_exchange(a, line + m, mend - m);
     a->has_ir = ir < len;
     struct out o;
-    out_begin(&o, out, a);
+    out_begin(&o, out, a, "command");
     if (a->mech == AUTH_MECH_NONE) {
         out_fmt(&o, " <no mechanism>");
         out_problem(&o, "AUTH command has no mechanism name");
@@ -626,7 +648,7 @@ void auth_on_client_line(struct auth_decoder *a, const uint8_t *line, size_t len
     len = line ? strip_eol(line, len) : 0;
     unsigned idx = a->step++;
     struct out o;
-    out_begin(&o, out, a);
+    out_begin(&o, out, a, "response");
     if (len == 1 && line[0] == '*') {
         a->cancelled = true;
         out_fmt(&o, " cancelled by the client (*)");
@@ -651,7 +673,7 @@ static void show_challenge(struct out *o, struct auth_decoder *a, const uint8_t 
     if (a->mech == AUTH_MECH_LOGIN) {
         unsigned role = a->step + (a->has_ir ? 1 : 0);
         out_fmt(o, " prompt");
-        out_field(o, NULL, buf, n, VISIBLE);
+        out_named_field(o, NULL, "prompt", buf, n, VISIBLE);
         out_fmt(o, " (next line: %s)", login_next[role < 2 ? role : 2]);
     } else if (n == 0) {
         out_fmt(o, " empty challenge (the client sends its credentials next)");
@@ -662,7 +684,7 @@ static void show_challenge(struct out *o, struct auth_decoder *a, const uint8_t 
         sb_escaped(&o->red, buf, n, false);
     } else {
         out_fmt(o, " challenge");
-        out_field(o, NULL, buf, n, VISIBLE);
+        out_named_field(o, NULL, "challenge", buf, n, VISIBLE);
     }
 }
 
@@ -728,6 +750,8 @@ static void on_final(struct auth_decoder *a, int code, const uint8_t *reply, siz
     if (a->user[0]) out_fmt(o, " for %s", a->user);
     out_fmt(o, ": %s (%d%s%.*s)", outcome(a, code), code, ecode ? " " : "", (int)ecode,
             (const char *)text);
+    o->v->outcome = outcome(a, code);
+    o->v->code = code;
     a->active = false;
 }
 
@@ -738,10 +762,11 @@ void auth_on_reply(struct auth_decoder *a, int code, const uint8_t *reply, size_
     if (!a->active) return;
     if (!reply) len = 0;
     struct out o;
-    out_begin(&o, out, a);
+    bool final = code >= 200 && code < 600 && code / 100 != 3;
+    out_begin(&o, out, a, code == 334 ? "challenge" : final ? "outcome" : "unexpected");
     if (code == 334) {
         on_challenge(a, reply, len, &o);
-    } else if (code >= 200 && code < 600 && code / 100 != 3) {
+    } else if (final) {
         on_final(a, code, reply, len, &o);
     } else {
         out_fmt(&o, ": unexpected reply %d", code);

@@ -156,6 +156,7 @@ static bool open_format(struct fanout *fo, unsigned format, const char *base,
         snprintf(path, sizeof path, "%s.jsonl", base);
         if ((f = open_stream(path, err, err_size))) {
             w = jsonl_writer_new(f, true, false);
+            jsonl_writer_file_buffer(w);
             jsonl_writer_whole_messages(w, opt->whole_messages);
         }
         break;

@@ -14,10 +14,13 @@
  *              they are valid UTF-8 without NUL; else "line_b64" (standard base64)
  *   "text"     smtptap's text (text kinds), or "text_b64" when it is not valid UTF-8
  * then the event's facts as one object named after the kind of fact: "endpoints",
- * "handshake", "reply", "lint", "fault", "message", "delivery", "end" (see put_facts). An
- * EHLO reply smtptap edited follows the server's own "reply" as kind "edited_reply": its
- * "line" is what the client got, and its "reply" has "edit": {"added": [...],
- * "removed": [...]}, the texts of the lines after "250-" that differ.
+ * "handshake", "reply", "lint", "fault", "message", "delivery", "end", "verdict", "auth"
+ * (see put_facts). An EHLO reply smtptap edited follows the server's own "reply" as kind
+ * "edited_reply": its "line" is what the client got, and its "reply" has "edit":
+ * {"added": [...], "removed": [...]}, the texts of the lines after "250-" that differ. A
+ * decoded SASL line ("auth", --decode-auth) has "auth": {"mechanism", "step", "user",
+ * "fields": {"authcid": "alice", ...}, "secret": [the names of the secret fields],
+ * "outcome" and "code" at the final reply}, the values as its text shows them.
  *
  * Not written: EV_WIRE and EV_BODY, the bytes of the connection and of each message, which
  * pcap and eml carry. A message is here as the lines the transcript shows ("content"; all
@@ -407,6 +410,29 @@ static bool put_verdict(json_t *f, const struct event_verdict_facts *v)
            set(f, "mail_exposed", json_boolean(v->mail_exposed));
 }
 
+/* EV_AUTH: {mechanism, step, user, fields: {name: value, ...}, secret: [names], outcome,
+ * code}. A name the line gives twice (a hostile XOAUTH2 line) gets "_2", "_3"... after it. */
+static bool put_auth(json_t *f, const struct event_auth_facts *a)
+{
+    json_t *fields = json_object(), *secret = json_array();
+    bool ok = set(f, "mechanism", json_string_nocheck(a->mechanism ? a->mechanism : "")) &&
+              set(f, "step", json_string_nocheck(a->step ? a->step : "")) &&
+              put_str(f, "user", a->user && a->user[0] ? a->user : NULL) &&
+              set(f, "fields", fields) && set(f, "secret", secret);
+    for (size_t i = 0; ok && i < a->nfields && i < EVENT_AUTH_FIELDS_MAX; i++) {
+        char name[48];
+        snprintf(name, sizeof name, "%s", a->names[i]);
+        for (unsigned k = 2; json_object_get(fields, name) && k < 100; k++)
+            snprintf(name, sizeof name, "%s_%u", a->names[i], k);
+        ok = put_str(fields, name, a->values[i]);
+        if (ok && a->secret[i]) ok = json_array_append_new(secret, json_string(name)) == 0;
+    }
+    if (ok && a->outcome)
+        ok = set(f, "outcome", json_string_nocheck(a->outcome)) &&
+             set(f, "code", count((uint64_t)a->code));
+    return ok;
+}
+
 /* The name of the facts object for this kind, or NULL when the kind carries none. */
 static const char *facts_name(enum event_kind k)
 {
@@ -421,6 +447,7 @@ static const char *facts_name(enum event_kind k)
     case EV_DELIVERY: return "delivery";
     case EV_END: return "end";
     case EV_VERDICT: return "verdict";
+    case EV_AUTH: return "auth";
     default: return NULL;
     }
 }
@@ -444,6 +471,7 @@ static bool put_facts(json_t *o, const struct event *ev)
     case EV_DELIVERY: return put_delivery(f, &x->delivery);
     case EV_END: return put_end(f, &x->end);
     case EV_VERDICT: return put_verdict(f, &x->verdict);
+    case EV_AUTH: return put_auth(f, &x->auth);
     default: return true;
     }
 }
@@ -545,6 +573,14 @@ static void jsonl_close(struct event_writer *w)
     free(j);
 }
 
+void jsonl_writer_file_buffer(struct event_writer *w)
+{
+    struct jsonl_writer *j = (struct jsonl_writer *)w;
+    if (j->file_buffer) return;
+    if (!(j->file_buffer = malloc(FILE_BUFFER))) abort(); /* its pages are touched as they fill */
+    setvbuf(j->f, j->file_buffer, _IOFBF, FILE_BUFFER);
+}
+
 void jsonl_writer_whole_messages(struct event_writer *w, bool whole)
 {
     ((struct jsonl_writer *)w)->whole_messages = whole;
@@ -560,10 +596,6 @@ struct event_writer *jsonl_writer_new(FILE *f, bool owns_file, bool flush_each)
     j->f = f;
     j->owns_file = owns_file;
     j->flush_each = flush_each;
-    if (owns_file) { /* nothing written to it yet: its pages are touched only as they fill */
-        if (!(j->file_buffer = malloc(FILE_BUFFER))) abort();
-        setvbuf(f, j->file_buffer, _IOFBF, FILE_BUFFER);
-    }
     return &j->base;
 }
 

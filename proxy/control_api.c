@@ -134,8 +134,13 @@ json_t *control_session_json(const struct control *c, const struct control_sessi
     json_object_set_new(o, "tls",
                         json_pack("{s:o,s:o}", "client", tls_json(&s->tls_client, false),
                                   "upstream", tls_json(&s->tls_upstream, true)));
-    json_object_set_new(o, "auth",
-                        s->auth_mech[0] ? json_pack("{s:s?}", "mech", s->auth_mech) : json_null());
+    json_t *auth = s->auth_mech[0] ? json_pack("{s:s}", "mech", s->auth_mech) : json_null();
+    if (auth && s->auth_user[0]) json_object_set_new(auth, "user", json_string(s->auth_user));
+    if (auth && s->auth_outcome[0]) {
+        json_object_set_new(auth, "outcome", json_string(s->auth_outcome));
+        json_object_set_new(auth, "code", json_integer(s->auth_code));
+    }
+    json_object_set_new(o, "auth", auth ? auth : json_null());
     json_object_set_new(o, "counts",
                         json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "commands", (json_int_t)s->commands,
                                   "replies", (json_int_t)s->replies, "messages",

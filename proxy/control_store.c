@@ -2,6 +2,7 @@
  * (control_store.h). */
 #include "smtptap/control_store.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -227,6 +228,15 @@ static void on_command(struct control_store *st, struct control_session *s, cons
     }
 }
 
+static void on_auth(struct control_session *s, const struct event_auth_facts *a)
+{
+    if (a->user && a->user[0]) snprintf(s->auth_user, sizeof s->auth_user, "%s", a->user);
+    if (a->outcome) {
+        snprintf(s->auth_outcome, sizeof s->auth_outcome, "%s", a->outcome);
+        s->auth_code = a->code;
+    }
+}
+
 static void on_reply(struct control_session *s, const struct event *ev)
 {
     if (ev->to_smtptap) return;
@@ -293,6 +303,9 @@ struct control_session *control_store_event(struct control_store *st, const stru
         st->totals.lint++;
         break;
     case EV_ERROR: s->errors++; break;
+    case EV_AUTH:
+        if (ev->facts) on_auth(s, &ev->facts->auth);
+        break;
     case EV_VERDICT: s->verdict = copy; break;
     case EV_END:
         s->end = copy;

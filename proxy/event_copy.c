@@ -68,6 +68,18 @@ static void copy_verdict(struct layout *l, struct event_verdict_facts *v)
     v->auth_user = copy_str(l, v->auth_user);
 }
 
+static void copy_auth(struct layout *l, struct event_auth_facts *a)
+{
+    a->mechanism = copy_str(l, a->mechanism);
+    a->step = copy_str(l, a->step);
+    a->user = copy_str(l, a->user);
+    a->outcome = copy_str(l, a->outcome);
+    for (size_t i = 0; i < a->nfields && i < EVENT_AUTH_FIELDS_MAX; i++) {
+        a->names[i] = copy_str(l, a->names[i]);
+        a->values[i] = copy_str(l, a->values[i]);
+    }
+}
+
 /* The facts' strings, by the kind that says which member is in use. */
 static void copy_facts(struct layout *l, enum event_kind kind, union event_facts *f)
 {
@@ -86,6 +98,7 @@ static void copy_facts(struct layout *l, enum event_kind kind, union event_facts
     case EV_BODY: f->message.sha256 = copy_str(l, f->message.sha256); break;
     case EV_DELIVERY: copy_delivery(l, &f->delivery); break;
     case EV_VERDICT: copy_verdict(l, &f->verdict); break;
+    case EV_AUTH: copy_auth(l, &f->auth); break;
     default: break; /* endpoints, end: no pointers */
     }
 }

@@ -148,12 +148,33 @@ static void after_bdat_command(struct session *s, const struct smtp_in_item *it)
 
 /* ---- AUTH: decoded and redacted once, here, so every writer gets the same view ---------- */
 
-static void show_auth_view(struct session *s, const struct auth_view *v)
+void session_show_auth(struct session *s, const struct auth_view *v, enum event_dir side)
 {
-    if (v->decoded && s->cfg->decode_auth)
-        session_emit(s, EV_AUTH, DIR_NONE, NULL, 0, s->cfg->redact ? v->redacted : v->text, false);
-    if (v->problem[0])
-        session_lint(s, "sasl-malformed", DIR_C2S, (int64_t)s->c2s_pos, "lint: %s", v->problem);
+    if (v->decoded && s->cfg->decode_auth) {
+        const char *text = s->cfg->redact ? v->redacted : v->text;
+        char values[EVENT_AUTH_FIELDS_MAX][AUTH_TEXT_MAX];
+        union event_facts f = {.auth = {
+                                   .mechanism = s->auth.mech_name,
+                                   .step = v->step,
+                                   .user = s->auth.user,
+                                   .outcome = v->outcome,
+                                   .code = v->code,
+                               }};
+        for (unsigned i = 0; i < v->nfields && i < EVENT_AUTH_FIELDS_MAX; i++) {
+            const struct auth_field *x = &v->fields[i];
+            size_t off = s->cfg->redact ? x->roff : x->off, len = s->cfg->redact ? x->rlen : x->len;
+            snprintf(values[i], sizeof values[i], "%.*s", (int)len, text + off);
+            f.auth.names[i] = x->name;
+            f.auth.values[i] = values[i];
+            f.auth.secret[i] = x->secret;
+            f.auth.nfields++;
+        }
+        session_emit_facts(s, EV_AUTH, DIR_NONE, NULL, 0, text, false, &f);
+    }
+    if (v->problem[0]) {
+        uint64_t pos = side == DIR_S2C ? s->s2c_pos : s->c2s_pos;
+        session_lint(s, "sasl-malformed", side, (int64_t)pos, "lint: %s", v->problem);
+    }
 }
 
 /* The command event for a client line; AUTH lines go through the decoder and, with
@@ -195,7 +216,7 @@ static void emit_client_line(struct session *s, const struct smtp_in_item *it)
     } else {
         command_event(s, it->bytes, it->len);
     }
-    show_auth_view(s, &v);
+    session_show_auth(s, &v, DIR_C2S);
 }
 
 /* ---- a command line: decide, then act ----------------------------------------------------- */

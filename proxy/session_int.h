@@ -197,6 +197,9 @@ void session_emit_to_smtptap(struct session *s, const uint8_t *bytes, size_t len
 void session_emit_facts(struct session *s, enum event_kind kind, enum event_dir dir,
                         const uint8_t *bytes, size_t len, const char *text, bool local,
                         const union event_facts *facts);
+/* A decoded SASL line: its "##" event (with --decode-auth; facts.auth), and its lint
+ * finding, if any, on side's stream. */
+void session_show_auth(struct session *s, const struct auth_view *v, enum event_dir side);
 /* A "**" lint line with its stable id and the offset in its side's stream. */
 void session_lint(struct session *s, const char *id, enum event_dir dir, int64_t offset,
                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));

@@ -34,10 +34,7 @@ static void auth_reply(struct session *s, const struct smtp_pending *p, const st
     if (p->kind != SMTP_PENDING_SASL && p->verb != SMTP_VERB_AUTH) return;
     struct auth_view v;
     auth_on_reply(&s->auth, r->code, r->bytes, r->len, &v);
-    if (v.decoded && s->cfg->decode_auth)
-        session_emit(s, EV_AUTH, DIR_NONE, NULL, 0, s->cfg->redact ? v.redacted : v.text, false);
-    if (v.problem[0])
-        session_lint(s, "sasl-malformed", DIR_S2C, (int64_t)s->s2c_pos, "lint: %s", v.problem);
+    session_show_auth(s, &v, DIR_S2C);
 }
 
 static void unpaired_reply(struct session *s, const struct smtp_reply *r)

@@ -20,7 +20,18 @@ enum auth_mech {
     AUTH_MECH_OTHER,
 };
 
-enum { AUTH_TEXT_MAX = 1024, AUTH_USER_MAX = 256 };
+enum { AUTH_TEXT_MAX = 1024, AUTH_USER_MAX = 256, AUTH_FIELDS_MAX = 8 };
+
+/* One decoded value of a line, for structured output (jsonl): where it is in the view's two
+ * texts, as they show it (printable, escaped, without its quotes). */
+struct auth_field {
+    char name[32];     /* authzid authcid password user digest response token auth message field
+                          prompt challenge data, or an XOAUTH2/OAUTHBEARER key as the client sent
+                          it (escaped) */
+    bool secret;       /* the redacted text shows a mark instead */
+    size_t off, len;   /* in text */
+    size_t roff, rlen; /* in redacted: the same value, or its mark ("<redacted>") */
+};
 
 /* What one line of the exchange means. Texts are NUL-terminated, printable (non-printable
  * bytes escaped as \xNN), and never longer than AUTH_TEXT_MAX - 1. */
@@ -36,6 +47,15 @@ struct auth_view {
      * must be masked when redacting: usually the whole base64 payload. len 0: none. */
     size_t secret_off, secret_len;
     char problem[256]; /* non-empty: a "**" lint finding (invalid base64, missing NUL, ...) */
+    /* The same, structured: */
+    const char *step;    /* "command" (the AUTH line), "response" (a client line),
+                            "challenge" (a 334), "outcome" (the final reply), or
+                            "unexpected" (a reply that is neither); static strings */
+    const char *outcome; /* "outcome": accepted, rejected, cancelled, temporary failure,
+                            syntax error, ...; NULL otherwise */
+    int code;            /* "outcome": the reply code */
+    unsigned nfields;    /* the values shown, in order (those that fit in the texts) */
+    struct auth_field fields[AUTH_FIELDS_MAX];
 };
 
 struct auth_decoder {

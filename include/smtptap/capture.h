@@ -61,6 +61,9 @@ int capture_create_unnamed(const char *path_in_dir);
  * is set (stdout for log shippers), else at every reply and on close. close() closes f when
  * owns_file. */
 struct event_writer *jsonl_writer_new(FILE *f, bool owns_file, bool flush_each);
+/* Gives a file of the writer's own (a capture file, not stdout) a 64 KiB stdio buffer, so
+ * that a flush is one write; call it before the first event. */
+void jsonl_writer_file_buffer(struct event_writer *w);
 /* A message's lines past its first 40 (EV_CONTENT past_preview) are left out unless whole
  * (-v): a body is eml's and pcap's, and a 20 MB one would cost more to encode than relay. */
 void jsonl_writer_whole_messages(struct event_writer *w, bool whole);

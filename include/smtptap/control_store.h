@@ -32,6 +32,10 @@ struct control_session {
     char helo[CONTROL_HELO_MAX];
     struct control_tls tls_client, tls_upstream;
     char auth_mech[32];
+    /* With --decode-auth (EV_AUTH facts): the user the exchange named, and its outcome
+     * ("accepted", "rejected", ...) and reply code once it ended; "" and 0 before. */
+    char auth_user[96], auth_outcome[40];
+    int auth_code;
     uint64_t commands, replies, messages, faults, lint, errors;
     uint64_t codes[4]; /* 2xx, 3xx, 4xx, 5xx */
     uint64_t server_wait_ns, last_latency_ns, max_latency_ns;

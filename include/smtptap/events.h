@@ -23,7 +23,7 @@ enum event_kind {
     EV_LINT,    /* "**" protocol warning (text; facts.lint) */
     EV_ERROR,   /* "<**" or "**>" error on one side (text; dir tells the side) */
     EV_FAULT,   /* "!!" a fault rule fired (text; facts.fault) */
-    EV_AUTH,    /* "##" a decoded SASL step (text, already redacted if asked) */
+    EV_AUTH,    /* "##" a decoded SASL step (text, already redacted if asked; facts.auth) */
     /* Kinds the text format does not show (its "==" lines say the same in words): */
     EV_START,      /* the session began (facts.endpoints: client and listener) */
     EV_UPSTREAM,   /* the upstream is connected (facts.endpoints: its address and ours) */
@@ -112,6 +112,22 @@ struct event_verdict_facts {
     bool credentials_exposed, mail_exposed;
 };
 
+enum { EVENT_AUTH_FIELDS_MAX = 8 };
+
+/* A decoded SASL line (EV_AUTH, with --decode-auth): what its "##" text says, structured.
+ * Values read as the text shows them (printable, escaped); under --redact a secret one is
+ * its mark ("<redacted>"), as in the text. */
+struct event_auth_facts {
+    const char *mechanism; /* as the client wrote it, upper-cased */
+    const char *step;      /* command, response, challenge, outcome, unexpected (auth.h) */
+    const char *user;      /* the user the exchange named so far, or "" */
+    const char *outcome;   /* step "outcome": accepted, rejected, cancelled...; else NULL */
+    int code;              /* step "outcome": the reply code */
+    size_t nfields;
+    const char *names[EVENT_AUTH_FIELDS_MAX], *values[EVENT_AUTH_FIELDS_MAX];
+    bool secret[EVENT_AUTH_FIELDS_MAX]; /* the value is a secret (masked under --redact) */
+};
+
 union event_facts {
     struct event_endpoints endpoints;
     struct event_tls_facts tls;
@@ -122,6 +138,7 @@ union event_facts {
     struct event_delivery_facts delivery;
     struct event_end_facts end;
     struct event_verdict_facts verdict;
+    struct event_auth_facts auth;
 };
 
 struct event {

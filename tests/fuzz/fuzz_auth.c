@@ -9,7 +9,10 @@
  *     keeps every other byte (so no byte of the secret survives);
  *   - auth_b64_decode accepts what the reference accepts (strict, padded RFC 4648, "=" as
  *     empty) and decodes it to the same bytes; it refuses the rest;
- *   - the decoder's own strings (mechanism, user) stay NUL-terminated. */
+ *   - the decoder's own strings (mechanism, user) stay NUL-terminated;
+ *   - each structured field (auth_view.fields) is named and lies inside the texts: a shown
+ *     value between its quotes and the same in both texts, a secret one a mark in the
+ *     redacted text; a secret's bytes never reach the redacted text through a field. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +56,24 @@ static void check_view(const uint8_t *line, size_t len, const struct auth_view *
                "secret span %zu+%zu outside the %zu bytes of the line", v->secret_off,
                v->secret_len, body);
     check_redaction(line, body, v);
+    FUZZ_CHECK(v->nfields <= AUTH_FIELDS_MAX, "%u fields", v->nfields);
+    size_t tlen = strlen(v->text), rlen = strlen(v->redacted);
+    for (unsigned i = 0; i < v->nfields; i++) {
+        const struct auth_field *f = &v->fields[i];
+        FUZZ_CHECK(f->name[0] && memchr(f->name, 0, sizeof f->name), "field %u has no name", i);
+        FUZZ_CHECK(f->off >= 1 && f->off + f->len <= tlen && v->text[f->off - 1] == '"' &&
+                       v->text[f->off + f->len] == '"',
+                   "field %s at %zu+%zu is not a quoted value of \"%s\"", f->name, f->off, f->len,
+                   v->text);
+        FUZZ_CHECK(f->roff + f->rlen <= rlen, "field %s outside the redacted text", f->name);
+        if (f->secret)
+            FUZZ_CHECK(f->rlen >= 9 && memcmp(v->redacted + f->roff, "<redacted", 9) == 0,
+                       "secret field %s is not a mark in \"%s\"", f->name, v->redacted);
+        else
+            FUZZ_CHECK(f->rlen == f->len &&
+                           memcmp(v->redacted + f->roff, v->text + f->off, f->len) == 0,
+                       "field %s differs between the texts", f->name);
+    }
 }
 
 static int b64_value(uint8_t c)

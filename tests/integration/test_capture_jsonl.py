@@ -587,7 +587,75 @@ def test_redact_leaves_no_password_in_any_form(tap, need, tmp_path, decode):
                 redacted += b"<redacted>" in payload(e)
         if decode:
             assert any(e["kind"] == "auth" and "<redacted" in e["text"] for e in events)
+            # structured too, and masked there as in the text
+            auth = [e["auth"] for e in events if e["kind"] == "auth"]
+            assert {"step": "outcome", "outcome": "accepted", "code": 235, "user": USER} \
+                .items() <= auth[-1].items(), auth
+            pw = [a for a in auth if "password" in a["fields"]]
+            assert pw and all(a["fields"]["password"] == "<redacted>" and "password" in a["secret"]
+                              for a in pw), pw
     assert redacted >= 3  # PLAIN initial response, LOGIN password line, smtplib's PLAIN
+
+
+def test_decoded_auth_is_structured(tap, need, tmp_path):
+    """--decode-auth: each "##" line is an "auth" event whose facts a jq filter can use
+    (mechanism, step, user, the decoded fields, which are secret, the outcome and code),
+    agreeing with its text; swaks with PLAIN and LOGIN, and a wrong password, against the
+    built-in sink with a user list (it checks passwords)."""
+    need("swaks", "jq")
+    cap = tmp_path / "cap"
+    ini = tmp_path / "users.ini"
+    ini.write_text(f"[sink]\nusers = {USER}:{PASSWORD}\n")
+    t = tap(["-c", str(ini), "-d", str(cap), "--format", "jsonl", "--decode-auth"])
+    for mech in ("PLAIN", "LOGIN"):
+        rc, out, err = harness.swaks(t.hostport, "--from", FROM, "--to", RCPTS[0],
+                                     "--auth", mech, "--auth-user", USER,
+                                     "--auth-password", PASSWORD)
+        assert rc == 0, out + err
+    rc, out, err = harness.swaks(t.hostport, "--from", FROM, "--to", RCPTS[0], "--auth",
+                                 "PLAIN", "--auth-user", USER, "--auth-password", "wrong")
+    assert rc != 0 and "535" in out, out + err
+    for sid in (1, 2, 3):
+        wait_session_jsonl(cap, sid)
+    t.stop()
+    plain, login, wrong = (jq_check(p) for p in sorted(cap.glob("*.jsonl"),
+                                                       key=lambda p: int(p.name.split("-")[1])))
+
+    def auth_of(events):
+        got = [e for e in events if e["kind"] == "auth"]
+        for e in got:  # the facts say what the text says
+            a = e["auth"]
+            assert e["text"].startswith(f"AUTH {a['mechanism']}"), e
+            for name, value in a["fields"].items():
+                assert f'"{value}"' in e["text"], (name, value, e["text"])
+        return [e["auth"] for e in got]
+
+    a = auth_of(plain)
+    assert [x["step"] for x in a] == ["command", "outcome"], a
+    assert a[0]["mechanism"] == "PLAIN" and a[0]["user"] == USER
+    assert a[0]["fields"] == {"authzid": "", "authcid": USER, "password": PASSWORD}, a[0]
+    assert a[0]["secret"] == ["password"]
+    assert {"outcome": "accepted", "code": 235}.items() <= a[1].items(), a[1]
+
+    a = auth_of(login)
+    steps = [x["step"] for x in a]
+    assert steps[0] == "command" and steps[-1] == "outcome", steps
+    assert [x["fields"].get("prompt") for x in a if x["step"] == "challenge"] == \
+        ["Username:", "Password:"], a
+    responses = [x["fields"] for x in a if x["step"] == "response"]
+    assert responses == [{"user": USER}, {"password": PASSWORD}], responses
+    assert a[-1]["user"] == USER and a[-1]["outcome"] == "accepted"
+
+    a = auth_of(wrong)
+    assert a[-1]["outcome"] == "rejected" and a[-1]["code"] == 535, a[-1]
+    assert a[0]["fields"]["password"] == "wrong"
+    # jq selects on the facts: who logged in, and how it went
+    rc, out, err = harness.run(["jq", "-r", 'select(.kind == "auth" and .auth.step == "outcome")'
+                                " | \"\\(.auth.user) \\(.auth.outcome)\"",
+                                *map(str, sorted(cap.glob("*.jsonl")))])
+    assert rc == 0, err
+    assert sorted(out.split("\n")[:-1]) == [f"{USER} accepted", f"{USER} accepted",
+                                            f"{USER} rejected"], out
 
 
 # --------------------------------------------------------------------------- stdout

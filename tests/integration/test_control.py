@@ -119,7 +119,9 @@ def test_a_session_is_listed_with_its_facts_and_its_events_equal_the_jsonl_captu
     assert s["id"] == 1 and s["state"] == "ended" and s["ended"] and s["duration_s"] > 0
     assert s["client"].startswith("127.0.0.1:") and s["listener"] == t.hostport
     assert s["upstream"] is None  # the built-in sink
-    assert s["helo"] and s["auth"] == {"mech": "PLAIN"}
+    # with --decode-auth the summary names the user and how it went
+    assert s["helo"] and s["auth"] == {"mech": "PLAIN", "user": "alice", "outcome": "accepted",
+                                       "code": 235}, s["auth"]
     assert s["counts"]["messages"] == 1 and s["counts"]["commands"] >= 6
     assert s["codes"]["2xx"] >= 5 and s["codes"]["3xx"] == 1 and s["codes"]["5xx"] == 0
     assert s["last_reply"].startswith("221")
@@ -664,7 +666,8 @@ def test_redact_leaves_no_secret_in_any_answer(tap, need, tmp_path):
     forms = {password, base64.b64encode(f"\0alice\0{password}".encode()).decode(),
              base64.b64encode(password.encode()).decode()}
     cap = tmp_path / "cap"
-    t, base = start(tap, "-q", "--redact", "-d", str(cap), "--format", "text,jsonl,pcap,eml")
+    t, base = start(tap, "-q", "--redact", "--decode-auth", "-d", str(cap), "--format",
+                    "text,jsonl,pcap,eml")
     sse = SseReader(base, "?content=1")
     try:
         for mech in ("PLAIN", "LOGIN"):
@@ -680,6 +683,7 @@ def test_redact_leaves_no_secret_in_any_answer(tap, need, tmp_path):
         "/api/sessions/2/capture.pcap", "/api/sessions/2/capture.eml")]
     answers.append("".join(d for _, _, d in sse.events).encode())
     assert any(b"AUTH" in a for a in answers)
+    assert any(b'"password":"<redacted>"' in a for a in answers)  # the decoded, masked
     for a in answers:
         for f in forms:
             assert f.encode() not in a, f"{f} in an answer: {a[:300]}"

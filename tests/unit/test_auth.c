@@ -1043,6 +1043,22 @@ static void assert_view_sane(const struct auth_view *v, size_t line_len)
     assert_printable(v->redacted, sizeof v->redacted);
     assert_true(strnlen(v->problem, sizeof v->problem) < sizeof v->problem);
     assert_true(v->secret_off <= line_len && v->secret_len <= line_len - v->secret_off);
+    /* every structured field lies inside its texts, a shown value between quotes, a secret
+     * one in the redacted text as a mark */
+    assert_true(v->nfields <= AUTH_FIELDS_MAX);
+    size_t tlen = strlen(v->text), rlen = strlen(v->redacted);
+    for (unsigned i = 0; i < v->nfields; i++) {
+        const struct auth_field *f = &v->fields[i];
+        assert_true(f->name[0] && strnlen(f->name, sizeof f->name) < sizeof f->name);
+        assert_true(f->off >= 1 && f->off + f->len < tlen + 1);
+        assert_int_equal(v->text[f->off - 1], '"');
+        assert_int_equal(v->text[f->off + f->len], '"');
+        assert_true(f->roff + f->rlen <= rlen);
+        if (f->secret)
+            assert_memory_equal(v->redacted + f->roff, "<redacted", 9);
+        else
+            assert_memory_equal(v->redacted + f->roff, v->text + f->off, f->len);
+    }
 }
 
 static void binary_garbage_in_every_step_keeps_views_printable_and_in_bounds(void **state)
@@ -1079,6 +1095,71 @@ static void binary_garbage_in_every_step_keeps_views_printable_and_in_bounds(voi
         assert_printable(a.user, sizeof a.user);
         assert_printable(a.mech_name, sizeof a.mech_name);
     }
+}
+
+/* The field named name in v, as text (secret false) or redacted text shows it. */
+static const char *field(const struct auth_view *v, const char *name, bool redacted, char *out,
+                         size_t size)
+{
+    for (unsigned i = 0; i < v->nfields; i++) {
+        const struct auth_field *f = &v->fields[i];
+        if (strcmp(f->name, name) != 0) continue;
+        snprintf(out, size, "%.*s", (int)(redacted ? f->rlen : f->len),
+                 (redacted ? v->redacted + f->roff : v->text + f->off));
+        return out;
+    }
+    return NULL;
+}
+
+static void the_structured_view_names_each_value_its_step_and_the_outcome(void **state)
+{
+    (void)state;
+    struct auth_decoder a;
+    struct auth_view v;
+    char buf[AUTH_TEXT_MAX];
+    auth_init(&a);
+    command(&a, &v, "AUTH PLAIN AGFsaWNlAHMzY3JldA==\r\n"); /* \0alice\0s3cret */
+    assert_string_equal(v.step, "command");
+    assert_int_equal(v.nfields, 3);
+    assert_string_equal(field(&v, "authzid", false, buf, sizeof buf), "");
+    assert_string_equal(field(&v, "authcid", false, buf, sizeof buf), "alice");
+    assert_string_equal(field(&v, "authcid", true, buf, sizeof buf), "alice");
+    assert_string_equal(field(&v, "password", false, buf, sizeof buf), "s3cret");
+    assert_string_equal(field(&v, "password", true, buf, sizeof buf), "<redacted>");
+    assert_false(v.fields[1].secret);
+    assert_true(v.fields[2].secret);
+    assert_null(v.outcome);
+    assert_view_sane(&v, 32);
+    reply(&a, &v, "235 2.7.0 Authentication successful\r\n");
+    assert_string_equal(v.step, "outcome");
+    assert_string_equal(v.outcome, "accepted");
+    assert_int_equal(v.code, 235);
+    assert_int_equal(v.nfields, 0);
+
+    /* LOGIN: the prompts are "prompt" fields of "challenge" steps; the answers are named by
+     * their place, whatever the prompt says */
+    command(&a, &v, "AUTH LOGIN\r\n");
+    assert_int_equal(v.nfields, 0);
+    reply(&a, &v, "334 VXNlcm5hbWU6\r\n"); /* Username: */
+    assert_string_equal(v.step, "challenge");
+    assert_string_equal(field(&v, "prompt", false, buf, sizeof buf), "Username:");
+    client(&a, &v, "Ym9i\r\n");
+    assert_string_equal(v.step, "response");
+    assert_string_equal(field(&v, "user", false, buf, sizeof buf), "bob");
+    reply(&a, &v, "334 UGFzc3dvcmQ6\r\n");
+    client(&a, &v, "cHci\r\n"); /* pw" : the quote is escaped in both forms */
+    assert_string_equal(field(&v, "password", false, buf, sizeof buf), "pw\\\"");
+    assert_string_equal(field(&v, "password", true, buf, sizeof buf), "<redacted>");
+    assert_view_sane(&v, 6);
+    reply(&a, &v, "535 5.7.8 Authentication credentials invalid\r\n");
+    assert_string_equal(v.outcome, "rejected");
+    assert_int_equal(v.code, 535);
+
+    /* a 3xx other than 334 is neither a challenge nor an outcome */
+    command(&a, &v, "AUTH LOGIN\r\n");
+    reply(&a, &v, "354 what\r\n");
+    assert_string_equal(v.step, "unexpected");
+    assert_null(v.outcome);
 }
 
 int main(void)
@@ -1137,6 +1218,7 @@ int main(void)
         cmocka_unit_test(long_decoded_values_are_cut_with_an_ellipsis_and_never_leak),
         cmocka_unit_test(redact_line_clamps_spans_and_truncates_to_the_buffer),
         cmocka_unit_test(binary_garbage_in_every_step_keeps_views_printable_and_in_bounds),
+        cmocka_unit_test(the_structured_view_names_each_value_its_step_and_the_outcome),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -216,6 +216,34 @@ static void lint_fault_message_verdict_facts(void **state)
     free(c4.mem);
 }
 
+/* A decoded SASL line's facts: its mechanism, step, user, each field's name and value. */
+static void auth_facts_with_their_fields(void **state)
+{
+    (void)state;
+    union event_facts a = {.auth = {.mechanism = str("PLAIN"),
+                                    .step = str("command"),
+                                    .user = str("alice"),
+                                    .nfields = 2,
+                                    .names = {str("authcid"), str("password")},
+                                    .values = {str("alice"), str("<redacted>")},
+                                    .secret = {false, true}}};
+    struct event ev = {.kind = EV_AUTH, .text = str("AUTH PLAIN ..."), .facts = &a};
+    struct copied c = copy(&ev);
+    wipe();
+    const struct event_auth_facts *x = &c.ev->facts->auth;
+    assert_string_equal(x->mechanism, "PLAIN");
+    assert_string_equal(x->step, "command");
+    assert_string_equal(x->user, "alice");
+    assert_null(x->outcome);
+    assert_int_equal(x->nfields, 2);
+    assert_string_equal(x->names[1], "password");
+    assert_string_equal(x->values[1], "<redacted>");
+    assert_true(x->secret[1] && !x->secret[0]);
+    assert_inside(&c, x->names[0]);
+    assert_inside(&c, x->values[1]);
+    free(c.mem);
+}
+
 /* An EV_BODY's facts carry no digest: NULL stays NULL. */
 static void body_facts_without_digest(void **state)
 {
@@ -242,6 +270,7 @@ int main(void)
         cmocka_unit_test(delivery_facts_with_their_recipients),
         cmocka_unit_test(lint_fault_message_verdict_facts),
         cmocka_unit_test(body_facts_without_digest),
+        cmocka_unit_test(auth_facts_with_their_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
