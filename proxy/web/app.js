@@ -240,7 +240,11 @@
     bottom.appendChild(el("span", "counts",
       num(c.commands) + " cmd, " + num(c.messages) + " msg"));
     if (s.tls && (s.tls.client || s.tls.upstream)) bottom.appendChild(el("span", "badge tls", "TLS"));
-    if (s.auth) bottom.appendChild(el("span", "badge auth", "AUTH " + (s.auth.user || s.auth.mech || "")));
+    if (s.auth) {
+      const failed = s.auth.outcome && s.auth.outcome !== "accepted";
+      bottom.appendChild(el("span", failed ? "badge auth err" : "badge auth",
+        "AUTH " + visible(String(s.auth.user || s.auth.mech || "")) + (failed ? " " + s.auth.outcome : "")));
+    }
     if (num(c.faults)) bottom.appendChild(el("span", "badge fault", "!! " + c.faults));
     if (num(c.lint)) bottom.appendChild(el("span", "badge lint", "** " + c.lint));
     if (hasErrors(s)) bottom.appendChild(el("span", "badge err", "errors"));
@@ -336,7 +340,8 @@
     const t = s.tls || {};
     if (t.client) fact("client TLS", [t.client.version, t.client.cipher, t.client.sni ? "SNI " + t.client.sni : "no SNI"].filter(Boolean).join(", "), "tls-fact");
     if (t.upstream) fact("upstream TLS", [t.upstream.version, t.upstream.cipher, t.upstream.verify].filter(Boolean).join(", "), "tls-fact");
-    if (s.auth) fact("AUTH", (s.auth.mech || "") + (s.auth.user ? " as " + s.auth.user : ""), "auth-fact");
+    if (s.auth) fact("AUTH", (s.auth.mech || "") + (s.auth.user ? " as " + visible(String(s.auth.user)) : "") +
+      (s.auth.outcome ? ": " + s.auth.outcome + (s.auth.code ? " (" + s.auth.code + ")" : "") : ""), "auth-fact");
     const c = s.counts || {};
     fact("counts", num(c.commands) + " commands, " + num(c.replies) + " replies, " + num(c.messages) +
       " messages, " + num(c.faults) + " faults, " + num(c.lint) + " lint, " + num(c.errors) + " errors");

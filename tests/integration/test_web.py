@@ -314,7 +314,7 @@ def test_live_session_swaks_auth_and_fault_panel(web_tap, browser, need, tmp_pat
     assert "Subject: web page test" in content, content
     assert "bytes" in content and "sha256" in content, content  # the message summary
     head = browser.find_element(By.ID, "detail-head").text
-    assert "TLSv1." in head and "PLAIN" in head, head
+    assert "TLSv1." in head and "PLAIN as alice: accepted (235)" in head, head
     # smtptap's own STARTTLS reply is drawn from smtptap's lifeline
     assert browser.find_elements(By.CSS_SELECTOR, "#diagram .reply.local .arrow.t2c")
 
@@ -532,8 +532,9 @@ def test_page_with_1000_sessions(web_tap, browser):
         assert took < 0.1 * harness.TIMEOUT_SCALE, f"GET {path} took {took} s"
 
     # A click opens a session quickly, with its diagram.
-    rows = browser.find_elements(By.CSS_SELECTOR, "#sessions .session")
-    pick = int(rows[100].get_attribute("data-id"))
+    # (read through wait_until: a row the list re-renders meanwhile is looked up again)
+    pick = int(wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#sessions .session")[100]
+                          .get_attribute("data-id"), "the 101st row's session", WAIT, browser))
     opened = open_session(browser, pick)
     assert opened < 3.0, f"opening session #{pick} took {opened:.2f} s"
     assert len(browser.find_elements(By.CSS_SELECTOR, "#diagram .cmd")) == 5
@@ -552,9 +553,11 @@ def test_page_with_1000_sessions(web_tap, browser):
     wait_until(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#sessions .session")) < 10,
                f"the client filter {client!r}", WAIT, browser)
     filter_s = time.monotonic() - t1
-    shown = browser.find_elements(By.CSS_SELECTOR, "#sessions .session")
-    assert str(pick) in [e.get_attribute("data-id") for e in shown]
-    assert all(client in e.text for e in shown), [e.text for e in shown]
+    shown = wait_until(lambda: [(e.get_attribute("data-id"), e.text) for e in
+                                browser.find_elements(By.CSS_SELECTOR, "#sessions .session")],
+                       "the filtered rows", WAIT, browser)
+    assert str(pick) in [i for i, _ in shown], shown
+    assert all(client in text for _, text in shown), shown
     assert filter_s < 3.0, filter_s
     print(f"\n{n} sessions in {drive_s:.2f} s; GET /api/sessions {min(samples)*1e3:.1f}.."
           f"{max(samples)*1e3:.1f} ms (median {statistics.median(samples)*1e3:.1f}); "
