@@ -15,6 +15,7 @@ enum {
     CONTROL_MAX_CONNECTIONS = 1024,  /* more are closed as soon as accepted */
     CONTROL_MAX_STREAMS = 64,        /* event streams at once; more get 503 */
     CONTROL_STREAM_BEHIND = 1 << 20, /* bytes a stream may lag before it is dropped */
+    CONTROL_REPLAY_MAX = 512 * 1024, /* stored events resent at once to a stream that resumes */
     CONTROL_BODY_MAX = 64 * 1024,    /* request bodies (fault rules) */
     CONTROL_PING_MS = 15000,
     CONTROL_TICK_MS = 1000,
@@ -43,7 +44,7 @@ struct control {
     struct control_store store;
     struct control_stream *streams;
     size_t nstreams;
-    uint64_t streams_dropped, event_seq;
+    uint64_t streams_dropped;
     bool streams_dirty;
     uv_timer_t flush; /* control_sse_flush, CONTROL_FLUSH_MS after the first event */
     uv_timer_t ping;

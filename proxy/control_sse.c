@@ -90,6 +90,101 @@ static void on_stop(h2o_generator_t *gen, h2o_req_t *req)
     unlink_stream(st);
 }
 
+static bool wants(const struct control_stream *st, const struct event *ev);
+static void queue(struct control *c, struct control_stream *st, const char *a, size_t alen,
+                  const char *b, size_t blen);
+
+/* ---- resuming: Last-Event-ID ---------------------------------------------------------------- */
+
+/* A stream that reconnects with Last-Event-ID: N (EventSource does so by itself) gets the
+ * stored events after N that it wants, in order, before the live ones. At most
+ * CONTROL_REPLAY_MAX bytes at a time: past that the stream ends after them, and the client
+ * reconnects from the last one it got. When an event after N is no longer kept, an
+ * "event: gap" comes first. */
+struct replayed {
+    uint64_t seq;
+    const struct event *ev;
+};
+
+struct replay {
+    const struct control_stream *st;
+    uint64_t after;
+    struct replayed *items;
+    size_t n, cap;
+};
+
+static bool collect(void *ctx, uint64_t seq, const struct event *ev)
+{
+    struct replay *r = ctx;
+    if (seq <= r->after || !wants(r->st, ev)) return true;
+    if (ev->kind == EV_CONTENT && ev->past_preview && !r->st->c->cfg->verbosity) return true;
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? 2 * r->cap : 256;
+        struct replayed *more = realloc(r->items, cap * sizeof *more);
+        if (!more) abort();
+        r->items = more;
+        r->cap = cap;
+    }
+    r->items[r->n++] = (struct replayed){seq, ev};
+    return true;
+}
+
+static int by_seq(const void *a, const void *b)
+{
+    uint64_t x = ((const struct replayed *)a)->seq, y = ((const struct replayed *)b)->seq;
+    return x < y ? -1 : x > y;
+}
+
+/* The number in a Last-Event-ID header, or false when there is none or it is not one. */
+static bool last_event_id(h2o_req_t *req, uint64_t *out)
+{
+    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("last-event-id"), -1);
+    if (i < 0) return false;
+    h2o_iovec_t v = req->headers.entries[i].value;
+    if (v.len == 0 || v.len > 19) return false;
+    uint64_t n = 0;
+    for (size_t k = 0; k < v.len; k++) {
+        if (v.base[k] < '0' || v.base[k] > '9') return false;
+        n = n * 10 + (uint64_t)(v.base[k] - '0');
+    }
+    *out = n;
+    return true;
+}
+
+static void replay(struct control *c, struct control_stream *st, uint64_t after)
+{
+    const struct control_store *store = &c->store;
+    if (store->lost_seq_max > after) {
+        char gap[128];
+        int n = snprintf(gap, sizeof gap, "{\"after\":%llu,\"lost_up_to\":%llu}",
+                         (unsigned long long)after, (unsigned long long)store->lost_seq_max);
+        static const char head[] = "event: gap\ndata: ";
+        queue(c, st, head, sizeof head - 1, gap, (size_t)n);
+    }
+    struct replay r = {.st = st, .after = after};
+    for (const struct control_session *s = store->oldest; s; s = s->newer)
+        if (s->nevents && s->last_seq > after) control_session_each_numbered(s, collect, &r);
+    qsort(r.items, r.n, sizeof *r.items, by_seq);
+    size_t bytes = 0;
+    for (size_t i = 0; i < r.n && !st->finished; i++) {
+        size_t len = 0;
+        char *line = jsonl_event_line(r.items[i].ev, &len);
+        if (!line) continue;
+        char head[48];
+        int hlen =
+            snprintf(head, sizeof head, "id: %llu\ndata: ", (unsigned long long)r.items[i].seq);
+        if (bytes + (size_t)hlen + len + 2 > CONTROL_REPLAY_MAX) { /* the rest next time */
+            free(line);
+            st->ending = true;
+            break;
+        }
+        queue(c, st, head, (size_t)hlen, line, len);
+        bytes += (size_t)hlen + len + 2;
+        free(line);
+    }
+    free(r.items);
+}
+
 int control_sse_open(struct control *c, h2o_req_t *req, const struct control_request *r)
 {
     if (c->stopping) {
@@ -128,6 +223,8 @@ int control_sse_open(struct control *c, h2o_req_t *req, const struct control_req
                    H2O_STRLIT("no-store"));
     h2o_start_response(req, &st->gen);
     buf_append_str(&st->pending, ": smtptap events\nretry: 2000\n\n");
+    uint64_t after;
+    if (!st->summaries && last_event_id(req, &after)) replay(c, st, after);
     send_now(st);
     return 0;
 }
@@ -214,8 +311,8 @@ void control_sse_event(struct control *c, const struct event *ev, struct control
     char *line = any_event ? jsonl_event_line(ev, &len) : NULL;
     char *summary = any_summary ? summary_text(c, s) : NULL;
     if (!line && !summary) return;
-    char head[48];
-    int hlen = snprintf(head, sizeof head, "id: %llu\ndata: ", (unsigned long long)++c->event_seq);
+    char head[48]; /* the event's number in the store: the same for every stream */
+    int hlen = snprintf(head, sizeof head, "id: %llu\ndata: ", (unsigned long long)c->store.seq);
     for (struct control_stream *st = c->streams, *next; st; st = next) {
         next = st->next; /* queue may drop st */
         if (line && wants(st, ev)) queue(c, st, head, (size_t)hlen, line, len);

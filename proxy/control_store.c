@@ -20,6 +20,16 @@ struct control_event_chunk {
     _Alignas(max_align_t) unsigned char mem[];
 };
 
+/* Each stored event: its number, then its copy (event_copy.h), aligned for it. */
+struct stored_head {
+    uint64_t seq;
+    size_t size; /* the copy's */
+};
+enum {
+    HEAD_SIZE = (sizeof(struct stored_head) + _Alignof(max_align_t) - 1) / _Alignof(max_align_t) *
+                _Alignof(max_align_t),
+};
+
 void control_store_init(struct control_store *st, size_t recent_max, bool whole_messages)
 {
     memset(st, 0, sizeof *st);
@@ -121,8 +131,15 @@ static struct control_session *new_record(struct control_store *st, const struct
     return s;
 }
 
+/* An event numbered seq is no longer kept: a stream resuming before it has a gap. */
+static void lost(struct control_store *st, uint64_t seq)
+{
+    if (seq > st->lost_seq_max) st->lost_seq_max = seq;
+}
+
 static void drop_record(struct control_store *st, struct control_session *s)
 {
+    if (s->nevents) lost(st, s->last_seq);
     if (s->newer)
         s->newer->older = s->older;
     else
@@ -158,14 +175,16 @@ static bool essential(enum event_kind k)
            k == EV_ERROR || k == EV_START || k == EV_UPSTREAM;
 }
 
-static const struct event *store_event(struct control_session *s, const struct event *ev)
+static const struct event *store_event(struct control_store *st, struct control_session *s,
+                                       const struct event *ev, uint64_t seq)
 {
-    size_t need = event_copy_size(ev);
+    size_t size = event_copy_size(ev), need = HEAD_SIZE + size;
     size_t limit = essential(ev->kind) ? 2 * CONTROL_EVENTS_MAX : CONTROL_EVENTS_MAX;
     /* the end and the verdict, once each, are always kept: s->end, s->verdict */
     bool last = ev->kind == EV_END || ev->kind == EV_VERDICT;
     if (!last && s->events_bytes + need > limit) {
         s->events_dropped++;
+        lost(st, seq);
         return NULL;
     }
     struct control_event_chunk *c = s->last;
@@ -184,10 +203,14 @@ static const struct event *store_event(struct control_session *s, const struct e
             s->first = c;
         s->last = c;
     }
-    struct event *copy = event_copy_into(c->mem + c->used, ev);
+    struct stored_head *h = (struct stored_head *)(c->mem + c->used);
+    h->seq = seq;
+    h->size = size;
+    struct event *copy = event_copy_into(c->mem + c->used + HEAD_SIZE, ev);
     c->used += need;
     s->events_bytes += need;
     s->nevents++;
+    s->last_seq = seq;
     return copy;
 }
 
@@ -273,12 +296,13 @@ static bool kept_in_events(const struct control_store *st, const struct event *e
 
 struct control_session *control_store_event(struct control_store *st, const struct event *ev)
 {
+    uint64_t seq = ++st->seq;
     struct control_session *s =
         ev->kind == EV_START ? new_record(st, ev) : control_store_find(st, ev->session);
     if (!s) return NULL;
     s->t_ns = ev->t_ns;
     s->changed = true;
-    const struct event *copy = kept_in_events(st, ev) ? store_event(s, ev) : NULL;
+    const struct event *copy = kept_in_events(st, ev) ? store_event(st, s, ev, seq) : NULL;
     switch (ev->kind) {
     case EV_COMMAND: on_command(st, s, ev); break;
     case EV_REPLY: on_reply(s, ev); break;
@@ -327,13 +351,33 @@ struct control_session *control_store_event(struct control_store *st, const stru
     return s;
 }
 
-void control_session_each_event(const struct control_session *s,
-                                bool (*fn)(void *ctx, const struct event *ev), void *ctx)
+void control_session_each_numbered(const struct control_session *s,
+                                   bool (*fn)(void *ctx, uint64_t seq, const struct event *ev),
+                                   void *ctx)
 {
     for (const struct control_event_chunk *c = s->first; c; c = c->next)
         for (size_t at = 0; at < c->used;) {
-            const struct event *ev = (const struct event *)(c->mem + at);
-            if (!fn(ctx, ev)) return;
-            at += event_copy_size(ev);
+            const struct stored_head *h = (const struct stored_head *)(c->mem + at);
+            if (!fn(ctx, h->seq, (const struct event *)(c->mem + at + HEAD_SIZE))) return;
+            at += HEAD_SIZE + h->size;
         }
+}
+
+struct unnumbered {
+    bool (*fn)(void *ctx, const struct event *ev);
+    void *ctx;
+};
+
+static bool without_number(void *ctx, uint64_t seq, const struct event *ev)
+{
+    (void)seq;
+    const struct unnumbered *u = ctx;
+    return u->fn(u->ctx, ev);
+}
+
+void control_session_each_event(const struct control_session *s,
+                                bool (*fn)(void *ctx, const struct event *ev), void *ctx)
+{
+    struct unnumbered u = {fn, ctx};
+    control_session_each_numbered(s, without_number, &u);
 }

@@ -48,6 +48,7 @@ struct control_session {
      * ended session does not change): owned, freed with the record. */
     char *summary_text;
     uint64_t events_dropped;
+    uint64_t last_seq; /* the number of its last stored event */
     size_t events_bytes, nevents;
     struct control_event_chunk *first, *last;
     struct control_session *newer, *older; /* every record, newest first */
@@ -66,14 +67,23 @@ struct control_store {
     struct control_session **buckets;
     size_t nbuckets, nrecords;
     struct control_totals totals;
+    /* Every event taken is numbered, from 1 (the event streams' ids). lost_seq_max: the
+     * highest number of an event no longer kept (past a session's bound, or with its
+     * session's record): a stream resuming before it may miss events. */
+    uint64_t seq, lost_seq_max;
 };
 
 void control_store_init(struct control_store *st, size_t recent_max, bool whole_messages);
 void control_store_free(struct control_store *st);
-/* Takes one event (its session's record is made at EV_START). Returns the record, or NULL
- * when the event belongs to no known session. */
+/* Takes one event, numbered st->seq from then on (its session's record is made at
+ * EV_START). Returns the record, or NULL when the event belongs to no known session. */
 struct control_session *control_store_event(struct control_store *st, const struct event *ev);
 struct control_session *control_store_find(const struct control_store *st, uint64_t id);
+/* Calls fn for each stored event of s with its number, in order; stops when fn returns
+ * false. */
+void control_session_each_numbered(const struct control_session *s,
+                                   bool (*fn)(void *ctx, uint64_t seq, const struct event *ev),
+                                   void *ctx);
 /* Calls fn for each stored event of s, in order; stops when fn returns false. */
 void control_session_each_event(const struct control_session *s,
                                 bool (*fn)(void *ctx, const struct event *ev), void *ctx);

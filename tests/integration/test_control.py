@@ -689,6 +689,95 @@ def test_redact_leaves_no_secret_in_any_answer(tap, need, tmp_path):
             assert f.encode() not in a, f"{f} in an answer: {a[:300]}"
 
 
+def test_a_stream_resumes_after_its_last_event_id(tap, need):
+    """EventSource reconnects with Last-Event-ID: the events after it that the stream wants
+    come again, with the same ids and data, in order, then the live ones; ids number every
+    event, so they agree between streams. Events no longer kept (the session left the
+    recent ring) are announced by an "event: gap" first."""
+    need("swaks")
+    t, base = start(tap, "-q", "--control-recent", "1")
+    first = SseReader(base)
+    try:
+        for _ in range(2):
+            rc, out, err = swaks_ok(t)
+            assert rc == 0, out + err
+        got = first.wait(ended(2))
+    finally:
+        first.close()
+    events = [(i, d) for n, i, d in got if n == "message"]
+    ids = [i for i, _ in events]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids), ids
+    # resume from the middle of session 2: exactly the rest, as the first stream had it
+    s2 = [(i, d) for i, d in events if json.loads(d)["session"] == 2]
+    cut = s2[len(s2) // 2][0]
+    resumed = SseReader(base, headers={"Last-Event-ID": str(cut)})
+    try:
+        again = resumed.wait(ended(2))
+        assert [(i, d) for n, i, d in again if n == "message"] == \
+            [(i, d) for i, d in events if i > cut]
+        assert not [e for e in again if e[0] == "gap"]  # session 2 is still kept whole
+        rc, out, err = swaks_ok(t)  # and then the live ones
+        assert rc == 0, out + err
+        live = resumed.wait(ended(3))
+        later = [i for n, i, _ in live if n == "message" and i > ids[-1]]
+        assert later and later == sorted(later), live[-5:]
+    finally:
+        resumed.close()
+    # ended sessions left the ring (--control-recent 1): resuming before them says so first
+    old = SseReader(base, "?session=3", headers={"Last-Event-ID": "0"})
+    try:
+        evs = old.wait(ended(3))
+        assert evs[0][0] == "gap", evs[:2]
+        gap = json.loads(evs[0][2])
+        # sessions 1 and 2 have left the ring of one: the last event lost is 2's end
+        assert gap == {"after": 0, "lost_up_to": s2[-1][0]}, (gap, s2[-1])
+        sessions = {json.loads(d)["session"] for n, _, d in evs if n == "message"}
+        assert sessions == {3}, sessions
+    finally:
+        old.close()
+    # a Last-Event-ID that is not a number is a fresh stream (nothing replayed)
+    fresh = SseReader(base, headers={"Last-Event-ID": "abc"})
+    try:
+        time.sleep(0.3)
+        assert [e for e in fresh.events if e[0] == "message"] == []
+    finally:
+        fresh.close()
+
+
+def test_a_long_resume_comes_in_parts(tap):
+    """More stored events than one resume sends (512 KiB): the stream ends after a part, and
+    resuming from its last id gives the rest; together they are what a live stream got."""
+    t, base = start(tap, "-v")  # -v: every message line is an event, and kept
+    # 2,000 lines a message: each session's events stay within what is kept of one (512 KiB)
+    body = "".join(f"line {n:05d} " + "x" * 70 + "\r\n" for n in range(2000))
+    live = SseReader(base, "?content=1")
+    try:
+        for k in range(3):
+            with smtplib.SMTP(t.host, t.port, timeout=30) as c:
+                c.sendmail("a@example.org", ["b@example.net"], f"Subject: {k}\r\n\r\n" + body)
+        expected = [(i, d) for n, i, d in live.wait(ended(3), timeout=30) if n == "message"]
+    finally:
+        live.close()
+    assert sum(len(d) for _, d in expected) > 1_000_000  # more than one part
+    got, last, parts = [], 0, 0
+    while not ended(3)([("message", i, d) for i, d in got]) and parts < 6:
+        parts += 1
+        part = SseReader(base, "?content=1", headers={"Last-Event-ID": str(last)})
+        try:  # a part that stops short ends its stream; the last one stays open
+            evs = part.wait(lambda e: ended(3)(e), timeout=10)
+        except AssertionError:
+            evs = list(part.events)
+            assert part.closed, "a part neither ended the stream nor reached the end"
+        finally:
+            part.close()
+        assert not [e for e in evs if e[0] == "gap"], evs[:1]  # every event is still kept
+        msgs = [(i, d) for n, i, d in evs if n == "message"]
+        assert msgs, "a resume sent nothing"
+        got += msgs
+        last = msgs[-1][0]
+    assert parts >= 2 and got == expected, (parts, len(got), len(expected))
+
+
 def test_the_pages_stream_of_summaries(tap):
     """?view=sessions: only "session" events, a summary when a session starts, about once a
     second while a live one changes, and when it ends."""
