@@ -422,3 +422,15 @@ int control_fault_from_body(const uint8_t *body, size_t len, struct fault_rule *
     if (rc != 0 && err && err_size) utf8_clean(err);
     return rc;
 }
+
+bool control_last_event_id(const char *value, size_t len, uint64_t *id)
+{
+    if (len == 0 || len > 19) return false; /* 19 digits always fit in 64 bits */
+    uint64_t n = 0;
+    for (size_t k = 0; k < len; k++) {
+        if (value[k] < '0' || value[k] > '9') return false;
+        n = n * 10 + (uint64_t)(value[k] - '0');
+    }
+    *id = n;
+    return true;
+}

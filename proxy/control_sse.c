@@ -141,14 +141,7 @@ static bool last_event_id(h2o_req_t *req, uint64_t *out)
     ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("last-event-id"), -1);
     if (i < 0) return false;
     h2o_iovec_t v = req->headers.entries[i].value;
-    if (v.len == 0 || v.len > 19) return false;
-    uint64_t n = 0;
-    for (size_t k = 0; k < v.len; k++) {
-        if (v.base[k] < '0' || v.base[k] > '9') return false;
-        n = n * 10 + (uint64_t)(v.base[k] - '0');
-    }
-    *out = n;
-    return true;
+    return control_last_event_id(v.base, v.len, out);
 }
 
 static void replay(struct control *c, struct control_stream *st, uint64_t after)

@@ -56,6 +56,9 @@ bool control_cookie_value(const char *header, size_t len, const char *name, cons
 /* Whether a Host header's value (len bytes; a port may follow) is an IP address (IPv6 in
  * brackets) or localhost: a name that is neither may be a DNS rebinding of 127.0.0.1. */
 bool control_host_is_local_name(const char *host, size_t len);
+/* A Last-Event-ID header's value (len bytes): true with *id when it is a decimal number of
+ * 1 to 19 digits, nothing else. */
+bool control_last_event_id(const char *value, size_t len, uint64_t *id);
 
 /* A fault rule from a POST body: JSON {"rule": "VERB [GLOB]: ACTION", "name": "..."} or
  * {"name":..., "on":..., "match":..., "nth":..., "probability":..., "action":...} (the keys

@@ -338,7 +338,8 @@ static void check_body(const uint8_t *body, size_t n)
 }
 
 /* The header parsers see the body's bytes too: a cookie found lies inside the header, after
- * "NAME=", and ends at a ';' or the end; the answers do not change when asked again. */
+ * "NAME=", and ends at a ';' or the end; the answers do not change when asked again; a
+ * Last-Event-ID is read as a reference reads it. */
 static void check_headers(const uint8_t *data, size_t size)
 {
     const char *h = (const char *)data, *v = NULL;
@@ -356,6 +357,19 @@ static void check_headers(const uint8_t *data, size_t size)
         abort();
     bool local = control_host_is_local_name(h, size);
     if (control_host_is_local_name(h, size) != local) abort();
+    /* Last-Event-ID: accepted exactly when it is 1-19 digits, and then it is their value
+     * (checked against strtoull on a NUL-terminated copy) */
+    uint64_t id = 0;
+    bool ok = control_last_event_id(h, size, &id);
+    bool digits = size >= 1 && size <= 19;
+    for (size_t i = 0; digits && i < size; i++) digits = h[i] >= '0' && h[i] <= '9';
+    if (ok != digits) abort();
+    if (ok) {
+        char copy[20];
+        memcpy(copy, h, size);
+        copy[size] = 0;
+        if (strtoull(copy, NULL, 10) != id) abort();
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

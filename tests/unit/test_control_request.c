@@ -833,6 +833,23 @@ static void a_bad_section_key_gets_the_configuration_files_words(void **state)
                         "list, which only the EHLO reply carries");
 }
 
+/* Last-Event-ID: decimal digits only, at most 19 of them (they always fit in 64 bits). */
+static void last_event_ids(void **state)
+{
+    (void)state;
+    uint64_t id = 7;
+    assert_true(control_last_event_id("42", 2, &id));
+    assert_int_equal(id, 42);
+    assert_true(control_last_event_id("0", 1, &id));
+    assert_int_equal(id, 0);
+    assert_true(control_last_event_id("9999999999999999999", 19, &id));
+    assert_true(id == 9999999999999999999ull);
+    static const char *const bad[] = {
+        "", "-1", "+1", " 1", "1 ", "1x", "abc", "0x10", "18446744073709551616"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_false(control_last_event_id(bad[i], strlen(bad[i]), &id));
+}
+
 /* The token cookie among others, and the Host check against DNS rebinding. */
 static void cookies_and_host_names(void **state)
 {
@@ -893,6 +910,7 @@ int main(void)
         cmocka_unit_test(a_bad_rule_gets_the_command_lines_words),
         cmocka_unit_test(a_bad_section_key_gets_the_configuration_files_words),
         cmocka_unit_test(cookies_and_host_names),
+        cmocka_unit_test(last_event_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
