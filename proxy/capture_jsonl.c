@@ -414,11 +414,11 @@ static bool put_verdict(json_t *f, const struct event_verdict_facts *v)
  * code}. A name the line gives twice (a hostile XOAUTH2 line) gets "_2", "_3"... after it. */
 static bool put_auth(json_t *f, const struct event_auth_facts *a)
 {
-    json_t *fields = json_object(), *secret = json_array();
     bool ok = set(f, "mechanism", json_string_nocheck(a->mechanism ? a->mechanism : "")) &&
               set(f, "step", json_string_nocheck(a->step ? a->step : "")) &&
               put_str(f, "user", a->user && a->user[0] ? a->user : NULL) &&
-              set(f, "fields", fields) && set(f, "secret", secret);
+              set(f, "fields", json_object()) && set(f, "secret", json_array());
+    json_t *fields = json_object_get(f, "fields"), *secret = json_object_get(f, "secret");
     for (size_t i = 0; ok && i < a->nfields && i < EVENT_AUTH_FIELDS_MAX; i++) {
         char name[48];
         snprintf(name, sizeof name, "%s", a->names[i]);

@@ -736,6 +736,48 @@ static void test_a_fault_names_its_rule_and_action(void **state)
     json_decref(o);
 }
 
+/* A decoded SASL line: its facts by name; a name given twice is numbered, not lost. */
+static void test_an_auth_event_has_its_fields_by_name(void **state)
+{
+    (void)state;
+    union event_facts f = {.auth = {.mechanism = "XOAUTH2",
+                                    .step = "command",
+                                    .user = "bob",
+                                    .nfields = 3,
+                                    .names = {"user", "user", "token"},
+                                    .values = {"bob", "eve", "<redacted token>"},
+                                    .secret = {false, false, true}}};
+    struct event ev = facts_event(EV_AUTH, DIR_NONE, &f);
+    ev.text = "AUTH XOAUTH2 user=\"bob\" user=\"eve\" token=<redacted token>";
+    json_t *o = render_one(&ev);
+    json_t *a = member(o, "auth");
+    assert_str(a, "mechanism", "XOAUTH2");
+    assert_str(a, "step", "command");
+    assert_str(a, "user", "bob");
+    assert_str(member(a, "fields"), "user", "bob");
+    assert_str(member(a, "fields"), "user_2", "eve");
+    assert_str(member(a, "fields"), "token", "<redacted token>");
+    json_t *secret = member(a, "secret");
+    assert_int_equal(json_array_size(secret), 1);
+    assert_string_equal(json_string_value(json_array_get(secret, 0)), "token");
+    assert_null(json_object_get(a, "outcome"));
+    json_decref(o);
+    union event_facts end = {.auth = {.mechanism = "PLAIN",
+                                      .step = "outcome",
+                                      .user = "",
+                                      .outcome = "rejected",
+                                      .code = 535}};
+    ev = facts_event(EV_AUTH, DIR_NONE, &end);
+    ev.text = "AUTH PLAIN: rejected (535 5.7.8)";
+    o = render_one(&ev);
+    a = member(o, "auth");
+    assert_true(json_is_null(member(a, "user")));
+    assert_str(a, "outcome", "rejected");
+    assert_int(a, "code", 535);
+    assert_int_equal(json_object_size(member(a, "fields")), 0);
+    json_decref(o);
+}
+
 static void test_a_message_summary_has_number_size_lines_and_sha256(void **state)
 {
     (void)state;
@@ -1125,6 +1167,7 @@ int main(void)
         cmocka_unit_test(test_a_stream_is_flushed_at_every_line_when_asked),
         cmocka_unit_test(test_a_write_error_stops_the_writer_without_retrying),
         cmocka_unit_test(test_a_full_disk_is_survived),
+        cmocka_unit_test(test_an_auth_event_has_its_fields_by_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
